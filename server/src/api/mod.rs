@@ -1,0 +1,11 @@
+//! The routes of the HTTP API, one module per area of the domain.
+
+mod ops;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().merge(ops::routes())
+}

@@ -1,0 +1,6 @@
+//! Slipway status scaler: observes every deployed component instance (HTTP, TCP,
+//! Kubernetes), judges it with its status plugin, schedules the next check adaptively and
+//! aggregates component health into app-instance health.
+//!
+//! Owns: the instance model, fetchers, the schedule, budgets, aggregation and history.
+//! Must not know: HTTP routes of the API (the server crate), builds or packages.

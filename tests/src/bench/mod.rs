@@ -1,0 +1,16 @@
+//! The benchmarks run by `slipway-bench <name> [--quick]`. Each prints progress to stderr
+//! and returns the figures its issue names; the runner prints them as the last stdout line.
+
+mod api;
+
+use serde_json::Value;
+
+/// Every benchmark by name, for `--help` and dispatch.
+pub const NAMES: &[&str] = &["api"];
+
+pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
+    match name {
+        "api" => api::run(quick).await,
+        other => anyhow::bail!("unknown benchmark `{other}`; known: {}", NAMES.join(", ")),
+    }
+}

@@ -1,0 +1,6 @@
+//! Harnesses shared by Slipway's cross-crate tests and benchmarks: a server started on a
+//! free loopback port with its own data directory, and helpers that find the real
+//! components (Docker daemon, registry) the test script started.
+
+pub mod bench;
+pub mod server;
