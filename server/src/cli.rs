@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{LogFormat, Overrides};
 
 #[derive(Debug, Parser)]
-#[command(name = "slipway", version, about = "Builds apps into versioned packages and watches every deployed instance.")]
+#[command(
+    name = "slipway",
+    version,
+    about = "Builds apps into versioned packages and watches every deployed instance."
+)]
 pub struct Cli {
     /// Configuration file (default: ./slipway.toml when present).
     #[arg(long, global = true, env = "SLIPWAY_CONFIG")]

@@ -61,7 +61,8 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(code, error = %self, "request failed");
         }
-        let body = json!({ "error": { "code": code, "message": self.to_string(), "details": self.details() } });
+        let body =
+            json!({ "error": { "code": code, "message": self.to_string(), "details": self.details() } });
         (status, axum::Json(body)).into_response()
     }
 }

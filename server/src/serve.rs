@@ -18,7 +18,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: address already in use (is another slipway serve running? pick another with --listen)")]
+    #[error(
+        "cannot listen on {addr}: address already in use (is another slipway serve running? pick another with --listen)"
+    )]
     AddrInUse { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
@@ -36,7 +38,10 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Opens everything `config` names, binds, and serves until `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let listener = bind(config.listen).await?;
     let state = AppState::open(config).await?;
     tracing::info!(addr = %listener.local_addr().map_err(StartError::Serve)?, "slipway is listening");

@@ -92,10 +92,8 @@ pub fn open_object_store(config: &Config) -> Result<Arc<dyn ObjectStore>, Storag
     Ok(match config.object_store.kind {
         ObjectStoreKind::Local => {
             let path = config.object_store_path();
-            std::fs::create_dir_all(&path).map_err(|source| StorageError::DataDir {
-                path: path.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(&path)
+                .map_err(|source| StorageError::DataDir { path: path.display().to_string(), source })?;
             Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&path)?)
         }
         ObjectStoreKind::S3 => {
@@ -128,7 +126,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Config { data_dir: dir.path().into(), ..Config::default() };
         let pool = open_database(&config).await.unwrap();
-        const EXTRA: Migrations = &[("test-0001", "CREATE TABLE t (id BIGINT PRIMARY KEY); INSERT INTO t (id) VALUES (1)")];
+        const EXTRA: Migrations =
+            &[("test-0001", "CREATE TABLE t (id BIGINT PRIMARY KEY); INSERT INTO t (id) VALUES (1)")];
         migrate(&pool, &[EXTRA]).await.unwrap();
         // A second run must not re-run it (the INSERT would violate the primary key).
         migrate(&pool, &[EXTRA]).await.unwrap();
