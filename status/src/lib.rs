@@ -4,3 +4,11 @@
 //!
 //! Owns: the instance model, fetchers, the schedule, budgets, aggregation and history.
 //! Must not know: HTTP routes of the API (the server crate), builds or packages.
+
+pub mod aggregate;
+pub mod budget;
+pub mod correlate;
+pub mod flapping;
+pub mod health;
+pub mod schedule;
+pub mod wheel;
