@@ -1,5 +1,117 @@
 //! Slipway registry: component and app packages, semantic versions, tags and tag queries,
 //! package blobs in the object store, offline export and import.
 //!
-//! Owns: package formats, version ordering, tag rules, publish atomicity, retention.
-//! Must not know: HTTP routes, how images are built, instance health.
+//! Owns: package formats ([`manifest`], [`archive`]), version ordering ([`version`],
+//! [`range`]), name and tag rules ([`names`]), publish atomicity ([`publish`], [`blobs`]),
+//! tags and exclusive tags ([`tags`]), tag queries ([`query`]), retention ([`retention`]) and
+//! offline packages ([`offline`]).
+//! Must not know: HTTP routes, how images are built, instance health. The database pool and
+//! object store are handed in by the server; the only network peer it talks to itself is
+//! an OCI image registry, for offline export and import.
+//!
+//! Main type: [`Registry`]. The build pipeline publishes through
+//! [`Registry::publish_app_package`]; clients that built a package themselves upload it
+//! with [`Registry::upload_app_package`].
+
+pub mod archive;
+pub mod blobs;
+mod error;
+pub mod manifest;
+pub mod names;
+
+pub mod publish;
+pub mod query;
+pub mod range;
+pub mod retention;
+mod schema;
+pub mod tags;
+pub mod version;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use object_store::ObjectStore;
+use serde::{Deserialize, Serialize};
+use sqlx::AnyPool;
+
+pub use error::{Error, Result};
+pub use schema::MIGRATIONS;
+
+/// The registry's settings (the `[registry]` table of `slipway.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Keep at most this many untagged versions per app beyond the newest ones; 0 keeps all.
+    /// Tagged versions are never deleted by retention.
+    pub keep_versions: u32,
+    /// Blobs and uploads younger than this are never garbage collected, so a publish
+    /// between its blob write and its commit is safe.
+    pub gc_grace_secs: u64,
+    /// How often the garbage collector runs; 0 disables it.
+    pub gc_interval_secs: u64,
+    /// The OCI registry offline imports push images into (`host:port`).
+    pub image_registry: String,
+    /// Talk plain HTTP to `image_registry` (a loopback registry).
+    pub image_registry_insecure: bool,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            keep_versions: 0,
+            gc_grace_secs: 3600,
+            gc_interval_secs: 600,
+            image_registry: "127.0.0.1:5000".into(),
+            image_registry_insecure: true,
+        }
+    }
+}
+
+/// The registry: metadata in the database, package blobs in the object store.
+#[derive(Clone)]
+pub struct Registry {
+    db: AnyPool,
+    store: Arc<dyn ObjectStore>,
+    config: RegistryConfig,
+}
+
+impl Registry {
+    pub fn new(db: AnyPool, store: Arc<dyn ObjectStore>, config: RegistryConfig) -> Self {
+        Self { db, store, config }
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// One garbage-collection pass with the configured grace period.
+    pub async fn collect_garbage(&self) -> Result<blobs::GcReport> {
+        self.collect_garbage_older_than(Duration::from_secs(self.config.gc_grace_secs)).await
+    }
+
+    /// One garbage-collection pass with an explicit grace period.
+    pub async fn collect_garbage_older_than(&self, grace: Duration) -> Result<blobs::GcReport> {
+        blobs::collect_garbage(&self.store, &self.db, grace).await
+    }
+
+    /// Runs the garbage collector every `gc_interval_secs` until the runtime stops.
+    pub fn spawn_garbage_collector(&self) {
+        if self.config.gc_interval_secs == 0 {
+            return;
+        }
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(registry.config.gc_interval_secs));
+            loop {
+                every.tick().await;
+                if let Err(e) = registry.collect_garbage().await {
+                    tracing::warn!(error = %e, "registry garbage collection failed");
+                }
+            }
+        });
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,196 @@
+//! Package blobs in the object store, under content-addressed keys.
+//!
+//! A blob reaches `blobs/sha256/<hex>` only once its bytes are all written and hashed, so a
+//! key always holds exactly the bytes its name promises. Streamed uploads go to
+//! `uploads/<uuid>` first (the digest is known only at the end) and are renamed into place;
+//! whatever a crash leaves behind (an upload, or a blob no package row points at) is removed
+//! by [`collect_garbage`] after a grace period that outlasts any publish in flight.
+
+use std::io::Read;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use sqlx::AnyPool;
+
+use crate::archive::{digest_hex, format_digest};
+use crate::error::{Error, Result};
+
+const BLOBS: &str = "blobs/sha256";
+const UPLOADS: &str = "uploads";
+/// Multipart part size: memory per upload is about this times the parts in flight.
+const PART_BYTES: usize = 8 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
+
+pub fn blob_key(digest: &str) -> Result<Path> {
+    Ok(Path::from(format!("{BLOBS}/{}", digest_hex(digest)?)))
+}
+
+/// A blob written and hashed, not yet referenced by any package row.
+#[derive(Debug, Clone)]
+pub struct StoredBlob {
+    pub digest: String,
+    pub size_bytes: u64,
+    pub key: Path,
+}
+
+/// Writes bytes already in memory under their content key, then checks the stored size.
+pub async fn put_bytes(store: &dyn ObjectStore, bytes: Bytes) -> Result<StoredBlob> {
+    let digest = format_digest(Sha256::digest(&bytes));
+    let key = blob_key(&digest)?;
+    let size_bytes = bytes.len() as u64;
+    store.put(&key, PutPayload::from(bytes)).await.map_err(Error::store(&key))?;
+    verify_size(store, &key, size_bytes).await?;
+    Ok(StoredBlob { digest, size_bytes, key })
+}
+
+/// Streams `body` into the store while hashing it, with memory bounded by the part size.
+/// If `expected` is given and differs, nothing is kept and the error names both digests.
+pub async fn put_stream<E: std::fmt::Display>(
+    store: &dyn ObjectStore,
+    body: impl Stream<Item = Result<Bytes, E>>,
+    expected: Option<&str>,
+) -> Result<StoredBlob> {
+    if let Some(expected) = expected {
+        digest_hex(expected).map_err(|_| Error::DigestMismatch {
+            expected: expected.to_owned(),
+            actual: "(not a sha256 digest)".into(),
+        })?;
+    }
+    let staging = Path::from(format!("{UPLOADS}/{}", uuid::Uuid::new_v4()));
+    let upload = store.put_multipart(&staging).await.map_err(Error::store(&staging))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let mut hasher = Sha256::new();
+    let mut size_bytes = 0u64;
+    let mut body = std::pin::pin!(body);
+    let written: Result<()> = async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::Body(e.to_string()))?;
+            hasher.update(&chunk);
+            size_bytes += chunk.len() as u64;
+            writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(Error::store(&staging))?;
+            writer.put(chunk);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = writer.abort().await;
+        return Err(e);
+    }
+    writer.finish().await.map_err(Error::store(&staging))?;
+    let digest = format_digest(hasher.finalize());
+    if let Some(expected) = expected.filter(|e| *e != digest) {
+        let _ = store.delete(&staging).await;
+        return Err(Error::DigestMismatch { expected: expected.to_owned(), actual: digest });
+    }
+    verify_size(store, &staging, size_bytes).await?;
+    let key = blob_key(&digest)?;
+    store.rename(&staging, &key).await.map_err(Error::store(&key))?;
+    Ok(StoredBlob { digest, size_bytes, key })
+}
+
+async fn verify_size(store: &dyn ObjectStore, key: &Path, size_bytes: u64) -> Result<()> {
+    let meta = store.head(key).await.map_err(Error::store(key))?;
+    if meta.size != size_bytes {
+        return Err(Error::ObjectStore {
+            key: key.to_string(),
+            source: object_store::Error::Generic {
+                store: "registry",
+                source: format!("stored {} bytes, wrote {size_bytes}", meta.size).into(),
+            },
+        });
+    }
+    Ok(())
+}
+
+/// An open blob: its byte range and the stream of those bytes.
+pub struct BlobRead {
+    pub size_bytes: u64,
+    pub range: Range<u64>,
+    pub stream: BoxStream<'static, Result<Bytes>>,
+}
+
+/// Opens `digest` for reading, the whole blob or `range` of it.
+pub async fn open(store: &dyn ObjectStore, digest: &str, range: Option<GetRange>) -> Result<BlobRead> {
+    let key = blob_key(digest)?;
+    let options = GetOptions { range, ..GetOptions::default() };
+    let result = store.get_opts(&key, options).await.map_err(Error::store(&key))?;
+    let (size_bytes, range) = (result.meta.size, result.range.clone());
+    let stream =
+        result.into_stream().map_err(move |e| Error::ObjectStore { key: key.to_string(), source: e });
+    Ok(BlobRead { size_bytes, range, stream: stream.boxed() })
+}
+
+/// Runs `check` over the blob as a blocking `Read` (the tar and gzip readers are
+/// synchronous), streaming it from the store chunk by chunk.
+pub async fn read_blocking<T: Send + 'static>(
+    store: &dyn ObjectStore,
+    digest: &str,
+    check: impl FnOnce(Box<dyn Read + Send>) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let blob = open(store, digest, None).await?;
+    let reader = tokio_util::io::StreamReader::new(blob.stream.map_err(std::io::Error::other));
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    tokio::task::spawn_blocking(move || check(Box::new(bridge)))
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+}
+
+/// What a garbage-collection pass removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    pub orphan_blobs: Vec<String>,
+    pub stale_uploads: Vec<String>,
+}
+
+/// Removes blobs no package row references and uploads never finished, both only when
+/// older than `grace` so a publish between its blob write and its commit is left alone.
+pub async fn collect_garbage(
+    store: &Arc<dyn ObjectStore>,
+    db: &AnyPool,
+    grace: Duration,
+) -> Result<GcReport> {
+    let cutoff = crate::now_ms() - grace.as_millis() as i64;
+    let mut report = GcReport::default();
+    let mut uploads = store.list(Some(&Path::from(UPLOADS)));
+    while let Some(meta) = uploads.try_next().await.map_err(Error::store(&Path::from(UPLOADS)))? {
+        if meta.last_modified.timestamp_millis() < cutoff {
+            store.delete(&meta.location).await.map_err(Error::store(&meta.location))?;
+            report.stale_uploads.push(meta.location.to_string());
+        }
+    }
+    let mut blobs = store.list(Some(&Path::from(BLOBS)));
+    while let Some(meta) = blobs.try_next().await.map_err(Error::store(&Path::from(BLOBS)))? {
+        let Some(hex) = meta.location.filename() else { continue };
+        let digest = format!("sha256:{hex}");
+        if meta.last_modified.timestamp_millis() >= cutoff || is_referenced(db, &digest).await? {
+            continue;
+        }
+        store.delete(&meta.location).await.map_err(Error::store(&meta.location))?;
+        report.orphan_blobs.push(digest);
+    }
+    if !report.orphan_blobs.is_empty() || !report.stale_uploads.is_empty() {
+        tracing::info!(
+            orphan_blobs = report.orphan_blobs.len(),
+            stale_uploads = report.stale_uploads.len(),
+            "registry garbage collected"
+        );
+    }
+    Ok(report)
+}
+
+async fn is_referenced(db: &AnyPool, digest: &str) -> Result<bool> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT app FROM registry_app_packages WHERE digest = $1 LIMIT 1")
+            .bind(digest)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.is_some())
+}

@@ -1,0 +1,332 @@
+//! Publishing an app package: build it (or take an uploaded one), write and verify its blob,
+//! then commit all its metadata in one transaction. A crash between the two steps leaves
+//! at most an orphan blob for the garbage collector, never a package row without its blob.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::Stream;
+use semver::Version;
+use serde_json::Value;
+use sqlx::AnyConnection;
+
+use crate::archive::{check_app_package, digest_of, write_tar_gz};
+use crate::blobs::{self, StoredBlob};
+use crate::error::{Error, Result};
+use crate::manifest::{
+    APP_FORMAT, AppManifest, COMPONENT_FORMAT, ComponentEntry, ComponentManifest, ImageRef, MANIFEST_FILE,
+    Source, component_file,
+};
+use crate::query::PackageSummary;
+use crate::version::{VersionSpec, bump_patch, parse_version, version_key};
+use crate::{Registry, names, now_ms, tags};
+
+/// How often `auto` re-reads the highest version when a concurrent publish took it.
+const AUTO_ATTEMPTS: usize = 5;
+const MAX_FILE_PATH: usize = 255;
+
+/// One component's build result, the input of a component package.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentInput {
+    pub component_type: String,
+    pub component: String,
+    /// `None`: the app package's version.
+    pub version: Option<Version>,
+    pub images: Vec<ImageRef>,
+    pub parameters: Value,
+    /// The plugin that built it, `kind/name/revision`.
+    pub plugin: String,
+    /// Files the component type adds (a Helm chart, configuration), by relative path.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Everything an app package is made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRequest {
+    pub app: String,
+    pub version: VersionSpec,
+    pub tags: Vec<String>,
+    pub creator: String,
+    pub source: Source,
+    pub components: Vec<ComponentInput>,
+}
+
+/// A built app package: its manifests and its deterministic `.tar.gz` bytes.
+#[derive(Debug, Clone)]
+pub struct BuiltPackage {
+    pub manifest: AppManifest,
+    pub components: Vec<ComponentManifest>,
+    pub bytes: Bytes,
+}
+
+impl Registry {
+    /// Builds the component packages and the app package from `request`, stores the blob
+    /// and registers it. `VersionSpec::Auto` takes the highest version and bumps its patch,
+    /// retrying if a concurrent publish takes that version first.
+    pub async fn publish_app_package(&self, request: PublishRequest) -> Result<PackageSummary> {
+        check_request(&request)?;
+        for attempt in 1..=AUTO_ATTEMPTS {
+            let version = match &request.version {
+                VersionSpec::Auto => bump_patch(self.highest_version(&request.app).await?.as_ref()),
+                VersionSpec::Exact(v) => {
+                    self.refuse_existing(&request.app, v).await?;
+                    v.clone()
+                }
+            };
+            let built = build_package(&request, &version, now_ms());
+            let blob = blobs::put_bytes(&*self.store, built.bytes).await?;
+            match self.register(&built.manifest, &built.components, &blob).await {
+                Err(Error::VersionExists { .. })
+                    if request.version == VersionSpec::Auto && attempt < AUTO_ATTEMPTS =>
+                {
+                    tracing::debug!(app = %request.app, %version, "auto version taken concurrently; retrying")
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Streams an app package someone built into the store, checks it (digest if given,
+    /// layout, component digests, the app it names) and registers it.
+    pub async fn upload_app_package<E: std::fmt::Display>(
+        &self,
+        app: &str,
+        body: impl Stream<Item = Result<Bytes, E>>,
+        expected_digest: Option<&str>,
+    ) -> Result<PackageSummary> {
+        names::check_app(app)?;
+        let blob = blobs::put_stream(&*self.store, body, expected_digest).await?;
+        let (manifest, components) =
+            blobs::read_blocking(&*self.store, &blob.digest, check_app_package).await?;
+        if manifest.app != app {
+            return Err(Error::AppMismatch { expected: app.to_owned(), found: manifest.app });
+        }
+        self.register(&manifest, &components, &blob).await
+    }
+
+    pub(crate) async fn refuse_existing(&self, app: &str, version: &Version) -> Result<()> {
+        let existing: Option<(String, String)> = sqlx::query_as(
+            "SELECT version, digest FROM registry_app_packages WHERE app = $1 AND version_key = $2",
+        )
+        .bind(app)
+        .bind(version_key(version))
+        .fetch_optional(&self.db)
+        .await?;
+        match existing {
+            Some((version, digest)) => Err(Error::VersionExists { app: app.to_owned(), version, digest }),
+            None => Ok(()),
+        }
+    }
+
+    async fn highest_version(&self, app: &str) -> Result<Option<Version>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT version FROM registry_app_packages WHERE app = $1 ORDER BY version_key DESC LIMIT 1",
+        )
+        .bind(app)
+        .fetch_optional(&self.db)
+        .await?;
+        row.map(|(v,)| parse_version(&v)).transpose()
+    }
+
+    /// Commits the metadata of a stored, verified blob in one transaction: the package row
+    /// (first, so its primary key decides a version race), component packages, and tags.
+    pub(crate) async fn register(
+        &self,
+        manifest: &AppManifest,
+        components: &[ComponentManifest],
+        blob: &StoredBlob,
+    ) -> Result<PackageSummary> {
+        let app = manifest.app.as_str();
+        let app_key = version_key(&parse_version(&manifest.version)?);
+        let mut tx = self.db.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO registry_app_packages
+                (app, version_key, version, digest, size_bytes, manifest, creator, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (app, version_key) DO NOTHING",
+        )
+        .bind(app)
+        .bind(&app_key)
+        .bind(&manifest.version)
+        .bind(&blob.digest)
+        .bind(blob.size_bytes as i64)
+        .bind(serde_json::to_string(manifest).expect("manifest serializes"))
+        .bind(&manifest.creator)
+        .bind(manifest.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            drop(tx);
+            self.refuse_existing(app, &parse_version(&manifest.version)?).await?;
+            return Err(Error::VersionExists {
+                app: app.into(),
+                version: manifest.version.clone(),
+                digest: String::new(),
+            });
+        }
+        for (component, entry) in components.iter().zip(&manifest.components) {
+            insert_component(&mut tx, component, entry, &app_key).await?;
+        }
+        for tag in &manifest.tags {
+            tags::apply_tag(&mut tx, app, &app_key, &manifest.version, tag, &manifest.creator).await?;
+        }
+        tx.commit().await?;
+        metrics::counter!("slipway_registry_publishes_total").increment(1);
+        metrics::counter!("slipway_registry_published_bytes_total").increment(blob.size_bytes);
+        tracing::info!(app, version = %manifest.version, digest = %blob.digest, "published app package");
+        if self.config.keep_versions > 0 {
+            self.apply_retention(app, self.config.keep_versions, &manifest.creator).await?;
+        }
+        Ok(PackageSummary {
+            app: app.to_owned(),
+            version: manifest.version.clone(),
+            digest: blob.digest.clone(),
+            size_bytes: blob.size_bytes,
+            creator: manifest.creator.clone(),
+            created_at_ms: manifest.created_at_ms,
+        })
+    }
+}
+
+/// Inserts a component package row (or finds the identical one a previous app package
+/// brought) and links it to the app package.
+async fn insert_component(
+    tx: &mut AnyConnection,
+    component: &ComponentManifest,
+    entry: &ComponentEntry,
+    app_key: &str,
+) -> Result<()> {
+    let key = version_key(&parse_version(&component.version)?);
+    sqlx::query(
+        "INSERT INTO registry_component_packages
+            (app, component, version_key, version, component_type, digest, size_bytes, manifest, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (app, component, version_key) DO NOTHING",
+    )
+    .bind(&component.app)
+    .bind(&component.component)
+    .bind(&key)
+    .bind(&component.version)
+    .bind(&component.component_type)
+    .bind(&entry.digest)
+    .bind(entry.size_bytes as i64)
+    .bind(serde_json::to_string(component).expect("manifest serializes"))
+    .bind(component.created_at_ms)
+    .execute(&mut *tx)
+    .await?;
+    let (digest,): (String,) = sqlx::query_as(
+        "SELECT digest FROM registry_component_packages WHERE app = $1 AND component = $2 AND version_key = $3",
+    )
+    .bind(&component.app)
+    .bind(&component.component)
+    .bind(&key)
+    .fetch_one(&mut *tx)
+    .await?;
+    if digest != entry.digest {
+        return Err(Error::ComponentVersionExists {
+            app: component.app.clone(),
+            component: component.component.clone(),
+            version: component.version.clone(),
+            digest,
+        });
+    }
+    sqlx::query(
+        "INSERT INTO registry_app_package_components (app, app_version_key, component, component_version_key)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&component.app)
+    .bind(app_key)
+    .bind(&component.component)
+    .bind(&key)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn check_request(request: &PublishRequest) -> Result<()> {
+    names::check_app(&request.app)?;
+    names::check_actor(&request.creator)?;
+    for tag in &request.tags {
+        names::check_tag(tag)?;
+    }
+    for (i, c) in request.components.iter().enumerate() {
+        names::check_component(&c.component)?;
+        if request.components[..i].iter().any(|o| o.component == c.component) {
+            return Err(Error::invalid_package(format!("component {} given twice", c.component)));
+        }
+        for path in c.files.keys() {
+            check_file_path(path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Component files are relative paths of plain segments: no `..`, no absolute paths, so
+/// unpacking a package can never write outside its directory.
+fn check_file_path(path: &str) -> Result<()> {
+    let ok = !path.is_empty()
+        && path.len() <= MAX_FILE_PATH
+        && path.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_package(format!(
+            "file path `{path}`: relative, segments of A-Z a-z 0-9 . _ -, at most {MAX_FILE_PATH} characters"
+        )))
+    }
+}
+
+/// Builds the component packages and the app package holding them, deterministically for
+/// the given inputs and time.
+pub fn build_package(request: &PublishRequest, version: &Version, now_ms: i64) -> BuiltPackage {
+    let mut components = Vec::new();
+    let mut entries_meta = Vec::new();
+    let mut component_files: Vec<(String, Vec<u8>)> = Vec::new();
+    for input in &request.components {
+        let manifest = ComponentManifest {
+            format: COMPONENT_FORMAT.into(),
+            app: request.app.clone(),
+            component_type: input.component_type.clone(),
+            component: input.component.clone(),
+            version: input.version.as_ref().unwrap_or(version).to_string(),
+            images: input.images.clone(),
+            parameters: input.parameters.clone(),
+            source: request.source.clone(),
+            plugin: input.plugin.clone(),
+            created_at_ms: now_ms,
+            creator: request.creator.clone(),
+        };
+        let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        let mut entries: Vec<(String, &[u8])> = vec![(MANIFEST_FILE.into(), &manifest_json)];
+        entries.extend(input.files.iter().map(|(p, c)| (format!("files/{p}"), c.as_slice())));
+        let bytes = write_tar_gz(&entries);
+        entries_meta.push(ComponentEntry {
+            component_type: manifest.component_type.clone(),
+            component: manifest.component.clone(),
+            version: manifest.version.clone(),
+            digest: digest_of(&bytes),
+            size_bytes: bytes.len() as u64,
+            file: component_file(&manifest.component),
+        });
+        component_files.push((component_file(&manifest.component), bytes));
+        components.push(manifest);
+    }
+    let manifest = AppManifest {
+        format: APP_FORMAT.into(),
+        app: request.app.clone(),
+        version: version.to_string(),
+        tags: request.tags.clone(),
+        creator: request.creator.clone(),
+        created_at_ms: now_ms,
+        source: request.source.clone(),
+        components: entries_meta,
+    };
+    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let mut entries: Vec<(String, &[u8])> = vec![(MANIFEST_FILE.into(), &manifest_json)];
+    entries.extend(component_files.iter().map(|(p, c)| (p.clone(), c.as_slice())));
+    BuiltPackage { manifest, components, bytes: Bytes::from(write_tar_gz(&entries)) }
+}
