@@ -1,0 +1,287 @@
+//! The pool of worker processes and the batch protocol with them.
+//!
+//! A batch is many calls of one function of one script. The host enforces the time limit
+//! from outside: a worker reports finished calls at least every few milliseconds, so when
+//! no frame comes within the call timeout plus slack, the call it is on has defeated the
+//! interrupt handler. That worker is killed, the call fails with `Timeout`, and the rest of
+//! the batch runs on a fresh worker. A worker that dies fails only the call it was on.
+
+mod process;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::config::HostConfig;
+use crate::error::{Error, ScriptLocation};
+use crate::protocol::{
+    CallResult, FailureKind, Request, RequestRef, Response, RunBatch, ScriptFailure, WorkerLimits,
+    WorkerStats,
+};
+use crate::triple::{PluginTriple, ScriptKind};
+use process::{RecvError, WorkerProcess};
+
+/// How often a worker reports progress inside a batch.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(5);
+/// Compiling evaluates top-level code, bounded by the call timeout; parsing a large module
+/// takes longer than a call, so compile requests get this much on top.
+const COMPILE_SLACK: Duration = Duration::from_secs(2);
+
+pub struct Pool {
+    binary: PathBuf,
+    limits: WorkerLimits,
+    idle: Mutex<Vec<WorkerProcess>>,
+    permits: Semaphore,
+    /// No frame for this long means the worker is stuck.
+    stall_deadline: Duration,
+    call_timeout_ms: u64,
+    memory_limit: usize,
+}
+
+/// What a compile request learned.
+pub struct Compiled {
+    pub bytecode: Arc<Vec<u8>>,
+    pub exports: Vec<String>,
+}
+
+/// One batch: a script, its code and the calls to make.
+pub struct Batch<'a> {
+    pub triple: &'a PluginTriple,
+    pub file: &'a str,
+    pub code_hash: &'a str,
+    pub bytecode: &'a [u8],
+    pub function: &'a str,
+    pub calls: Vec<Vec<Value>>,
+}
+
+impl Pool {
+    pub fn new(config: &HostConfig) -> Result<Self, Error> {
+        let binary = match &config.worker_binary {
+            Some(path) => path.clone(),
+            None => find_worker_binary()?,
+        };
+        let limits = WorkerLimits {
+            call_timeout_ms: config.call_timeout.as_millis() as u64,
+            memory_limit_bytes: config.memory_limit_bytes,
+            stack_limit_bytes: config.stack_limit_bytes,
+            runtimes: config.runtimes_per_worker,
+            progress_interval_ms: PROGRESS_INTERVAL.as_millis() as u64,
+        };
+        Ok(Self {
+            binary,
+            stall_deadline: config.call_timeout + PROGRESS_INTERVAL + config.kill_slack,
+            call_timeout_ms: limits.call_timeout_ms,
+            memory_limit: limits.memory_limit_bytes,
+            limits,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(config.worker_count()),
+        })
+    }
+
+    async fn checkout(&self) -> Result<WorkerProcess, Error> {
+        let idle = self.idle.lock().expect("idle list lock").pop();
+        match idle {
+            Some(worker) => Ok(worker),
+            None => {
+                metrics::counter!("slipway_plugin_workers_started_total").increment(1);
+                WorkerProcess::spawn(&self.binary, &self.limits)
+                    .await
+                    .map_err(|e| Error::Worker(e.to_string()))
+            }
+        }
+    }
+
+    fn checkin(&self, worker: WorkerProcess) {
+        self.idle.lock().expect("idle list lock").push(worker);
+    }
+
+    /// Compiles and evaluates a module in a worker; `Err` carries the engine's message.
+    pub async fn compile(
+        &self,
+        kind: ScriptKind,
+        file: &str,
+        source: &str,
+    ) -> Result<Result<Compiled, (String, Option<ScriptLocation>)>, Error> {
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let mut worker = self.checkout().await?;
+        let request = Request::Compile { kind, file: file.to_owned(), source: source.to_owned() };
+        worker.send(&request).await.map_err(|e| Error::Worker(e.to_string()))?;
+        match worker.recv(self.stall_deadline + COMPILE_SLACK).await {
+            Ok(Response::Compiled { bytecode, exports }) => {
+                self.checkin(worker);
+                let bytecode = hex::decode(bytecode).map_err(|e| Error::Worker(format!("bytecode: {e}")))?;
+                Ok(Ok(Compiled { bytecode: Arc::new(bytecode), exports }))
+            }
+            Ok(Response::CompileFailed { message, location }) => {
+                self.checkin(worker);
+                Ok(Err((message, location)))
+            }
+            Ok(other) => {
+                worker.kill().await;
+                Err(Error::Worker(format!("unexpected answer to compile: {other:?}")))
+            }
+            Err(RecvError::Stuck) => {
+                worker.kill().await;
+                Ok(Err((
+                    format!("top-level code ran past {} ms and was killed", self.stall_deadline.as_millis()),
+                    None,
+                )))
+            }
+            Err(RecvError::Died(message)) => Ok(Err((message, None))),
+        }
+    }
+
+    /// Runtimes and heap use of every idle worker (busy ones are skipped, not waited for).
+    pub async fn stats(&self) -> Result<WorkerStats, Error> {
+        let workers: Vec<WorkerProcess> = std::mem::take(&mut *self.idle.lock().expect("idle list lock"));
+        let mut total = WorkerStats::default();
+        for mut worker in workers {
+            worker.send(&Request::Stats).await.map_err(|e| Error::Worker(e.to_string()))?;
+            match worker.recv(self.stall_deadline).await {
+                Ok(Response::Stats(stats)) => {
+                    total.runtimes += stats.runtimes;
+                    total.heap_bytes += stats.heap_bytes;
+                    self.checkin(worker);
+                }
+                _ => worker.kill().await,
+            }
+        }
+        Ok(total)
+    }
+
+    /// Runs every call of the batch; the result list has one entry per call, in order.
+    pub async fn run(&self, batch: Batch<'_>) -> Result<Vec<Result<Value, Error>>, Error> {
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let total = batch.calls.len();
+        let mut results: Vec<Result<Value, Error>> = Vec::with_capacity(total);
+        let mut remaining = batch.calls;
+        while !remaining.is_empty() {
+            let mut worker = self.checkout().await?;
+            let sent = remaining.len();
+            let mut request = RunBatch {
+                triple: batch.triple.clone(),
+                file: batch.file.to_owned(),
+                code_hash: batch.code_hash.to_owned(),
+                bytecode: None,
+                function: batch.function.to_owned(),
+                calls: remaining,
+            };
+            let done_before = results.len();
+            let outcome = self.drive(&mut worker, &mut request, batch.bytecode, &mut results).await;
+            remaining = request.calls;
+            let answered = results.len() - done_before;
+            match outcome {
+                Ok(()) => {
+                    self.checkin(worker);
+                    debug_assert_eq!(answered, sent);
+                    remaining.clear();
+                }
+                Err(stop) => {
+                    worker.kill().await;
+                    metrics::counter!("slipway_plugin_workers_replaced_total").increment(1);
+                    let error = match stop {
+                        RecvError::Stuck => Error::Timeout {
+                            triple: batch.triple.clone(),
+                            function: batch.function.to_owned(),
+                            limit_ms: self.call_timeout_ms,
+                            location: None,
+                        },
+                        RecvError::Died(message) => Error::WorkerDied {
+                            triple: batch.triple.clone(),
+                            function: batch.function.to_owned(),
+                            message,
+                        },
+                    };
+                    tracing::warn!(triple = %batch.triple, function = batch.function, %error, "plugin worker replaced");
+                    results.push(Err(error));
+                    // The call the worker was on is answered; the rest go to a fresh worker.
+                    remaining.drain(..(answered + 1).min(remaining.len()));
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// Sends one batch and collects answers until `Done` or until the worker fails.
+    async fn drive(
+        &self,
+        worker: &mut WorkerProcess,
+        request: &mut RunBatch,
+        bytecode: &[u8],
+        results: &mut Vec<Result<Value, Error>>,
+    ) -> Result<(), RecvError> {
+        let died = |e: std::io::Error| RecvError::Died(e.to_string());
+        worker.send(&RequestRef::Run(request)).await.map_err(died)?;
+        loop {
+            match worker.recv(self.stall_deadline).await? {
+                Response::NeedCode => {
+                    request.bytecode = Some(hex::encode(bytecode));
+                    let sent = worker.send(&RequestRef::Run(request)).await;
+                    request.bytecode = None;
+                    sent.map_err(died)?;
+                }
+                Response::Progress { results: chunk } => self.collect(request, chunk, results),
+                Response::Done { results: chunk } => {
+                    self.collect(request, chunk, results);
+                    return Ok(());
+                }
+                other => return Err(RecvError::Died(format!("unexpected answer to a batch: {other:?}"))),
+            }
+        }
+    }
+
+    fn collect(&self, request: &RunBatch, chunk: Vec<CallResult>, results: &mut Vec<Result<Value, Error>>) {
+        for CallResult { outcome, logs } in chunk {
+            for line in logs {
+                let triple = &request.triple;
+                match line.level.as_str() {
+                    "error" => {
+                        tracing::error!(target: "slipway_plugins::script", %triple, "{}", line.message)
+                    }
+                    "warn" => tracing::warn!(target: "slipway_plugins::script", %triple, "{}", line.message),
+                    "debug" => {
+                        tracing::debug!(target: "slipway_plugins::script", %triple, "{}", line.message)
+                    }
+                    _ => tracing::info!(target: "slipway_plugins::script", %triple, "{}", line.message),
+                }
+            }
+            results.push(outcome.map_err(|f| self.script_error(&request.triple, &request.function, f)));
+        }
+    }
+
+    fn script_error(&self, triple: &PluginTriple, function: &str, failure: ScriptFailure) -> Error {
+        let (triple, function, location) = (triple.clone(), function.to_owned(), failure.location);
+        match failure.kind {
+            FailureKind::Timeout => {
+                Error::Timeout { triple, function, limit_ms: self.call_timeout_ms, location }
+            }
+            FailureKind::MemoryLimit => {
+                Error::MemoryLimit { triple, function, limit_bytes: self.memory_limit, location }
+            }
+            FailureKind::StackOverflow => Error::StackOverflow { triple, function, location },
+            FailureKind::Thrown => Error::Thrown { triple, function, message: failure.message, location },
+            FailureKind::Unconvertible => Error::WrongShape { triple, function, message: failure.message },
+            FailureKind::UnknownFunction => Error::UnknownFunction { triple, function },
+            FailureKind::ModuleLoad => Error::ModuleLoad { triple, message: failure.message, location },
+        }
+    }
+}
+
+/// The worker binary sits next to the current executable, or one directory up for test
+/// binaries (`target/debug/deps/…` next to `target/debug/slipway-plugin-worker`).
+fn find_worker_binary() -> Result<PathBuf, Error> {
+    const NAME: &str = "slipway-plugin-worker";
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))?;
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let candidates = [dir.join(NAME), dir.parent().map(|d| d.join(NAME)).unwrap_or_default()];
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        Error::Worker(format!(
+            "{NAME} not found next to {} (build it with `cargo build -p slipway-plugins`, or set the worker binary in the configuration)",
+            exe.display()
+        ))
+    })
+}

@@ -1,0 +1,90 @@
+//! One worker process seen from the host: spawn, send a frame, read a frame within a
+//! deadline, kill.
+
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::protocol::{MAX_FRAME_BYTES, Response, WorkerLimits};
+
+pub struct WorkerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    buf: Vec<u8>,
+}
+
+/// Why no answer came.
+#[derive(Debug)]
+pub enum RecvError {
+    /// Nothing within the deadline: the worker is stuck in something the engine cannot interrupt.
+    Stuck,
+    /// The process ended or broke the protocol (an engine abort, the OS killing it).
+    Died(String),
+}
+
+impl WorkerProcess {
+    pub async fn spawn(binary: &Path, limits: &WorkerLimits) -> io::Result<Self> {
+        let mut child = Command::new(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .env_clear()
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display())))?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("stdout is piped"));
+        let mut worker = Self { child, stdin, stdout, buf: Vec::with_capacity(4096) };
+        worker.send(limits).await?;
+        Ok(worker)
+    }
+
+    pub async fn send<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; 4]);
+        serde_json::to_writer(&mut self.buf, message)?;
+        let len = u32::try_from(self.buf.len() - 4).map_err(|_| io::Error::other("request too large"))?;
+        self.buf[..4].copy_from_slice(&len.to_le_bytes());
+        self.stdin.write_all(&self.buf).await?;
+        self.stdin.flush().await
+    }
+
+    pub async fn recv(&mut self, deadline: Duration) -> Result<Response, RecvError> {
+        match tokio::time::timeout(deadline, self.read_frame()).await {
+            Err(_) => Err(RecvError::Stuck),
+            Ok(Err(e)) => Err(RecvError::Died(self.describe_death(e).await)),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    async fn read_frame(&mut self) -> io::Result<Response> {
+        let len = self.stdout.read_u32_le().await? as usize;
+        if len > MAX_FRAME_BYTES {
+            return Err(io::Error::other(format!("frame of {len} bytes exceeds the limit")));
+        }
+        self.buf.resize(len, 0);
+        self.stdout.read_exact(&mut self.buf).await?;
+        serde_json::from_slice(&self.buf).map_err(io::Error::other)
+    }
+
+    /// Names how the process ended (signal or exit code) when it is gone.
+    async fn describe_death(&mut self, error: io::Error) -> String {
+        let status = tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await;
+        match status {
+            Ok(Ok(status)) => format!("worker process ended ({status})"),
+            _ => format!("worker process stopped answering: {error}"),
+        }
+    }
+
+    /// SIGKILL: the worker gets no chance to finish the call it is stuck in.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+    }
+}

@@ -1,0 +1,144 @@
+//! The worker process: reads requests from stdin, runs them in per-script sandboxes and
+//! writes the answers to stdout. It is started by the host (never by hand) as the
+//! `slipway-plugin-worker` binary; the first frame it reads is its [`WorkerLimits`].
+//!
+//! A worker is disposable: when a script defeats the sandbox (an uninterruptible builtin,
+//! an engine abort) the host kills or loses this process and starts another.
+
+mod convert;
+mod host_ctx;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{
+    CallResult, FailureKind, Request, Response, RunBatch, WorkerLimits, WorkerStats, read_frame, write_frame,
+};
+use crate::triple::PluginTriple;
+use sandbox::ScriptRuntime;
+
+/// Bytecode kept per worker; past this the oldest half is dropped (the host resends).
+const MAX_BYTECODES: usize = 512;
+
+/// The entry point of the `slipway-plugin-worker` binary.
+pub fn main() -> io::Result<()> {
+    let mut input = BufReader::new(io::stdin().lock());
+    let mut output = BufWriter::new(io::stdout().lock());
+    let Some(limits) = read_frame::<WorkerLimits>(&mut input)? else { return Ok(()) };
+    let mut worker = Worker::new(limits);
+    while let Some(request) = read_frame::<Request>(&mut input)? {
+        match request {
+            Request::Compile { kind, file, source } => {
+                let response = match ScriptRuntime::compile(&worker.limits, kind, &file, &source) {
+                    Ok(compiled) => Response::Compiled {
+                        bytecode: hex::encode(compiled.bytecode),
+                        exports: compiled.exports,
+                    },
+                    Err(failure) => {
+                        Response::CompileFailed { message: failure.message, location: failure.location }
+                    }
+                };
+                write_frame(&mut output, &response)?;
+            }
+            Request::Run(batch) => worker.run(batch, &mut output)?,
+            Request::Stats => {
+                let stats = WorkerStats {
+                    runtimes: worker.runtimes.len(),
+                    heap_bytes: worker.runtimes.values().map(|(r, _)| r.memory_used()).sum(),
+                };
+                write_frame(&mut output, &Response::Stats(stats))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Worker {
+    limits: WorkerLimits,
+    bytecode: HashMap<(String, String), Vec<u8>>,
+    bytecode_order: Vec<(String, String)>,
+    runtimes: HashMap<(PluginTriple, String), (ScriptRuntime, u64)>,
+    tick: u64,
+}
+
+impl Worker {
+    fn new(limits: WorkerLimits) -> Self {
+        Self {
+            limits,
+            bytecode: HashMap::new(),
+            bytecode_order: Vec::new(),
+            runtimes: HashMap::new(),
+            tick: 0,
+        }
+    }
+
+    fn run(&mut self, batch: RunBatch, output: &mut impl Write) -> io::Result<()> {
+        let code_key = (batch.file.clone(), batch.code_hash.clone());
+        if let Some(hex_code) = &batch.bytecode {
+            let Ok(code) = hex::decode(hex_code) else {
+                return Err(io::Error::other("bytecode is not hex"));
+            };
+            self.remember_bytecode(code_key.clone(), code);
+        }
+        let runtime_key = (batch.triple.clone(), batch.code_hash.clone());
+        let progress_every = Duration::from_millis(self.limits.progress_interval_ms);
+        let mut pending = Vec::new();
+        let mut last_sent = Instant::now();
+        for args in &batch.calls {
+            if !self.runtimes.contains_key(&runtime_key) {
+                let Some(code) = self.bytecode.get(&code_key) else {
+                    // Only possible before the first call: the host resends with the code.
+                    return write_frame(output, &Response::NeedCode);
+                };
+                match ScriptRuntime::load(&self.limits, &batch.triple, &batch.file, code) {
+                    Ok(runtime) => self.insert_runtime(runtime_key.clone(), runtime),
+                    Err(failure) => {
+                        pending.push(CallResult { outcome: Err(failure), logs: Vec::new() });
+                        continue;
+                    }
+                }
+            }
+            self.tick += 1;
+            let (runtime, used) = self.runtimes.get_mut(&runtime_key).expect("inserted above");
+            *used = self.tick;
+            let (outcome, logs) = runtime.call(&batch.function, args);
+            let spoiled = matches!(
+                &outcome,
+                Err(f) if matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit | FailureKind::StackOverflow)
+            );
+            if spoiled {
+                // A runtime that hit a limit may hold half-updated state: start the next call afresh.
+                self.runtimes.remove(&runtime_key);
+            }
+            pending.push(CallResult { outcome, logs });
+            if last_sent.elapsed() >= progress_every {
+                write_frame(output, &Response::Progress { results: std::mem::take(&mut pending) })?;
+                last_sent = Instant::now();
+            }
+        }
+        write_frame(output, &Response::Done { results: pending })
+    }
+
+    fn remember_bytecode(&mut self, key: (String, String), code: Vec<u8>) {
+        if self.bytecode.len() >= MAX_BYTECODES {
+            for old in self.bytecode_order.drain(..MAX_BYTECODES / 2) {
+                self.bytecode.remove(&old);
+            }
+        }
+        if self.bytecode.insert(key.clone(), code).is_none() {
+            self.bytecode_order.push(key);
+        }
+    }
+
+    fn insert_runtime(&mut self, key: (PluginTriple, String), runtime: ScriptRuntime) {
+        if self.runtimes.len() >= self.limits.runtimes.max(1) {
+            let oldest = self.runtimes.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.runtimes.remove(&oldest);
+            }
+        }
+        self.runtimes.insert(key, (runtime, self.tick));
+    }
+}

@@ -1,0 +1,385 @@
+//! One script's sandbox: its own QuickJS runtime (so no script can reach another's state)
+//! with a heap limit, a stack limit and an interrupt handler that stops a call at its
+//! deadline. The engine has no file system, network, module loader or clock-based
+//! randomness: `Math.random`, `Date.now` and `new Date()` without arguments throw.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rquickjs::context::intrinsic::{
+    Date, Eval, Json as JsonIntrinsic, MapSet, Promise, Proxy, RegExp, RegExpCompiler, TypedArrays,
+};
+use rquickjs::function::Args;
+use rquickjs::module::{Evaluated, WriteOptions};
+use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
+use serde_json::Value as Json;
+
+use super::convert::{self, Unconvertible};
+use super::host_ctx;
+use crate::error::ScriptLocation;
+use crate::protocol::{FailureKind, LogLine, ScriptFailure, WorkerLimits};
+use crate::triple::{PluginTriple, ScriptKind};
+
+type Intrinsics = (Date, Eval, RegExpCompiler, RegExp, JsonIntrinsic, Proxy, MapSet, TypedArrays, Promise);
+
+/// Runs before any script: takes away what would make results depend on time or chance.
+const PRELUDE: &str = r#"
+"use strict";
+(() => {
+  const noClock = function () { throw new TypeError("plugin scripts have no clock: pass times in as arguments"); };
+  Math.random = function random() { throw new TypeError("plugin scripts have no randomness: results must be deterministic"); };
+  const RealDate = Date;
+  RealDate.now = noClock;
+  const SandboxDate = new Proxy(RealDate, {
+    construct(target, args, newTarget) {
+      if (args.length === 0) noClock();
+      return Reflect.construct(target, args, newTarget === SandboxDate ? target : newTarget);
+    },
+    apply() { noClock(); },
+  });
+  RealDate.prototype.constructor = SandboxDate;
+  globalThis.Date = SandboxDate;
+})();
+"#;
+
+/// The deadline of the call in progress, read by the interrupt handler.
+#[derive(Default)]
+struct Clock {
+    deadline: Cell<Option<Instant>>,
+    fired: Cell<bool>,
+}
+
+/// A loaded module in its own runtime. Field order matters: persistent values are dropped
+/// before the context, and the context before the runtime.
+pub struct ScriptRuntime {
+    namespace: Persistent<Object<'static>>,
+    host_ctx: Persistent<Object<'static>>,
+    context: Context,
+    runtime: Runtime,
+    clock: Rc<Clock>,
+    logs: Rc<RefCell<Vec<LogLine>>>,
+    file: String,
+    kind: ScriptKind,
+    timeout: Duration,
+    memory_limit: usize,
+}
+
+/// What `compile` learns about a module.
+pub struct Compiled {
+    pub bytecode: Vec<u8>,
+    pub exports: Vec<String>,
+}
+
+impl ScriptRuntime {
+    /// Compiles a module, evaluates it in a throw-away sandbox (top-level code runs under
+    /// the same limits as a call) and lists its exported functions.
+    pub fn compile(
+        limits: &WorkerLimits,
+        kind: ScriptKind,
+        file: &str,
+        source: &str,
+    ) -> Result<Compiled, ScriptFailure> {
+        let triple = PluginTriple::new(kind, "compile", 1);
+        let (runtime, context, clock) = new_engine(limits)?;
+        let bytecode = context.with(|ctx| {
+            let module = Module::declare(ctx.clone(), file, source)
+                .map_err(|e| failure(&ctx, e, &clock, file, limits.memory_limit_bytes, None))?;
+            module
+                .write(WriteOptions::default())
+                .map_err(|e| failure(&ctx, e, &clock, file, limits.memory_limit_bytes, None))
+        })?;
+        let logs = Rc::new(RefCell::new(Vec::new()));
+        let loaded = Self::assemble(runtime, context, clock, logs, limits, &triple, file, &bytecode)?;
+        let exports = loaded.context.with(|ctx| -> rquickjs::Result<Vec<String>> {
+            let namespace = loaded.namespace.clone().restore(&ctx)?;
+            let mut names = Vec::new();
+            for key in namespace.keys::<String>() {
+                let key = key?;
+                if namespace.get::<_, Value>(key.as_str())?.is_function() {
+                    names.push(key);
+                }
+            }
+            Ok(names)
+        });
+        let exports = exports.map_err(|e| ScriptFailure {
+            kind: FailureKind::ModuleLoad,
+            message: e.to_string(),
+            location: None,
+        })?;
+        Ok(Compiled { bytecode, exports })
+    }
+
+    /// Loads compiled bytecode into a fresh sandbox and evaluates the module.
+    pub fn load(
+        limits: &WorkerLimits,
+        triple: &PluginTriple,
+        file: &str,
+        bytecode: &[u8],
+    ) -> Result<Self, ScriptFailure> {
+        let (runtime, context, clock) = new_engine(limits)?;
+        let logs = Rc::new(RefCell::new(Vec::new()));
+        Self::assemble(runtime, context, clock, logs, limits, triple, file, bytecode)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        runtime: Runtime,
+        context: Context,
+        clock: Rc<Clock>,
+        logs: Rc<RefCell<Vec<LogLine>>>,
+        limits: &WorkerLimits,
+        triple: &PluginTriple,
+        file: &str,
+        bytecode: &[u8],
+    ) -> Result<Self, ScriptFailure> {
+        let timeout = Duration::from_millis(limits.call_timeout_ms);
+        let (namespace, host_ctx) = context.with(|ctx| {
+            let fail = |e| failure(&ctx, e, &clock, file, limits.memory_limit_bytes, None);
+            ctx.eval::<(), _>(PRELUDE).map_err(fail)?;
+            let host_ctx = host_ctx::build(&ctx, triple, logs.clone()).map_err(fail)?;
+            // SAFETY: the bytecode was written by `compile` of this same engine build.
+            let module = unsafe { Module::load(ctx.clone(), bytecode) }.map_err(fail)?;
+            clock.arm(timeout);
+            let evaluated = evaluate(module);
+            clock.disarm();
+            let namespace = evaluated.and_then(|m| m.namespace()).map_err(|e| {
+                let mut f = failure(&ctx, e, &clock, file, limits.memory_limit_bytes, None);
+                if f.kind == FailureKind::Thrown {
+                    f.kind = FailureKind::ModuleLoad;
+                }
+                f
+            })?;
+            Ok::<_, ScriptFailure>((Persistent::save(&ctx, namespace), Persistent::save(&ctx, host_ctx)))
+        })?;
+        Ok(Self {
+            namespace,
+            host_ctx,
+            context,
+            runtime,
+            clock,
+            logs,
+            file: file.to_owned(),
+            kind: triple.kind,
+            timeout,
+            memory_limit: limits.memory_limit_bytes,
+        })
+    }
+
+    /// Calls one exported function. `ctx` is passed after the arguments the kind's
+    /// interface names (missing ones are `undefined`), so it is always in its place.
+    pub fn call(&self, function: &str, args: &[Json]) -> (Result<Json, ScriptFailure>, Vec<LogLine>) {
+        let outcome = self.context.with(|ctx| {
+            let fail =
+                |e, f: Option<&Function>| failure(&ctx, e, &self.clock, &self.file, self.memory_limit, f);
+            let namespace = self.namespace.clone().restore(&ctx).map_err(|e| fail(e, None))?;
+            let target: Value = namespace.get(function).map_err(|e| fail(e, None))?;
+            let Some(target) = target.into_function() else {
+                return Err(ScriptFailure {
+                    kind: FailureKind::UnknownFunction,
+                    message: format!("the module does not export a function `{function}`"),
+                    location: None,
+                });
+            };
+            let arity = interface_arity(self.kind, function).max(args.len());
+            let mut call_args = Args::new(ctx.clone(), arity + 1);
+            for i in 0..arity {
+                let value = match args.get(i) {
+                    Some(arg) => convert::to_js(&ctx, arg),
+                    None => Ok(Value::new_undefined(ctx.clone())),
+                };
+                let pushed = value.and_then(|v| call_args.push_arg(v));
+                pushed.map_err(|e| fail(e, Some(&target)))?;
+            }
+            let host_ctx = self.host_ctx.clone().restore(&ctx).map_err(|e| fail(e, None))?;
+            call_args.push_arg(host_ctx).map_err(|e| fail(e, None))?;
+            self.clock.arm(self.timeout);
+            let result =
+                target.call_arg::<Value>(call_args).map_err(|e| fail(e, Some(&target))).and_then(|v| {
+                    convert::from_js(v).map_err(|e| match e {
+                        Unconvertible::Engine(e) => fail(e, Some(&target)),
+                        Unconvertible::Shape(message) => ScriptFailure {
+                            kind: FailureKind::Unconvertible,
+                            message: format!("the returned value cannot become JSON: {message}"),
+                            location: function_location(&target),
+                        },
+                    })
+                });
+            self.clock.disarm();
+            result
+        });
+        (outcome, std::mem::take(&mut *self.logs.borrow_mut()))
+    }
+
+    /// Bytes the runtime's heap holds now.
+    pub fn memory_used(&self) -> i64 {
+        self.runtime.memory_usage().memory_used_size
+    }
+}
+
+impl Clock {
+    fn arm(&self, timeout: Duration) {
+        self.fired.set(false);
+        self.deadline.set(Some(Instant::now() + timeout));
+    }
+
+    fn disarm(&self) {
+        self.deadline.set(None);
+    }
+}
+
+fn new_engine(limits: &WorkerLimits) -> Result<(Runtime, Context, Rc<Clock>), ScriptFailure> {
+    let engine_failure = |e: rquickjs::Error| ScriptFailure {
+        kind: FailureKind::MemoryLimit,
+        message: format!("cannot create a runtime: {e}"),
+        location: None,
+    };
+    let runtime = Runtime::new().map_err(engine_failure)?;
+    runtime.set_memory_limit(limits.memory_limit_bytes);
+    runtime.set_max_stack_size(limits.stack_limit_bytes);
+    let clock = Rc::new(Clock::default());
+    let watched = clock.clone();
+    runtime.set_interrupt_handler(Some(Box::new(move || match watched.deadline.get() {
+        Some(deadline) if Instant::now() >= deadline => {
+            watched.fired.set(true);
+            true
+        }
+        _ => false,
+    })));
+    let context = Context::custom::<Intrinsics>(&runtime).map_err(engine_failure)?;
+    Ok((runtime, context, clock))
+}
+
+/// Evaluates a loaded module, running its top-level code (and any top-level `await`).
+fn evaluate(module: Module<'_>) -> rquickjs::Result<Module<'_, Evaluated>> {
+    let (module, promise) = module.eval()?;
+    promise.finish::<()>()?;
+    Ok(module)
+}
+
+/// The number of parameters before `ctx` in each kind's interface.
+fn interface_arity(kind: ScriptKind, function: &str) -> usize {
+    match (kind, function) {
+        (ScriptKind::Status, "check") => 2,
+        (ScriptKind::Component, "plan") => 1,
+        (ScriptKind::Component, "package") => 2,
+        (ScriptKind::Trigger, "parse") => 1,
+        _ => 0,
+    }
+}
+
+/// Turns an engine error into a typed failure: the interrupt, the heap and stack limits,
+/// or a thrown value with the place it was thrown.
+fn failure(
+    ctx: &Ctx<'_>,
+    error: rquickjs::Error,
+    clock: &Clock,
+    file: &str,
+    memory_limit: usize,
+    function: Option<&Function<'_>>,
+) -> ScriptFailure {
+    let fallback_location = || function.and_then(function_location);
+    if matches!(error, rquickjs::Error::Allocation) {
+        return ScriptFailure {
+            kind: FailureKind::MemoryLimit,
+            message: "out of memory".into(),
+            location: fallback_location(),
+        };
+    }
+    if !matches!(error, rquickjs::Error::Exception) {
+        let kind = if clock.fired.get() { FailureKind::Timeout } else { FailureKind::Thrown };
+        return ScriptFailure { kind, message: error.to_string(), location: fallback_location() };
+    }
+    let thrown = ctx.catch();
+    let exception = thrown.as_exception();
+    let message = match exception {
+        Some(e) => {
+            let name: Option<String> = e.get("name").ok();
+            let text = e.message().unwrap_or_default();
+            match name {
+                Some(name) if !name.is_empty() => format!("{name}: {text}"),
+                _ => text,
+            }
+        }
+        None => describe(&thrown),
+    };
+    let location = exception
+        .and_then(|e| e.stack())
+        .and_then(|stack| location_in(&stack, file))
+        .or_else(fallback_location);
+    let kind = if clock.fired.get() {
+        FailureKind::Timeout
+    } else if message.contains("out of memory")
+        || (thrown.is_null() && ctx_memory_exhausted(ctx, memory_limit))
+    {
+        FailureKind::MemoryLimit
+    } else if message.contains("stack overflow") || message.contains("Maximum call stack size exceeded") {
+        FailureKind::StackOverflow
+    } else {
+        FailureKind::Thrown
+    };
+    ScriptFailure { kind, message, location }
+}
+
+/// When the engine could not even allocate the exception, the heap is at its limit.
+fn ctx_memory_exhausted(ctx: &Ctx<'_>, memory_limit: usize) -> bool {
+    // SAFETY: reads the runtime's own counters through its pointer.
+    let used = unsafe {
+        let mut usage = std::mem::zeroed();
+        rquickjs::qjs::JS_ComputeMemoryUsage(rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr()), &mut usage);
+        usage.malloc_size
+    };
+    used as usize * 10 >= memory_limit * 9
+}
+
+/// A short text for a thrown value that is not an Error (`throw "boom"`, `throw 42`).
+fn describe(value: &Value<'_>) -> String {
+    let text = match convert::from_js(value.clone()) {
+        Ok(json) => json.to_string(),
+        Err(_) => format!("a value of type {}", value.type_name()),
+    };
+    let mut text = format!("a non-Error value {text}");
+    if text.len() > 300 {
+        let cut = (0..=300).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+/// The first frame of a QuickJS stack trace (`    at check (pkg/x.js:12:5)`) in `file`.
+pub fn location_in(stack: &str, file: &str) -> Option<ScriptLocation> {
+    stack.lines().find_map(|line| {
+        let frame = line.trim().strip_prefix("at ")?;
+        let place = match (frame.rfind('('), frame.ends_with(')')) {
+            (Some(open), true) => &frame[open + 1..frame.len() - 1],
+            _ => frame,
+        };
+        let mut parts = place.rsplitn(3, ':');
+        let column = parts.next()?.parse().ok()?;
+        let line = parts.next()?.parse().ok()?;
+        let name = parts.next()?;
+        (name == file).then(|| ScriptLocation { file: name.to_owned(), line, column })
+    })
+}
+
+/// Where a function is defined; QuickJS exposes `fileName`, `lineNumber`, `columnNumber`.
+fn function_location(function: &Function<'_>) -> Option<ScriptLocation> {
+    let file: String = function.get("fileName").ok()?;
+    let line: u32 = function.get("lineNumber").ok()?;
+    let column: u32 = function.get("columnNumber").ok()?;
+    Some(ScriptLocation { file, line, column })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_frame_in_the_script() {
+        let stack = "    at <native>\n    at check (acme/http.js:12:5)\n    at acme/http.js:1:1\n";
+        let at = location_in(stack, "acme/http.js").unwrap();
+        assert_eq!((at.line, at.column), (12, 5));
+        assert!(location_in(stack, "other.js").is_none());
+    }
+}
