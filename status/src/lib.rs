@@ -8,7 +8,11 @@
 pub mod aggregate;
 pub mod budget;
 pub mod correlate;
+pub mod events;
 pub mod flapping;
 pub mod health;
+pub mod model;
 pub mod schedule;
+pub mod scheduler;
+pub mod table;
 pub mod wheel;

@@ -1,0 +1,433 @@
+//! The scheduler: the instance table, the timer wheel, the budget and the correlators
+//! behind one lock. Pure state transitions over an injected clock (`now_ms` arguments and
+//! the budget's `governor` clock), driven by [`crate::runner`] in production and by tests
+//! directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use serde_json::{Value, json};
+
+use crate::budget::{Budget, BudgetConfig, Deferred, DueCheck, Priority, TargetKey};
+use crate::correlate::Correlator;
+use crate::events::Transition;
+use crate::health::Health;
+use crate::model::{AppInstanceSpec, ComponentInstanceSpec};
+use crate::schedule::{CheckSchedule, ScheduleConfig, first_check_offset, mix};
+use crate::table::{IN_FLIGHT, InstanceTable, QUEUED, Target};
+use crate::wheel::TimerWheel;
+
+/// Wheel resolution: due times are kept to a tenth of a second.
+const TICK_MS: u64 = 100;
+
+/// One check handed to the fetchers and then to the status plugin.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub index: u32,
+    pub generation: u32,
+    pub instance_id: Arc<str>,
+    pub target: Target,
+    pub plugin: Arc<str>,
+    /// The `instance` argument of the script's `check(instance, observation, ctx)`.
+    pub instance: Value,
+}
+
+/// The judged outcome of one job.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub index: u32,
+    pub generation: u32,
+    pub health: Health,
+    pub reason: String,
+}
+
+pub struct Scheduler<C: Clock = DefaultClock> {
+    pub config: ScheduleConfig,
+    pub table: InstanceTable,
+    wheel: TimerWheel,
+    budget: Budget<C>,
+    apps: Correlator<Arc<str>>,
+    clusters: Correlator<Arc<str>>,
+}
+
+impl Scheduler<DefaultClock> {
+    pub fn new(config: ScheduleConfig, budget: BudgetConfig, now_ms: u64) -> Self {
+        Self::with_clock(config, budget, now_ms, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> Scheduler<C> {
+    pub fn with_clock(config: ScheduleConfig, budget: BudgetConfig, now_ms: u64, clock: C) -> Self {
+        let window = config.sibling_window.as_millis() as u64;
+        let span = config.ceiling.as_millis() as u64 * (100 + u64::from(config.jitter_pct)) / 100;
+        Self {
+            config,
+            table: InstanceTable::default(),
+            wheel: TimerWheel::new(TICK_MS, (span / TICK_MS + 2) as usize, now_ms),
+            budget: Budget::with_clock(budget, clock),
+            apps: Correlator::new(config.sibling_threshold, window),
+            clusters: Correlator::new(config.sibling_threshold, window),
+        }
+    }
+
+    pub fn upsert_app(&mut self, spec: &AppInstanceSpec) {
+        self.table.upsert_app(spec);
+    }
+
+    /// Registers or updates an instance; its first check falls somewhere in the tight
+    /// window from `now_ms`, so a bulk registration or a restart is spread out.
+    pub fn upsert_instance(&mut self, spec: &ComponentInstanceSpec, now_ms: u64, wall_ms: i64) -> u32 {
+        let index = self.table.upsert_instance(spec, CheckSchedule::new(&self.config), wall_ms);
+        let offset = first_check_offset(self.config.tight, mix(u64::from(index) ^ wall_ms as u64));
+        self.file(index, now_ms + offset);
+        index
+    }
+
+    /// Puts back the last known health of a restored instance.
+    pub fn restore_health(&mut self, index: u32, health: Health, reason: &str, since_ms: i64) {
+        if let Some(i) = self.table.get_mut(index) {
+            i.health = health;
+            i.reason = reason.into();
+            i.since_ms = since_ms;
+            i.observed = true;
+        }
+    }
+
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.table.remove(id).is_some()
+    }
+
+    fn file(&mut self, index: u32, due_ms: u64) {
+        let Some(instance) = self.table.get(index) else { return };
+        if instance.due_tick == IN_FLIGHT {
+            return; // its result reschedules it
+        }
+        self.refile(index, due_ms);
+    }
+
+    /// A deploy event or trigger for an app instance (or one component instance): its
+    /// components are checked now and watched tightly until confirmed again.
+    pub fn change_event(&mut self, id: &str, now_ms: u64) -> usize {
+        let indices: Vec<u32> = match self.table.apps.get(id) {
+            Some(app) => app.components.clone(),
+            None => self.table.index_of(id).into_iter().collect(),
+        };
+        for &index in &indices {
+            if let Some(i) = self.table.get_mut(index) {
+                i.schedule.on_change_event(&self.config);
+            }
+            self.file(index, now_ms);
+        }
+        indices.len()
+    }
+
+    /// Moves due instances into the budget queue and returns up to `max` jobs the budget
+    /// allows now, with what it had to defer.
+    pub fn take_due(&mut self, now_ms: u64, max: usize) -> (Vec<Job>, Deferred) {
+        let Self { wheel, table, budget, config, .. } = self;
+        wheel.advance(now_ms, |index, tick| {
+            let Some(i) = table.get_mut(index) else { return };
+            if i.due_tick != tick {
+                return; // rescheduled since: a stale entry
+            }
+            i.due_tick = QUEUED;
+            let urgent = !i.observed || i.health.is_anomalous() || i.schedule.is_settling(config);
+            let target = match i.target {
+                Target::Http { host, .. } | Target::Tcp { host, .. } => TargetKey::Host(host),
+                Target::Kube { cluster, .. } => TargetKey::Cluster(cluster),
+            };
+            budget.push(
+                DueCheck { instance: index, target },
+                if urgent { Priority::Urgent } else { Priority::Routine },
+            );
+        });
+        let mut taken = Vec::new();
+        let deferred = self.budget.take(max, &mut taken);
+        let jobs = taken
+            .into_iter()
+            .filter_map(|due| {
+                let i = self.table.get_mut(due.instance)?;
+                if i.due_tick != QUEUED {
+                    return None; // removed and the slot reused meanwhile
+                }
+                i.due_tick = IN_FLIGHT;
+                Some(Job {
+                    index: due.instance,
+                    generation: i.generation,
+                    instance_id: i.id.clone(),
+                    target: i.target.clone(),
+                    plugin: i.plugin.clone(),
+                    instance: json!({ "id": &*i.id, "component": &*i.component, "params": &*i.params }),
+                })
+            })
+            .collect();
+        (jobs, deferred)
+    }
+
+    /// Applies judged results: updates health, reschedules, brings siblings forward when
+    /// anomalies cluster, and returns the status transitions.
+    pub fn apply(&mut self, verdicts: Vec<Verdict>, now_ms: u64, wall_ms: i64) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        for v in verdicts {
+            let Some((transition, turned_anomalous)) = self.apply_one(v, now_ms, wall_ms) else { continue };
+            if turned_anomalous {
+                let app = self.table.apps.get(transition.app_instance.as_str());
+                let (app, cluster) = (app.map(|a| a.app.clone()), app.and_then(|a| a.cluster.clone()));
+                if let Some(app) = app.filter(|a| self.apps.record_anomaly(a, now_ms)) {
+                    self.bring_forward(now_ms, |e| e.app == app);
+                }
+                if let Some(cluster) = cluster.filter(|c| self.clusters.record_anomaly(c, now_ms)) {
+                    self.bring_forward(now_ms, |e| e.cluster.as_ref() == Some(&cluster));
+                }
+            }
+            transitions.push(transition);
+        }
+        transitions
+    }
+
+    /// One result; `Some` with the transition (and whether a healthy instance turned
+    /// anomalous) when the status changed.
+    fn apply_one(&mut self, v: Verdict, now_ms: u64, wall_ms: i64) -> Option<(Transition, bool)> {
+        let config = self.config;
+        let i = self.table.get_mut(v.index)?;
+        if i.due_tick != IN_FLIGHT {
+            return None;
+        }
+        if i.generation != v.generation {
+            // Updated while in flight: check the new definition soon instead.
+            i.due_tick = QUEUED;
+            self.refile(v.index, now_ms);
+            return None;
+        }
+        let previous = i.observed.then_some(i.health);
+        i.checks = i.checks.wrapping_add(1);
+        let seed = mix(u64::from(v.index) << 32 | u64::from(i.checks));
+        let decision = i.schedule.on_result(&config, previous, v.health, seed);
+        let old = i.health;
+        i.observed = true;
+        i.checked_ms = wall_ms;
+        i.reason = v.reason.into_boxed_str();
+        let transition = (old != v.health).then(|| {
+            i.health = v.health;
+            i.since_ms = wall_ms;
+            (
+                Transition::of(i, old, wall_ms),
+                previous.is_some_and(|p| !p.is_anomalous()) && v.health.is_anomalous(),
+            )
+        });
+        self.refile(v.index, now_ms + decision.delay_ms);
+        transition
+    }
+
+    fn refile(&mut self, index: u32, due_ms: u64) {
+        let tick = self.wheel.insert(due_ms, index);
+        if let Some(i) = self.table.get_mut(index) {
+            i.due_tick = tick;
+        }
+    }
+
+    /// Checks the healthy siblings in the matching apps within the tight window from now
+    /// (spread over it), unless they are due sooner anyway.
+    fn bring_forward(&mut self, now_ms: u64, matches: impl Fn(&crate::table::AppEntry) -> bool) -> usize {
+        let tight = self.config.tight;
+        let horizon = self.wheel.tick_of(now_ms + tight.as_millis() as u64);
+        let siblings: Vec<u32> = self
+            .table
+            .apps
+            .values()
+            .filter(|a| matches(a))
+            .flat_map(|a| a.components.iter().copied())
+            .filter(|&index| {
+                self.table.get(index).is_some_and(|i| {
+                    !i.health.is_anomalous()
+                        && i.due_tick != QUEUED
+                        && i.due_tick != IN_FLIGHT
+                        && i.due_tick > horizon
+                })
+            })
+            .collect();
+        for &index in &siblings {
+            self.file(index, now_ms + first_check_offset(tight, mix(u64::from(index) ^ now_ms)));
+        }
+        metrics::counter!("slipway_status_sibling_checks_brought_forward_total")
+            .increment(siblings.len() as u64);
+        siblings.len()
+    }
+
+    /// Drops correlator groups with nothing recent.
+    pub fn prune(&mut self, now_ms: u64) {
+        self.apps.prune(now_ms);
+        self.clusters.prune(now_ms);
+    }
+
+    pub fn waiting(&self) -> (usize, usize) {
+        self.budget.waiting()
+    }
+
+    pub fn tight(&self) -> Duration {
+        self.config.tight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+    use crate::model::{Observe, StatusCheckSpec};
+
+    struct Sim {
+        s: Scheduler<FakeRelativeClock>,
+        clock: FakeRelativeClock,
+        now: u64,
+        /// (time, index) of every check run.
+        checks: Vec<(u64, u32)>,
+    }
+
+    fn sim(budget: BudgetConfig, apps: &[(&str, &str, usize)]) -> Sim {
+        let clock = FakeRelativeClock::default();
+        let mut s = Scheduler::with_clock(ScheduleConfig::default(), budget, 0, clock.clone());
+        for &(app, cluster, n) in apps {
+            for k in 0..n {
+                let id = format!("{app}-{k}");
+                s.upsert_app(&AppInstanceSpec {
+                    id: id.clone(),
+                    app: app.into(),
+                    version: "1".into(),
+                    unit: String::new(),
+                    cluster: Some(cluster.into()),
+                    namespace: "ns".into(),
+                    stage: "prod".into(),
+                    labels: Default::default(),
+                });
+                let spec = ComponentInstanceSpec {
+                    id: format!("{id}/web"),
+                    app_instance: id,
+                    component: "web".into(),
+                    status: StatusCheckSpec { plugin: "http".into(), parameters: json!({}) },
+                    observe: Observe::Http { url: format!("http://{app}-{k}.{cluster}:80/health") },
+                };
+                s.upsert_instance(&spec, 0, 0);
+            }
+        }
+        Sim { s, clock, now: 0, checks: Vec::new() }
+    }
+
+    impl Sim {
+        /// Steps the clock in 100 ms ticks until `until`, judging every due check.
+        fn run(&mut self, until: u64, judge: impl Fn(&str) -> Health) {
+            while self.now < until {
+                self.now += TICK_MS;
+                self.clock.advance(Duration::from_millis(TICK_MS));
+                let (jobs, _) = self.s.take_due(self.now, usize::MAX);
+                let verdicts = jobs
+                    .iter()
+                    .map(|j| {
+                        self.checks.push((self.now, j.index));
+                        let health = judge(&j.instance_id);
+                        Verdict {
+                            index: j.index,
+                            generation: j.generation,
+                            health,
+                            reason: health.to_string(),
+                        }
+                    })
+                    .collect();
+                self.s.apply(verdicts, self.now, self.now as i64);
+            }
+        }
+
+        fn checked_between(&self, from: u64, to: u64) -> HashSet<u32> {
+            self.checks.iter().filter(|(t, _)| (from..to).contains(t)).map(|&(_, i)| i).collect()
+        }
+
+        fn index(&self, id: &str) -> u32 {
+            self.s.table.index_of(id).unwrap()
+        }
+    }
+
+    #[test]
+    fn registration_is_spread_over_the_tight_window() {
+        let mut sim = sim(BudgetConfig::default(), &[("a", "c", 1_000)]);
+        sim.run(2_500, |_| Health::Healthy);
+        let first_half = sim.checks.len();
+        assert!((350..650).contains(&first_half), "{first_half}");
+        sim.run(5_000, |_| Health::Healthy);
+        assert_eq!(sim.checked_between(0, 5_001).len(), 1_000);
+    }
+
+    #[test]
+    fn correlated_anomalies_bring_healthy_siblings_forward() {
+        let mut sim = sim(BudgetConfig::default(), &[("shop", "eu-1", 30), ("blog", "us-1", 30)]);
+        sim.run(700_000, |_| Health::Healthy);
+        let faulty: HashSet<&str> = ["shop-0/web", "shop-1/web", "shop-2/web"].into();
+        let start = sim.now;
+        sim.run(start + 400_000, |id| if faulty.contains(id) { Health::Degraded } else { Health::Healthy });
+        let detected: Vec<u64> = faulty
+            .iter()
+            .map(|id| {
+                let index = sim.index(id);
+                sim.checks.iter().find(|&&(t, i)| t > start && i == index).unwrap().0
+            })
+            .collect();
+        let third = *detected.iter().max().unwrap();
+        let window = sim.checked_between(third, third + 5_100);
+        let shop: Vec<u32> = (3..30).map(|k| sim.index(&format!("shop-{k}/web"))).collect();
+        assert!(shop.iter().all(|i| window.contains(i)), "every healthy sibling is checked within 5 s");
+        let blog = (0..30).filter(|k| window.contains(&sim.index(&format!("blog-{k}/web")))).count();
+        assert!(blog < 10, "the other cluster keeps its schedule ({blog} of 30 checked)");
+    }
+
+    #[test]
+    fn isolated_anomaly_does_not_move_siblings() {
+        let mut sim = sim(BudgetConfig::default(), &[("shop", "eu-1", 30)]);
+        sim.run(700_000, |_| Health::Healthy);
+        let start = sim.now;
+        sim.run(start + 400_000, |id| if id == "shop-0/web" { Health::Degraded } else { Health::Healthy });
+        let index = sim.index("shop-0/web");
+        let detected = sim.checks.iter().find(|&&(t, i)| t > start && i == index).unwrap().0;
+        let window = sim.checked_between(detected + 1, detected + 5_100);
+        assert!(window.len() < 6, "{} siblings checked", window.len());
+        // The faulty one is re-checked at the tight interval.
+        let rechecks: Vec<u64> =
+            sim.checks.iter().filter(|&&(t, i)| t >= detected && i == index).map(|&(t, _)| t).collect();
+        assert!(rechecks.windows(2).all(|w| w[1] - w[0] <= 5_000), "{rechecks:?}");
+    }
+
+    #[test]
+    fn deploy_event_checks_now_then_tightly() {
+        let mut sim = sim(BudgetConfig::default(), &[("shop", "eu-1", 3)]);
+        sim.run(700_000, |_| Health::Healthy);
+        let index = sim.index("shop-1/web");
+        assert_eq!(sim.s.change_event("shop-1", sim.now), 1);
+        let at = sim.now;
+        sim.run(at + 30_000, |_| Health::Healthy);
+        let times: Vec<u64> =
+            sim.checks.iter().filter(|&&(t, i)| t > at && i == index).map(|&(t, _)| t).collect();
+        assert_eq!(times[0], at + TICK_MS, "checked on the next tick");
+        assert!(times[1] - times[0] <= 5_000 && times[2] - times[1] <= 5_000, "{times:?}");
+        assert!(times.len() >= 4, "backs off only after confirmation: {times:?}");
+    }
+
+    #[test]
+    fn anomalous_instances_get_the_budget_first() {
+        let budget = BudgetConfig { global_per_s: 10, per_host_per_s: 1_000, per_cluster_per_s: 1_000 };
+        let mut sim = sim(budget, &[("shop", "eu-1", 200)]);
+        sim.run(200_000, |id| if id == "shop-7/web" { Health::Degraded } else { Health::Healthy });
+        let index = sim.index("shop-7/web");
+        // 200 new instances want 40 checks/s, all urgent while they settle, and the budget
+        // allows 10: the first minute is a queue in due order. Once the healthy ones are
+        // confirmed they are routine, and the anomalous one is checked every tight interval.
+        let times: Vec<u64> =
+            sim.checks.iter().filter(|&&(t, i)| i == index && t > 60_000).map(|&(t, _)| t).collect();
+        assert!(times.windows(2).all(|w| w[1] - w[0] <= 5_100), "{times:?}");
+        // Nobody is dropped: every instance was checked several times.
+        let mut per: HashMap<u32, usize> = HashMap::new();
+        sim.checks.iter().for_each(|&(_, i)| *per.entry(i).or_default() += 1);
+        assert_eq!(per.len(), 200);
+        assert!(per.values().all(|&n| n >= 2));
+    }
+}
