@@ -1,0 +1,73 @@
+//! A Slipway server started in-process on a free loopback port with its own temporary data
+//! directory, stopped (gracefully) when the test is done.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use slipway_server::config::Config;
+use slipway_server::serve::{self, StartError};
+use slipway_server::state::AppState;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Kept so the directory lives as long as the server.
+    pub data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), StartError>>>,
+}
+
+impl TestServer {
+    /// The full application on the embedded defaults.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}, slipway_server::router::app).await
+    }
+
+    /// `edit` adjusts the configuration before the stores open; `app` builds the router
+    /// from the opened state (use [`slipway_server::router::with_layers`] to add routes).
+    pub async fn start_with(edit: impl FnOnce(&mut Config), app: impl FnOnce(AppState) -> Router) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let mut config =
+            Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: data_dir.path().into(), ..Config::default() };
+        edit(&mut config);
+        let listener = serve::bind(config.listen).await.expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::open(config).await.expect("open stores");
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(serve::serve(listener, app(state.clone()), shutdown, serve::DRAIN_TIMEOUT));
+        Self { addr, state, data_dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signals shutdown and returns a future that completes when the server has stopped.
+    pub fn stop(&mut self) -> impl Future<Output = Result<(), StartError>> + use<> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take();
+        async move {
+            match task {
+                Some(task) => task.await.expect("server task panicked"),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
