@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs Slipway's whole test suite on a Debian machine as root, fresh or already set up:
+# installs what is missing, starts the real components the tests use (a Docker daemon and a
+# registry on 127.0.0.1:5000) unless they already run, builds the local base image, runs every
+# test of the workspace, and stops whatever it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d /tmp/slipway-test.XXXXXX)
+started=()
+
+cleanup() {
+    for pid in "${started[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+wait_for() { # seconds, description, command...
+    local seconds=$1 what=$2
+    shift 2
+    for _ in $(seq 1 $((seconds * 5))); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    echo "error: $what did not come up within ${seconds}s" >&2
+    return 1
+}
+
+# --- Debian packages -------------------------------------------------------------------
+packages=()
+command -v dockerd >/dev/null || packages+=(docker.io)
+command -v docker-registry >/dev/null || packages+=(docker-registry)
+command -v skopeo >/dev/null || packages+=(skopeo)
+dpkg -s busybox-static >/dev/null 2>&1 || packages+=(busybox-static)
+command -v curl >/dev/null || packages+=(curl)
+if [ ${#packages[@]} -gt 0 ]; then
+    step "installing ${packages[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+docker=/usr/bin/docker # Debian's client matches its daemon; another docker on PATH may not
+
+# --- Docker daemon -----------------------------------------------------------------------
+if ! "$docker" info >/dev/null 2>&1; then
+    step "starting dockerd"
+    dockerd >"$work/dockerd.log" 2>&1 &
+    started+=($!)
+    wait_for 60 dockerd "$docker" info || { tail -20 "$work/dockerd.log" >&2; exit 1; }
+fi
+
+# --- OCI registry on loopback ------------------------------------------------------------
+export SLIPWAY_TEST_REGISTRY=127.0.0.1:5000
+if ! curl -sf "http://$SLIPWAY_TEST_REGISTRY/v2/" >/dev/null; then
+    step "starting docker-registry on $SLIPWAY_TEST_REGISTRY"
+    mkdir -p "$work/registry"
+    cat >"$work/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+  delete:
+    enabled: true
+http:
+  addr: $SLIPWAY_TEST_REGISTRY
+YAML
+    docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+    started+=($!)
+    wait_for 30 docker-registry curl -sf "http://$SLIPWAY_TEST_REGISTRY/v2/"
+fi
+
+# --- Local base image (no internet: busybox-static imported, never pulled) ---------------
+export SLIPWAY_TEST_LOCAL_BASE=slipway-test/busybox:latest
+export SLIPWAY_TEST_BASE_IMAGE=$SLIPWAY_TEST_REGISTRY/$SLIPWAY_TEST_LOCAL_BASE
+if ! "$docker" image inspect "$SLIPWAY_TEST_LOCAL_BASE" >/dev/null 2>&1; then
+    step "importing $SLIPWAY_TEST_LOCAL_BASE from busybox-static"
+    rootfs="$work/rootfs"
+    mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
+    done
+    echo "root:x:0:0:root:/root:/bin/sh" >"$rootfs/etc/passwd"
+    echo "root:x:0:" >"$rootfs/etc/group"
+    tar -C "$rootfs" --numeric-owner -c . | "$docker" import - "$SLIPWAY_TEST_LOCAL_BASE" >/dev/null
+fi
+if ! skopeo inspect --tls-verify=false "docker://$SLIPWAY_TEST_BASE_IMAGE" >/dev/null 2>&1; then
+    step "pushing $SLIPWAY_TEST_BASE_IMAGE"
+    "$docker" tag "$SLIPWAY_TEST_LOCAL_BASE" "$SLIPWAY_TEST_BASE_IMAGE"
+    "$docker" push "$SLIPWAY_TEST_BASE_IMAGE" >/dev/null
+fi
+
+# --- The tests ---------------------------------------------------------------------------
+step "running the workspace tests"
+if command -v cargo-nextest >/dev/null; then
+    cargo nextest run --workspace --no-fail-fast
+else
+    cargo test --workspace --no-fail-fast
+fi
