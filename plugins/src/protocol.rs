@@ -52,6 +52,10 @@ pub struct RunBatch {
     pub bytecode: Option<String>,
     pub function: String,
     pub calls: Vec<Vec<Value>>,
+    /// Report every call as soon as it finishes: used when the host must find which call
+    /// of a batch brings its worker down.
+    #[serde(default)]
+    pub report_each: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -8,7 +8,10 @@ export function plan(component, ctx) {
   return { steps: [{ kind: "chart", name: component.name, path: component.path || "." }] };
 }
 
-export function package(component, results, ctx) {
+// `package` is a reserved word in strict code, so the function is exported under that name.
+export { packageComponent as package };
+
+function packageComponent(component, results, ctx) {
   const chart = ((results && results.steps) || []).find((s) => s.kind === "chart");
   if (!chart || !chart.digest) throw new Error(`component ${component.name}: the build produced no chart`);
   if (chart.version && !ctx.semver.valid(chart.version)) {

@@ -22,7 +22,10 @@ export function plan(component, ctx) {
   };
 }
 
-export function package(component, results, ctx) {
+// `package` is a reserved word in strict code, so the function is exported under that name.
+export { packageComponent as package };
+
+function packageComponent(component, results, ctx) {
   const params = component.params || {};
   const image = ((results && results.steps) || []).find((s) => s.kind === "image");
   if (!image || !image.digest) throw new Error(`component ${component.name}: the build produced no image digest`);

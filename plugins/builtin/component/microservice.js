@@ -21,7 +21,10 @@ export function plan(component, ctx) {
   };
 }
 
-export function package(component, results, ctx) {
+// `package` is a reserved word in strict code, so the function is exported under that name.
+export { packageComponent as package };
+
+function packageComponent(component, results, ctx) {
   const image = imageResult(component, results);
   const params = component.params || {};
   return {

@@ -158,9 +158,11 @@ impl Pool {
         let total = batch.calls.len();
         let mut results: Vec<Result<Value, Error>> = Vec::with_capacity(total);
         let mut remaining = batch.calls;
+        // After a worker is lost with several calls unanswered, the batch is resent with
+        // every call reported, so the next loss names exactly the call that caused it.
+        let mut careful = false;
         while !remaining.is_empty() {
             let mut worker = self.checkout().await?;
-            let sent = remaining.len();
             let mut request = RunBatch {
                 triple: batch.triple.clone(),
                 file: batch.file.to_owned(),
@@ -168,39 +170,40 @@ impl Pool {
                 bytecode: None,
                 function: batch.function.to_owned(),
                 calls: remaining,
+                report_each: careful,
             };
             let done_before = results.len();
             let outcome = self.drive(&mut worker, &mut request, batch.bytecode, &mut results).await;
             remaining = request.calls;
             let answered = results.len() - done_before;
-            match outcome {
-                Ok(()) => {
-                    self.checkin(worker);
-                    debug_assert_eq!(answered, sent);
-                    remaining.clear();
-                }
-                Err(stop) => {
-                    worker.kill().await;
-                    metrics::counter!("slipway_plugin_workers_replaced_total").increment(1);
-                    let error = match stop {
-                        RecvError::Stuck => Error::Timeout {
-                            triple: batch.triple.clone(),
-                            function: batch.function.to_owned(),
-                            limit_ms: self.call_timeout_ms,
-                            location: None,
-                        },
-                        RecvError::Died(message) => Error::WorkerDied {
-                            triple: batch.triple.clone(),
-                            function: batch.function.to_owned(),
-                            message,
-                        },
-                    };
-                    tracing::warn!(triple = %batch.triple, function = batch.function, %error, "plugin worker replaced");
-                    results.push(Err(error));
-                    // The call the worker was on is answered; the rest go to a fresh worker.
-                    remaining.drain(..(answered + 1).min(remaining.len()));
-                }
+            let Err(stop) = outcome else {
+                self.checkin(worker);
+                break;
+            };
+            worker.kill().await;
+            metrics::counter!("slipway_plugin_workers_replaced_total").increment(1);
+            remaining.drain(..answered);
+            if remaining.len() > 1 && !careful {
+                careful = true;
+                continue;
             }
+            let error = match stop {
+                RecvError::Stuck => Error::Timeout {
+                    triple: batch.triple.clone(),
+                    function: batch.function.to_owned(),
+                    limit_ms: self.call_timeout_ms,
+                    location: None,
+                },
+                RecvError::Died(message) => Error::WorkerDied {
+                    triple: batch.triple.clone(),
+                    function: batch.function.to_owned(),
+                    message,
+                },
+            };
+            tracing::warn!(triple = %batch.triple, function = batch.function, %error, "plugin worker replaced");
+            results.push(Err(error));
+            remaining.drain(..1);
+            careful = false;
         }
         Ok(results)
     }

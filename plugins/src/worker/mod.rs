@@ -113,7 +113,7 @@ impl Worker {
                 self.runtimes.remove(&runtime_key);
             }
             pending.push(CallResult { outcome, logs });
-            if last_sent.elapsed() >= progress_every {
+            if batch.report_each || last_sent.elapsed() >= progress_every {
                 write_frame(output, &Response::Progress { results: std::mem::take(&mut pending) })?;
                 last_sent = Instant::now();
             }

@@ -1,0 +1,247 @@
+//! Packages, revisions and the active map through the public host API, on a real SQLite
+//! database and local object store, with real worker processes.
+
+mod support;
+
+use std::collections::HashSet;
+
+use serde_json::json;
+use slipway_plugins::{CheckInput, Error, HealthStatus, PluginHost, ScriptKind};
+
+fn versioned(revision: u32) -> String {
+    format!("export function check() {{ return {{ status: 'healthy', reason: 'rev-{revision}' }}; }}")
+}
+
+async fn reason(host: &PluginHost, name: &str, revision: Option<u32>) -> String {
+    let out =
+        host.call(ScriptKind::Status, name, revision, "check", vec![json!({}), json!({})]).await.unwrap();
+    out.result["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn builtin_package_is_installed_at_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    let packages = host.list().await.unwrap();
+    let builtin = packages.iter().find(|p| p.name == "builtin").expect("builtin installed");
+    assert!(builtin.scripts.iter().all(|s| s.active), "every built-in script starts active");
+    let http = builtin.scripts.iter().find(|s| s.triple.to_string() == "status/http/1").unwrap();
+    assert_eq!(http.params_schema.as_ref().unwrap()["type"], "object");
+    let out = host
+        .call(ScriptKind::Status, "http", None, "check", vec![json!({}), support::http_observation(503, 9)])
+        .await
+        .unwrap();
+    assert_eq!(out.triple.to_string(), "status/http/1");
+    assert_eq!(out.result["status"], "degraded");
+}
+
+#[tokio::test]
+async fn revisions_activate_and_persist_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let host = support::open(dir.path()).await;
+        host.install_package(support::package("acme", "1.0.0", &[("status", "ping", 1, &versioned(1))]))
+            .await
+            .unwrap();
+        host.install_package(support::package("acme", "1.1.0", &[("status", "ping", 2, &versioned(2))]))
+            .await
+            .unwrap();
+        // The first installed revision became active; a later one waits to be activated.
+        assert_eq!(reason(&host, "ping", None).await, "rev-1");
+        assert_eq!(reason(&host, "ping", Some(2)).await, "rev-2");
+        host.activate(ScriptKind::Status, "ping", 2).await.unwrap();
+        assert_eq!(reason(&host, "ping", None).await, "rev-2");
+        let err = host.activate(ScriptKind::Status, "ping", 9).await.unwrap_err();
+        assert!(matches!(err, Error::UnknownRevision { .. }), "{err}");
+    }
+    let host = support::open(dir.path()).await;
+    assert_eq!(reason(&host, "ping", None).await, "rev-2", "the active map survived the restart");
+    let revisions = host.revisions(ScriptKind::Status, "ping").await.unwrap();
+    assert_eq!(revisions.active, Some(2));
+    let listed: Vec<(u32, &str)> =
+        revisions.revisions.iter().map(|r| (r.revision, r.package_version.as_str())).collect();
+    assert_eq!(listed, vec![(1, "1.0.0"), (2, "1.1.0")]);
+    // Rolling back is activating an older revision.
+    host.activate(ScriptKind::Status, "ping", 1).await.unwrap();
+    assert_eq!(reason(&host, "ping", None).await, "rev-1");
+    // Archives are kept in the object store under their digest.
+    let stored = walk(&dir.path().join("objects"));
+    assert!(stored.iter().filter(|p| p.ends_with(".tar.gz")).count() >= 3, "{stored:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_package_with_one_broken_script_registers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    let before = host.list().await.unwrap();
+    let package = support::package(
+        "half",
+        "1.0.0",
+        &[
+            ("status", "good-one", 1, &versioned(1)),
+            ("trigger", "fine", 1, "export function parse() { return { accept: false, reason: 'x' }; }"),
+            ("status", "bad-one", 1, "export function check() {\n  let = ;\n}\n"),
+        ],
+    );
+    let err = host.install_package(package).await.unwrap_err();
+    assert!(err.to_string().contains("status/bad-one-1.js:2:"), "{err}");
+    assert_eq!(host.list().await.unwrap(), before, "nothing was registered");
+    let err = host.call(ScriptKind::Status, "good-one", None, "check", vec![]).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownScript { .. }), "{err}");
+    assert!(matches!(host.revisions(ScriptKind::Status, "good-one").await, Err(Error::UnknownScript { .. })));
+}
+
+#[tokio::test]
+async fn changed_content_under_an_existing_revision_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    host.install_package(support::package("acme", "1.0.0", &[("status", "ping", 1, &versioned(1))]))
+        .await
+        .unwrap();
+    // The same content again is fine (idempotent re-upload).
+    host.install_package(support::package("acme", "1.0.0", &[("status", "ping", 1, &versioned(1))]))
+        .await
+        .unwrap();
+    let err = host
+        .install_package(support::package("acme", "1.0.1", &[("status", "ping", 1, &versioned(7))]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RevisionConflict { .. }), "{err}");
+    let err = host
+        .install_package(support::package("other", "1.0.0", &[("status", "http", 1, &versioned(1))]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("package `builtin`"), "{err}");
+}
+
+#[tokio::test]
+async fn uninstall_refuses_active_scripts_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    host.install_package(support::package("old", "1.0.0", &[("status", "ping", 1, &versioned(1))]))
+        .await
+        .unwrap();
+    host.install_package(support::package("new", "1.0.0", &[("status", "ping", 2, &versioned(2))]))
+        .await
+        .unwrap();
+    let err = host.uninstall_package("old", false).await.unwrap_err();
+    let Error::PackageInUse { active, .. } = &err else { panic!("{err}") };
+    assert_eq!(active.iter().map(ToString::to_string).collect::<Vec<_>>(), ["status/ping/1"]);
+    host.activate(ScriptKind::Status, "ping", 2).await.unwrap();
+    host.uninstall_package("old", false).await.unwrap();
+    assert!(matches!(
+        host.call(ScriptKind::Status, "ping", Some(1), "check", vec![]).await,
+        Err(Error::UnknownRevision { .. })
+    ));
+    host.uninstall_package("new", true).await.unwrap();
+    assert!(matches!(
+        host.call(ScriptKind::Status, "ping", None, "check", vec![]).await,
+        Err(Error::UnknownScript { .. })
+    ));
+    assert!(matches!(host.uninstall_package("new", true).await, Err(Error::UnknownPackage { .. })));
+}
+
+#[tokio::test]
+async fn revision_switch_under_load_fails_no_call_and_mixes_no_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    // Each revision answers with its own number in every field it returns: a call that saw
+    // two revisions would return mixed numbers.
+    let script = |r: u32| {
+        format!(
+            "export function check(i, o) {{ return {{ status: 'healthy', reason: 'rev-{r}', details: {{ a: {r}, b: {r}, n: o.n }} }}; }}"
+        )
+    };
+    host.install_package(support::package("flip", "1.0.0", &[("status", "flip", 1, &script(1))]))
+        .await
+        .unwrap();
+    host.install_package(support::package("flip", "2.0.0", &[("status", "flip", 2, &script(2))]))
+        .await
+        .unwrap();
+    let load = |host: PluginHost, worker: usize| async move {
+        let mut seen = HashSet::new();
+        for round in 0..40 {
+            let inputs = (0..25)
+                .map(|i| CheckInput {
+                    instance_id: format!("w{worker}-{i}"),
+                    instance: json!({}),
+                    observation: json!({"n": round * 100 + i}),
+                })
+                .collect();
+            for verdict in host.check_batch("flip", inputs).await.expect("no batch fails") {
+                let verdict = verdict.expect("no call fails");
+                let r = verdict.triple.revision;
+                assert_eq!(verdict.reason, format!("rev-{r}"));
+                assert_eq!(
+                    (verdict.details["a"].as_u64(), verdict.details["b"].as_u64()),
+                    (Some(r as u64), Some(r as u64))
+                );
+                seen.insert(r);
+            }
+        }
+        seen
+    };
+    let loads: Vec<_> = (0..4).map(|w| tokio::spawn(load(host.clone(), w))).collect();
+    let switcher = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            for i in 0..30 {
+                host.activate(ScriptKind::Status, "flip", 1 + (i % 2)).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    switcher.await.unwrap();
+    let mut seen = HashSet::new();
+    for load in loads {
+        seen.extend(load.await.unwrap());
+    }
+    assert_eq!(seen, HashSet::from([1, 2]), "both revisions served during the switch");
+}
+
+#[tokio::test]
+async fn an_unchanged_observation_reuses_the_verdict_without_running_the_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = support::config();
+    config.workers = 1;
+    let host = support::open_with(dir.path(), config).await;
+    // The module counts its own calls: a reused verdict shows the old count.
+    let counter = "let calls = 0;\nexport function check() { calls += 1; return { status: 'healthy', reason: String(calls) }; }";
+    host.install_package(support::package("count", "1.0.0", &[("status", "count", 1, counter)]))
+        .await
+        .unwrap();
+    host.install_package(support::package(
+        "count",
+        "1.1.0",
+        &[("status", "count", 2, &counter.replace("healthy", "degraded"))],
+    ))
+    .await
+    .unwrap();
+    let check = |observation: serde_json::Value| {
+        let host = host.clone();
+        async move {
+            let input =
+                CheckInput { instance_id: "web-1".into(), instance: json!({"params": {}}), observation };
+            host.check_batch("count", vec![input]).await.unwrap().pop().unwrap().unwrap()
+        }
+    };
+    assert_eq!(check(json!({"v": 1})).await.reason, "1");
+    assert_eq!(check(json!({"v": 1})).await.reason, "1", "same observation: not run again");
+    assert_eq!(check(json!({"v": 2})).await.reason, "2", "changed observation: run");
+    host.activate(ScriptKind::Status, "count", 2).await.unwrap();
+    let verdict = check(json!({"v": 2})).await;
+    assert_eq!((verdict.status, verdict.triple.revision), (HealthStatus::Degraded, 2), "new revision: run");
+}
