@@ -2,5 +2,33 @@
 //! registry, through a Docker daemon (`docker` backend) or our own daemonless builder
 //! (`native` backend).
 //!
-//! Owns: build contexts, Dockerfile planning, layer cache, image assembly and push.
-//! Must not know: HTTP routes, app packages and tags (the registry crate), health checks.
+//! Owns: build contexts (directory, archive, git; `.dockerignore`; escape checks), Dockerfile
+//! parsing and variable expansion, the native executor (layers, `RUN` isolation, image
+//! config), the layer cache in the object store, and pushes with `oci-client`.
+//! Must not know: HTTP routes, app packages and tags (the registry crate), health checks,
+//! plugins (callers pick the backend and Dockerfile a component uses).
+//!
+//! Main types: [`BuildRequest`] → [`BuildBackend::build`] → [`BuildOutcome`], with a
+//! [`BuildLog`] per component; backends [`NativeBackend`] and [`DockerBackend`].
+
+pub mod backend;
+pub mod context;
+pub mod digest;
+pub mod dockerfile;
+pub mod dockerignore;
+pub mod error;
+pub mod image;
+pub mod layer;
+pub mod layer_cache;
+pub mod log;
+pub mod native;
+pub mod registry;
+pub mod rootfs;
+pub mod store;
+
+pub use backend::{BuildBackend, BuildOutcome, BuildRequest};
+pub use context::SourceSpec;
+pub use error::{Error, Result};
+pub use log::BuildLog;
+pub use native::{NativeBackend, NativeSettings};
+pub use registry::{Credentials, PushReport};
