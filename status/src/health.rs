@@ -57,6 +57,20 @@ impl fmt::Display for Health {
     }
 }
 
+impl From<slipway_plugins::HealthStatus> for Health {
+    fn from(s: slipway_plugins::HealthStatus) -> Self {
+        use slipway_plugins::HealthStatus as P;
+        match s {
+            P::Healthy => Health::Healthy,
+            P::Suspended => Health::Suspended,
+            P::Progressing => Health::Progressing,
+            P::Missing => Health::Missing,
+            P::Degraded => Health::Degraded,
+            P::Unknown => Health::Unknown,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a health status (healthy, suspended, progressing, missing, degraded, unknown)")]
 pub struct UnknownHealth(pub String);

@@ -4,15 +4,30 @@
 //!
 //! Owns: the instance model, fetchers, the schedule, budgets, aggregation and history.
 //! Must not know: HTTP routes of the API (the server crate), builds or packages.
+//!
+//! Main types: [`StatusService`] (the facade the server calls), [`scheduler::Scheduler`]
+//! (pure scheduling state over an injected clock), [`schedule::CheckSchedule`] (the
+//! per-instance rules, written out in `status/README.md`), [`fetch::Fetchers`] (the
+//! observation side) and [`health::Health`] (severity-ordered status).
 
 pub mod aggregate;
 pub mod budget;
 pub mod correlate;
+mod error;
 pub mod events;
+pub mod fetch;
 pub mod flapping;
 pub mod health;
 pub mod model;
+mod runner;
 pub mod schedule;
 pub mod scheduler;
+mod service;
+mod store;
 pub mod table;
+mod validate;
 pub mod wheel;
+
+pub use error::{Error, Problem};
+pub use service::{AppInstanceView, BulkOutcome, GroupBy, InstanceView, StatusConfig, StatusService};
+pub use store::MIGRATIONS;

@@ -49,7 +49,7 @@ impl Default for ScheduleConfig {
     }
 }
 
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -1,0 +1,155 @@
+//! The HTTP fetcher: one pooled client shared by every instance (keep-alive connections
+//! per host, rustls for https), with a whole-request deadline and a cap on the body read.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+
+use super::{FetchConfig, ObserveError, chain, io_kind};
+
+#[derive(Debug, Clone)]
+pub struct HttpFetcher {
+    client: reqwest::Client,
+    max_body_bytes: usize,
+}
+
+impl HttpFetcher {
+    pub fn new(config: &FetchConfig) -> Result<Self, crate::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .tcp_nodelay(true)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| crate::Error::Fetcher(chain(&e)))?;
+        Ok(Self { client, max_body_bytes: config.max_body_bytes })
+    }
+
+    /// `{"http": {"status", "headers", "body", "json", "latency_ms"}, "error": null}`, or
+    /// `{"http": null, "error": {"kind", "message"}}` when no answer came.
+    pub async fn observe(&self, url: &str) -> Value {
+        let started = Instant::now();
+        match self.fetch(url).await {
+            Ok((status, headers, body)) => {
+                let json = parse_json(&body);
+                json!({
+                    "http": {
+                        "status": status,
+                        "headers": headers,
+                        "body": body,
+                        "json": json,
+                        "latency_ms": started.elapsed().as_millis() as u64,
+                    },
+                    "error": null,
+                })
+            }
+            Err(e) => json!({ "http": null, "error": e.to_json() }),
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> Result<(u16, Map<String, Value>, String), ObserveError> {
+        let mut response = self.client.get(url).send().await.map_err(|e| classify(url, &e))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (k.as_str().to_owned(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            })
+            .collect();
+        let mut body = Vec::new();
+        while body.len() < self.max_body_bytes {
+            match response.chunk().await.map_err(|e| classify(url, &e))? {
+                Some(chunk) => body.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        body.truncate(self.max_body_bytes);
+        Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+fn parse_json(body: &str) -> Value {
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        serde_json::from_str(trimmed).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    }
+}
+
+fn classify(url: &str, e: &reqwest::Error) -> ObserveError {
+    let message = format!("GET {url}: {}", chain(e));
+    let lower = message.to_ascii_lowercase();
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        "dns"
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        "tls"
+    } else {
+        io_kind(e).unwrap_or(if e.is_connect() { "connect" } else { "http" })
+    };
+    ObserveError::new(kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A one-shot raw TCP server answering every connection with `reply` (or hanging).
+    async fn serve(reply: Option<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    match reply {
+                        Some(r) => {
+                            let _ = socket.write_all(r).await;
+                        }
+                        None => tokio::time::sleep(std::time::Duration::from_secs(30)).await,
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/health")
+    }
+
+    fn fetcher() -> HttpFetcher {
+        let config = FetchConfig { timeout: std::time::Duration::from_millis(500), ..FetchConfig::default() };
+        HttpFetcher::new(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn json_answer_is_parsed() {
+        let url = serve(Some(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}")).await;
+        let o = fetcher().observe(&url).await;
+        assert_eq!(o["http"]["status"], 200);
+        assert_eq!(o["http"]["json"]["status"], "ok");
+        assert_eq!(o["http"]["headers"]["content-type"], "application/json");
+        assert!(o["error"].is_null());
+    }
+
+    #[tokio::test]
+    async fn hanging_garbage_and_refused_targets_are_observations() {
+        let hang = fetcher().observe(&serve(None).await).await;
+        assert_eq!(hang["error"]["kind"], "timeout", "{hang}");
+        let garbage = fetcher().observe(&serve(Some(b"SSH-2.0-OpenSSH\r\n\r\n")).await).await;
+        assert!(garbage["http"].is_null());
+        assert_eq!(garbage["error"]["kind"], "http", "{garbage}");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        drop(listener);
+        let refused = fetcher().observe(&url).await;
+        assert_eq!(refused["error"]["kind"], "refused", "{refused}");
+    }
+}

@@ -1,0 +1,122 @@
+//! Observation: the host side of a check. Fetchers pull the state of a target and turn it
+//! into the observation shape of the plugin contract; a failure (timeout, refused
+//! connection, DNS, TLS, a garbled answer, a cluster that is down) is itself an
+//! observation, with `error` set, that the status plugin judges.
+
+mod http;
+mod kube;
+mod tcp;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub use self::http::HttpFetcher;
+pub use self::kube::{ClusterRegistry, KubeFetcher};
+pub use self::tcp::TcpFetcher;
+use crate::table::Target;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FetchConfig {
+    /// Whole-check deadline (connect, request and body).
+    #[serde(with = "crate::schedule::millis")]
+    pub timeout: Duration,
+    #[serde(with = "crate::schedule::millis")]
+    pub connect_timeout: Duration,
+    /// Idle pooled connections kept per host.
+    pub max_idle_per_host: usize,
+    /// Bytes of a response body handed to the plugin; the rest is not read.
+    pub max_body_bytes: usize,
+    /// How long one Kubernetes LIST answers for every instance of its group.
+    #[serde(with = "crate::schedule::millis")]
+    pub kube_list_ttl: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(2),
+            max_idle_per_host: 512,
+            max_body_bytes: 64 * 1024,
+            kube_list_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why an observation failed, in the contract's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObserveError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ObserveError {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({ "kind": self.kind, "message": self.message })
+    }
+}
+
+/// Every fetcher, chosen by target.
+#[derive(Clone)]
+pub struct Fetchers {
+    pub http: HttpFetcher,
+    pub tcp: TcpFetcher,
+    pub kube: KubeFetcher,
+}
+
+impl Fetchers {
+    pub fn new(config: FetchConfig, clusters: ClusterRegistry) -> Result<Self, crate::Error> {
+        Ok(Self {
+            http: HttpFetcher::new(&config)?,
+            tcp: TcpFetcher::new(&config),
+            kube: KubeFetcher::new(&config, clusters),
+        })
+    }
+
+    /// Observes `target`; never fails: failures are observations.
+    pub async fn observe(&self, target: &Target) -> Value {
+        match target {
+            Target::Http { url, .. } => self.http.observe(url).await,
+            Target::Tcp { address, .. } => self.tcp.observe(address).await,
+            Target::Kube { list, name, .. } => self.kube.observe(list, name).await,
+        }
+    }
+}
+
+/// The most specific cause of an I/O failure in an error's source chain.
+fn io_kind(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "refused",
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted => "reset",
+                std::io::ErrorKind::TimedOut => "timeout",
+                _ => "io",
+            });
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The error and its causes on one line (reqwest's top-level message hides the cause).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut current = error.source();
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}

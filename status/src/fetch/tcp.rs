@@ -1,0 +1,56 @@
+//! The TCP fetcher: can a connection be opened, and how fast.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+use super::{FetchConfig, ObserveError, io_kind};
+
+#[derive(Debug, Clone)]
+pub struct TcpFetcher {
+    timeout: Duration,
+}
+
+impl TcpFetcher {
+    pub fn new(config: &FetchConfig) -> Self {
+        Self { timeout: config.connect_timeout.min(config.timeout) }
+    }
+
+    /// `{"tcp": {"connected", "latency_ms"}, "error": null | {"kind", "message"}}`.
+    pub async fn observe(&self, address: &str) -> Value {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, TcpStream::connect(address)).await {
+            Ok(Ok(_stream)) => Ok(()),
+            Ok(Err(e)) => Err(ObserveError::new(io_kind(&e).unwrap_or("connect"), format!("{address}: {e}"))),
+            Err(_) => Err(ObserveError::new(
+                "timeout",
+                format!("{address}: no connection within {:?}", self.timeout),
+            )),
+        };
+        let latency_ms = started.elapsed().as_millis() as u64;
+        json!({
+            "tcp": { "connected": result.is_ok(), "latency_ms": latency_ms },
+            "error": result.err().map(|e| e.to_json()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_and_closed_ports() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().to_string();
+        let f = TcpFetcher::new(&FetchConfig::default());
+        let ok = f.observe(&open).await;
+        assert_eq!(ok["tcp"]["connected"], true);
+        assert!(ok["error"].is_null());
+        drop(listener);
+        let closed = f.observe(&open).await;
+        assert_eq!(closed["tcp"]["connected"], false);
+        assert_eq!(closed["error"]["kind"], "refused");
+    }
+}

@@ -1,0 +1,173 @@
+//! The runner: one dispatcher loop over the scheduler's timer wheel, fetch tasks bounded by
+//! a semaphore, and one judge loop that hands results to the status plugins in batches
+//! grouped by plugin name.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use slipway_plugins::{CheckInput, PluginHost};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::events::TransitionEvent;
+use crate::fetch::Fetchers;
+use crate::health::Health;
+use crate::scheduler::{Job, Scheduler, Verdict};
+
+/// How often the dispatcher looks at the wheel (its resolution).
+const DISPATCH_EVERY: Duration = Duration::from_millis(100);
+/// Most results judged in one batch.
+const MAX_JUDGE_BATCH: usize = 8_192;
+
+/// Monotonic milliseconds since the service started (never zero), for the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct MonoClock(Instant);
+
+impl MonoClock {
+    pub fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64 + 1
+    }
+}
+
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct Runner {
+    pub scheduler: Arc<Mutex<Scheduler>>,
+    pub fetchers: Fetchers,
+    pub plugins: PluginHost,
+    pub clock: MonoClock,
+    pub max_in_flight: usize,
+    /// Where transitions go (history and subscribers).
+    pub sink: mpsc::UnboundedSender<Vec<TransitionEvent>>,
+}
+
+impl Runner {
+    /// Runs until the returned handles are aborted.
+    pub fn spawn(self) -> Vec<tokio::task::JoinHandle<()>> {
+        let (results_tx, results_rx) = mpsc::channel(self.max_in_flight.max(1) * 2);
+        let this = Arc::new(self);
+        vec![tokio::spawn(this.clone().dispatch(results_tx)), tokio::spawn(this.judge(results_rx))]
+    }
+
+    async fn dispatch(self: Arc<Self>, results: mpsc::Sender<(Job, Value)>) {
+        let permits = Arc::new(Semaphore::new(self.max_in_flight));
+        let mut tick = tokio::time::interval(DISPATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_prune = 0;
+        loop {
+            tick.tick().await;
+            let now = self.clock.now_ms();
+            let (jobs, deferred, waiting) = {
+                let mut s = self.scheduler.lock();
+                let (jobs, deferred) = s.take_due(now, permits.available_permits());
+                if now - last_prune > 10_000 {
+                    s.prune(now);
+                    last_prune = now;
+                    metrics::gauge!("slipway_status_instances").set(s.table.len() as f64);
+                }
+                (jobs, deferred, s.waiting())
+            };
+            metrics::counter!("slipway_status_checks_deferred_total", "limit" => "global")
+                .increment(deferred.by_global as u64);
+            metrics::counter!("slipway_status_checks_deferred_total", "limit" => "target")
+                .increment(deferred.by_target as u64);
+            metrics::gauge!("slipway_status_checks_waiting", "priority" => "urgent").set(waiting.0 as f64);
+            metrics::gauge!("slipway_status_checks_waiting", "priority" => "routine").set(waiting.1 as f64);
+            metrics::gauge!("slipway_status_checks_in_flight")
+                .set((self.max_in_flight - permits.available_permits()) as f64);
+            for job in jobs {
+                let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+                let fetchers = self.fetchers.clone();
+                let results = results.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let observation = fetchers.observe(&job.target).await;
+                    metrics::histogram!("slipway_status_observe_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    drop(permit);
+                    let _ = results.send((job, observation)).await;
+                });
+            }
+        }
+    }
+
+    async fn judge(self: Arc<Self>, mut results: mpsc::Receiver<(Job, Value)>) {
+        while let Some(first) = results.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_JUDGE_BATCH {
+                match results.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let verdicts = self.verdicts(batch).await;
+            metrics::histogram!("slipway_status_judge_batch_seconds").record(started.elapsed().as_secs_f64());
+            metrics::counter!("slipway_status_checks_total").increment(verdicts.len() as u64);
+            let events = {
+                let mut s = self.scheduler.lock();
+                let transitions = s.apply(verdicts, self.clock.now_ms(), wall_ms());
+                transitions
+                    .into_iter()
+                    .map(|t| {
+                        let app = s.table.apps.get(t.app_instance.as_str());
+                        TransitionEvent {
+                            app: app.map(|a| a.spec.app.clone()).unwrap_or_default(),
+                            cluster: app.and_then(|a| a.spec.cluster.clone()),
+                            transition: t,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if !events.is_empty() {
+                metrics::counter!("slipway_status_transitions_total").increment(events.len() as u64);
+                let _ = self.sink.send(events);
+            }
+        }
+    }
+
+    /// Judges a batch: one `check_batch` call per status plugin in it.
+    async fn verdicts(&self, batch: Vec<(Job, Value)>) -> Vec<Verdict> {
+        let mut by_plugin: HashMap<Arc<str>, Vec<(Job, Value)>> = HashMap::new();
+        for (job, observation) in batch {
+            by_plugin.entry(job.plugin.clone()).or_default().push((job, observation));
+        }
+        let mut verdicts = Vec::new();
+        for (plugin, items) in by_plugin {
+            let keys: Vec<(u32, u32)> = items.iter().map(|(j, _)| (j.index, j.generation)).collect();
+            let inputs = items
+                .into_iter()
+                .map(|(job, observation)| CheckInput {
+                    instance_id: job.instance_id.to_string(),
+                    instance: job.instance,
+                    observation,
+                })
+                .collect();
+            let judged: Vec<(Health, String)> = match self.plugins.check_batch(&plugin, inputs).await {
+                Ok(results) => results
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(v) => (v.status.into(), v.reason),
+                        Err(e) => (Health::Unknown, format!("status plugin failed: {e}")),
+                    })
+                    .collect(),
+                Err(e) => {
+                    let reason = format!("status plugin status/{plugin} failed: {e}");
+                    keys.iter().map(|_| (Health::Unknown, reason.clone())).collect()
+                }
+            };
+            verdicts.extend(keys.into_iter().zip(judged).map(|((index, generation), (health, reason))| {
+                Verdict { index, generation, health, reason }
+            }));
+        }
+        verdicts
+    }
+}

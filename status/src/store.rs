@@ -1,0 +1,245 @@
+//! Persistence in the service's database (portable SQL for SQLite and PostgreSQL):
+//! clusters (with their kubeconfig, a secret), app instances, component instances with
+//! their last status, and the transition history.
+
+use sqlx::{Any, AnyPool, QueryBuilder, Row, Transaction};
+
+use crate::Error;
+use crate::events::Transition;
+use crate::health::Health;
+use crate::model::{AppInstanceSpec, ComponentInstanceSpec};
+
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "status-0001-instances-clusters-history",
+    "CREATE TABLE status_clusters (
+        name TEXT PRIMARY KEY,
+        server TEXT NOT NULL,
+        kubeconfig TEXT NOT NULL,
+        registered_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE status_app_instances (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE status_instances (
+        id TEXT PRIMARY KEY,
+        app_instance TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        since_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL
+    );
+    CREATE TABLE status_transitions (
+        instance_id TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        from_status TEXT NOT NULL,
+        to_status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        app_instance TEXT NOT NULL,
+        component TEXT NOT NULL
+    );
+    CREATE INDEX status_transitions_instance ON status_transitions (instance_id, at_ms)",
+)];
+
+/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bind limits.
+const CHUNK: usize = 500;
+
+/// A stored component instance with its last known status.
+pub struct StoredInstance {
+    pub spec: ComponentInstanceSpec,
+    pub status: Health,
+    pub reason: String,
+    pub since_ms: i64,
+}
+
+pub struct StoredCluster {
+    pub name: String,
+    pub server: String,
+    pub kubeconfig: String,
+    pub registered_at_ms: i64,
+}
+
+fn corrupt(what: &'static str, id: &str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt { what, id: id.to_owned(), message: e.to_string() }
+}
+
+pub async fn load_clusters(db: &AnyPool) -> Result<Vec<StoredCluster>, Error> {
+    let rows =
+        sqlx::query("SELECT name, server, kubeconfig, registered_at_ms FROM status_clusters ORDER BY name")
+            .fetch_all(db)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredCluster {
+                name: r.try_get(0)?,
+                server: r.try_get(1)?,
+                kubeconfig: r.try_get(2)?,
+                registered_at_ms: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn save_cluster(db: &AnyPool, c: &StoredCluster) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO status_clusters (name, server, kubeconfig, registered_at_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET server = excluded.server, kubeconfig = excluded.kubeconfig,
+         registered_at_ms = excluded.registered_at_ms",
+    )
+    .bind(&c.name)
+    .bind(&c.server)
+    .bind(&c.kubeconfig)
+    .bind(c.registered_at_ms)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn load_app_instances(db: &AnyPool) -> Result<Vec<AppInstanceSpec>, Error> {
+    let rows = sqlx::query("SELECT id, spec FROM status_app_instances").fetch_all(db).await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get(0)?;
+            let spec: String = r.try_get(1)?;
+            serde_json::from_str(&spec).map_err(|e| corrupt("app instance", &id, e))
+        })
+        .collect()
+}
+
+pub async fn load_instances(db: &AnyPool) -> Result<Vec<StoredInstance>, Error> {
+    let rows =
+        sqlx::query("SELECT id, spec, status, reason, since_ms FROM status_instances").fetch_all(db).await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get(0)?;
+            let spec: String = r.try_get(1)?;
+            let status: String = r.try_get(2)?;
+            Ok(StoredInstance {
+                spec: serde_json::from_str(&spec).map_err(|e| corrupt("instance", &id, e))?,
+                status: status.parse().map_err(|e| corrupt("instance", &id, e))?,
+                reason: r.try_get(3)?,
+                since_ms: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+/// Writes one bulk request in one transaction: all of it or none.
+pub async fn apply_bulk(
+    db: &AnyPool,
+    apps: &[AppInstanceSpec],
+    instances: &[ComponentInstanceSpec],
+    deleted: &[String],
+    emptied_apps: &[String],
+    now_ms: i64,
+) -> Result<(), Error> {
+    let mut tx = db.begin().await?;
+    for chunk in apps.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Any>::new("INSERT INTO status_app_instances (id, spec, updated_at_ms) ");
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(&a.id).push_bind(serde_json::to_string(a).unwrap_or_default()).push_bind(now_ms);
+        });
+        q.push(
+            " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at_ms = excluded.updated_at_ms",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    for chunk in instances.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Any>::new(
+            "INSERT INTO status_instances (id, app_instance, spec, status, reason, since_ms, updated_at_ms) ",
+        );
+        q.push_values(chunk, |mut b, i| {
+            b.push_bind(&i.id)
+                .push_bind(&i.app_instance)
+                .push_bind(serde_json::to_string(i).unwrap_or_default())
+                .push_bind(Health::Unknown.as_str())
+                .push_bind("not checked yet")
+                .push_bind(now_ms)
+                .push_bind(now_ms);
+        });
+        q.push(
+            " ON CONFLICT (id) DO UPDATE SET app_instance = excluded.app_instance, spec = excluded.spec,
+              updated_at_ms = excluded.updated_at_ms",
+        );
+        q.build().execute(&mut *tx).await?;
+    }
+    delete_ids(&mut tx, "status_instances", deleted).await?;
+    delete_ids(&mut tx, "status_app_instances", emptied_apps).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn delete_ids(tx: &mut Transaction<'_, Any>, table: &str, ids: &[String]) -> Result<(), Error> {
+    for chunk in ids.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Any>::new(format!("DELETE FROM {table} WHERE id IN ("));
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(id);
+        }
+        q.push(")");
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Appends transitions to the history and records each instance's new status.
+pub async fn record_transitions(db: &AnyPool, transitions: &[Transition]) -> Result<(), Error> {
+    let mut tx = db.begin().await?;
+    for chunk in transitions.chunks(CHUNK) {
+        let mut q = QueryBuilder::<Any>::new(
+            "INSERT INTO status_transitions (instance_id, at_ms, from_status, to_status, reason, app_instance, component) ",
+        );
+        q.push_values(chunk, |mut b, t| {
+            b.push_bind(&t.instance_id)
+                .push_bind(t.at_ms)
+                .push_bind(t.from.as_str())
+                .push_bind(t.to.as_str())
+                .push_bind(&t.reason)
+                .push_bind(&t.app_instance)
+                .push_bind(&t.component);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    for t in transitions {
+        sqlx::query("UPDATE status_instances SET status = $1, reason = $2, since_ms = $3 WHERE id = $4")
+            .bind(t.to.as_str())
+            .bind(&t.reason)
+            .bind(t.at_ms)
+            .bind(&t.instance_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The newest `limit` transitions of an instance, newest first.
+pub async fn history(db: &AnyPool, instance_id: &str, limit: i64) -> Result<Vec<Transition>, Error> {
+    let rows = sqlx::query(
+        "SELECT at_ms, from_status, to_status, reason, app_instance, component FROM status_transitions
+         WHERE instance_id = $1 ORDER BY at_ms DESC LIMIT $2",
+    )
+    .bind(instance_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let status = |i: usize| -> Result<Health, Error> {
+                let s: String = r.try_get(i)?;
+                s.parse().map_err(|e| corrupt("transition of", instance_id, e))
+            };
+            Ok(Transition {
+                instance_id: instance_id.to_owned(),
+                at_ms: r.try_get(0)?,
+                from: status(1)?,
+                to: status(2)?,
+                reason: r.try_get(3)?,
+                app_instance: r.try_get(4)?,
+                component: r.try_get(5)?,
+            })
+        })
+        .collect()
+}
