@@ -103,7 +103,7 @@ pub fn check_app_package(reader: impl Read) -> Result<(AppManifest, Vec<Componen
             .iter()
             .find(|c| c.file == path)
             .ok_or_else(|| bad(format!("entry {path} is not listed in {MANIFEST_FILE}")))?;
-        let mut hashing = HashingReader { inner: entry, hasher: Sha256::new(), size: 0 };
+        let mut hashing = HashingReader::new(entry);
         let inner = {
             let mut nested = tar::Archive::new(flate2::read::GzDecoder::new(&mut hashing));
             let mut nested_entries = nested.entries().map_err(|e| bad(format!("{path}: {e}")))?;
@@ -115,11 +115,11 @@ pub fn check_app_package(reader: impl Read) -> Result<(AppManifest, Vec<Componen
         };
         std::io::copy(&mut hashing, &mut std::io::sink())
             .map_err(|e| bad(format!("{path}: truncated or corrupt archive: {e}")))?;
-        let digest = format_digest(hashing.hasher.finalize());
-        if digest != listed.digest || hashing.size != listed.size_bytes {
+        let (digest, size) = hashing.finish();
+        if digest != listed.digest || size != listed.size_bytes {
             return Err(bad(format!(
-                "{path} has digest {digest} ({} bytes), manifest says {}",
-                hashing.size, listed.digest
+                "{path} has digest {digest} ({size} bytes), manifest says {}",
+                listed.digest
             )));
         }
         let component: ComponentManifest =
@@ -157,10 +157,21 @@ fn read_manifest_entry(mut entry: tar::Entry<'_, impl Read>) -> Result<Vec<u8>> 
 }
 
 /// Hashes and counts every byte read through it.
-struct HashingReader<R> {
+pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     size: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self { inner, hasher: Sha256::new(), size: 0 }
+    }
+
+    /// The digest and count of the bytes read so far.
+    pub(crate) fn finish(self) -> (String, u64) {
+        (format_digest(self.hasher.finalize()), self.size)
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {

@@ -63,6 +63,23 @@ pub async fn put_stream<E: std::fmt::Display>(
             actual: "(not a sha256 digest)".into(),
         })?;
     }
+    let staged = stage_stream(store, body).await?;
+    if let Some(expected) = expected.filter(|e| *e != staged.digest) {
+        let _ = store.delete(&staged.key).await;
+        return Err(Error::DigestMismatch { expected: expected.to_owned(), actual: staged.digest });
+    }
+    let key = blob_key(&staged.digest)?;
+    store.rename(&staged.key, &key).await.map_err(Error::store(&key))?;
+    Ok(StoredBlob { key, ..staged })
+}
+
+/// Streams `body` to a fresh `uploads/` key while hashing it, and checks the stored size.
+/// The caller renames it into place or deletes it; the garbage collector removes it if the
+/// process dies first.
+pub(crate) async fn stage_stream<E: std::fmt::Display>(
+    store: &dyn ObjectStore,
+    body: impl Stream<Item = Result<Bytes, E>>,
+) -> Result<StoredBlob> {
     let staging = Path::from(format!("{UPLOADS}/{}", uuid::Uuid::new_v4()));
     let upload = store.put_multipart(&staging).await.map_err(Error::store(&staging))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
@@ -85,15 +102,8 @@ pub async fn put_stream<E: std::fmt::Display>(
         return Err(e);
     }
     writer.finish().await.map_err(Error::store(&staging))?;
-    let digest = format_digest(hasher.finalize());
-    if let Some(expected) = expected.filter(|e| *e != digest) {
-        let _ = store.delete(&staging).await;
-        return Err(Error::DigestMismatch { expected: expected.to_owned(), actual: digest });
-    }
     verify_size(store, &staging, size_bytes).await?;
-    let key = blob_key(&digest)?;
-    store.rename(&staging, &key).await.map_err(Error::store(&key))?;
-    Ok(StoredBlob { digest, size_bytes, key })
+    Ok(StoredBlob { digest: format_digest(hasher.finalize()), size_bytes, key: staging })
 }
 
 async fn verify_size(store: &dyn ObjectStore, key: &Path, size_bytes: u64) -> Result<()> {
@@ -119,7 +129,14 @@ pub struct BlobRead {
 
 /// Opens `digest` for reading, the whole blob or `range` of it.
 pub async fn open(store: &dyn ObjectStore, digest: &str, range: Option<GetRange>) -> Result<BlobRead> {
-    let key = blob_key(digest)?;
+    open_key(store, blob_key(digest)?, range).await
+}
+
+pub(crate) async fn open_key(
+    store: &dyn ObjectStore,
+    key: Path,
+    range: Option<GetRange>,
+) -> Result<BlobRead> {
     let options = GetOptions { range, ..GetOptions::default() };
     let result = store.get_opts(&key, options).await.map_err(Error::store(&key))?;
     let (size_bytes, range) = (result.meta.size, result.range.clone());
@@ -132,10 +149,10 @@ pub async fn open(store: &dyn ObjectStore, digest: &str, range: Option<GetRange>
 /// synchronous), streaming it from the store chunk by chunk.
 pub async fn read_blocking<T: Send + 'static>(
     store: &dyn ObjectStore,
-    digest: &str,
+    key: &Path,
     check: impl FnOnce(Box<dyn Read + Send>) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let blob = open(store, digest, None).await?;
+    let blob = open_key(store, key.clone(), None).await?;
     let reader = tokio_util::io::StreamReader::new(blob.stream.map_err(std::io::Error::other));
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     tokio::task::spawn_blocking(move || check(Box::new(bridge)))

@@ -25,6 +25,8 @@ pub enum Error {
     AppMismatch { expected: String, found: String },
     #[error("offline archive refused: {reason}")]
     BadArchive { reason: String, digest: Option<String> },
+    #[error("requested range is not inside the {size_bytes}-byte package")]
+    RangeNotSatisfiable { size_bytes: u64 },
     #[error("image registry {registry}: {message}")]
     ImageRegistry { registry: String, message: String },
     #[error("object store at {key}: {source}")]

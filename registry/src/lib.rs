@@ -18,7 +18,7 @@ pub mod blobs;
 mod error;
 pub mod manifest;
 pub mod names;
-
+pub mod offline;
 pub mod publish;
 pub mod query;
 pub mod range;

@@ -97,8 +97,7 @@ impl Registry {
     ) -> Result<PackageSummary> {
         names::check_app(app)?;
         let blob = blobs::put_stream(&*self.store, body, expected_digest).await?;
-        let (manifest, components) =
-            blobs::read_blocking(&*self.store, &blob.digest, check_app_package).await?;
+        let (manifest, components) = blobs::read_blocking(&*self.store, &blob.key, check_app_package).await?;
         if manifest.app != app {
             return Err(Error::AppMismatch { expected: app.to_owned(), found: manifest.app });
         }

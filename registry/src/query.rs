@@ -245,11 +245,36 @@ impl Registry {
         &self,
         app: &str,
         version: &str,
-        range: Option<GetRange>,
+        range: Option<ByteRange>,
     ) -> Result<(PackageSummary, BlobRead)> {
-        let details = self.get_package(app, version).await?;
-        let blob = blobs::open(&*self.store, &details.summary.digest, range).await?;
-        Ok((details.summary, blob))
+        let summary = self.get_package(app, version).await?.summary;
+        let range = range.map(|r| r.resolve(summary.size_bytes)).transpose()?;
+        let blob = blobs::open(&*self.store, &summary.digest, range.map(GetRange::Bounded)).await?;
+        Ok((summary, blob))
+    }
+}
+
+/// A requested byte range, as HTTP `Range: bytes=…` spells its three forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `first-last`, both inclusive (`last` past the end means to the end).
+    FromTo(u64, u64),
+    /// `first-`: from `first` to the end.
+    From(u64),
+    /// `-n`: the last `n` bytes.
+    Last(u64),
+}
+
+impl ByteRange {
+    /// The half-open byte range inside a blob of `size` bytes, or not satisfiable.
+    pub fn resolve(self, size: u64) -> Result<std::ops::Range<u64>> {
+        let range = match self {
+            ByteRange::FromTo(first, last) if first <= last => first..last.saturating_add(1).min(size),
+            ByteRange::From(first) => first..size,
+            ByteRange::Last(n) => size.saturating_sub(n)..size,
+            ByteRange::FromTo(..) => 1..0,
+        };
+        if range.start < range.end { Ok(range) } else { Err(Error::RangeNotSatisfiable { size_bytes: size }) }
     }
 }
 
@@ -278,6 +303,45 @@ impl Cursor {
                 if is_key(key) { Ok(Cursor::Created(ms, key.to_owned())) } else { Err(invalid()) }
             }
             _ => Err(invalid()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges_resolve_inside_the_blob() {
+        assert_eq!(ByteRange::FromTo(0, 9).resolve(100).unwrap(), 0..10);
+        assert_eq!(ByteRange::FromTo(90, 200).resolve(100).unwrap(), 90..100);
+        assert_eq!(ByteRange::From(99).resolve(100).unwrap(), 99..100);
+        assert_eq!(ByteRange::Last(10).resolve(100).unwrap(), 90..100);
+        assert_eq!(ByteRange::Last(500).resolve(100).unwrap(), 0..100);
+        for bad in
+            [ByteRange::From(100), ByteRange::FromTo(5, 4), ByteRange::Last(0), ByteRange::FromTo(100, 120)]
+        {
+            assert!(
+                matches!(bad.resolve(100), Err(Error::RangeNotSatisfiable { size_bytes: 100 })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cursors_are_checked_for_their_order() {
+        assert!(matches!(Cursor::parse("v0001z", Order::Version), Ok(Cursor::Version(k)) if k == "0001z"));
+        assert!(
+            matches!(Cursor::parse("c17.00ab", Order::Created), Ok(Cursor::Created(17, k)) if k == "00ab")
+        );
+        for (bad, order) in [
+            ("c17.00ab", Order::Version),
+            ("v00", Order::Created),
+            ("v", Order::Version),
+            ("v0' OR 1=1", Order::Version),
+            ("cx.00", Order::Created),
+        ] {
+            assert!(Cursor::parse(bad, order).is_err(), "{bad}");
         }
     }
 }

@@ -27,6 +27,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub object_store: ObjectStoreConfig,
     pub limits: LimitsConfig,
+    pub registry: slipway_registry::RegistryConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -89,6 +90,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             object_store: ObjectStoreConfig::default(),
             limits: LimitsConfig::default(),
+            registry: slipway_registry::RegistryConfig::default(),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! and a stable machine-readable `code`, rendered as
 //! `{"error":{"code":"…","message":"…","details":{…}}}`.
 
-use axum::extract::FromRequest;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -26,6 +27,8 @@ pub enum ApiError {
     NotReady { failing: String, checks: Value },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Registry(#[from] slipway_registry::Error),
 }
 
 impl ApiError {
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Registry(e) => registry_status_and_code(e),
         }
     }
 
@@ -50,8 +54,52 @@ impl ApiError {
             ApiError::RouteNotFound { method, path } | ApiError::MethodNotAllowed { method, path } => {
                 json!({ "method": method, "path": path })
             }
+            ApiError::Registry(e) => registry_details(e),
             _ => json!({}),
         }
+    }
+}
+
+fn registry_status_and_code(e: &slipway_registry::Error) -> (StatusCode, &'static str) {
+    use slipway_registry::Error as E;
+    match e {
+        E::InvalidName { .. } => (StatusCode::BAD_REQUEST, "invalid_name"),
+        E::InvalidVersion { .. } => (StatusCode::BAD_REQUEST, "invalid_version"),
+        E::InvalidRange { .. } => (StatusCode::BAD_REQUEST, "invalid_version_range"),
+        E::InvalidCursor(_) => (StatusCode::BAD_REQUEST, "invalid_cursor"),
+        E::InvalidPackage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_package"),
+        E::PackageNotFound { .. } => (StatusCode::NOT_FOUND, "package_not_found"),
+        E::VersionExists { .. } => (StatusCode::CONFLICT, "version_exists"),
+        E::ComponentVersionExists { .. } => (StatusCode::CONFLICT, "component_version_exists"),
+        E::DigestMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
+        E::AppMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "app_mismatch"),
+        E::BadArchive { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_archive"),
+        E::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+        E::ImageRegistry { .. } => (StatusCode::BAD_GATEWAY, "image_registry_failed"),
+        E::ObjectStore { .. } => (StatusCode::SERVICE_UNAVAILABLE, "object_store_failed"),
+        E::Body(_) => (StatusCode::BAD_REQUEST, "upload_interrupted"),
+        E::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
+        E::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+fn registry_details(e: &slipway_registry::Error) -> Value {
+    use slipway_registry::Error as E;
+    match e {
+        E::InvalidName { what, value, rule } => json!({ "what": what, "value": value, "rule": rule }),
+        E::InvalidVersion { value, .. } | E::InvalidRange { value, .. } => json!({ "value": value }),
+        E::PackageNotFound { app, version } => json!({ "app": app, "version": version }),
+        E::VersionExists { app, version, digest } => {
+            json!({ "app": app, "version": version, "digest": digest })
+        }
+        E::ComponentVersionExists { app, component, version, digest } => {
+            json!({ "app": app, "component": component, "version": version, "digest": digest })
+        }
+        E::DigestMismatch { expected, actual } => json!({ "expected": expected, "actual": actual }),
+        E::BadArchive { digest, .. } => json!({ "digest": digest }),
+        E::RangeNotSatisfiable { size_bytes } => json!({ "size_bytes": size_bytes }),
+        E::ObjectStore { key, .. } => json!({ "key": key }),
+        _ => json!({}),
     }
 }
 
@@ -88,3 +136,14 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::InvalidRequest(rejection.body_text())
+    }
+}
+
+/// `axum::extract::Query`, but a malformed query string becomes an [`ApiError`].
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);

@@ -18,6 +18,7 @@ pub struct Shared {
     pub db: AnyPool,
     pub objects: Arc<dyn ObjectStore>,
     pub metrics: PrometheusHandle,
+    pub registry: slipway_registry::Registry,
 }
 
 impl AppState {
@@ -25,7 +26,15 @@ impl AppState {
     pub async fn open(config: Config) -> Result<Self, StorageError> {
         let db = storage::open_database(&config).await?;
         let objects = storage::open_object_store(&config)?;
-        Ok(Self(Arc::new(Shared { config, db, objects, metrics: crate::telemetry::metrics_handle() })))
+        let registry = slipway_registry::Registry::new(db.clone(), objects.clone(), config.registry.clone());
+        registry.spawn_garbage_collector();
+        Ok(Self(Arc::new(Shared {
+            config,
+            db,
+            objects,
+            metrics: crate::telemetry::metrics_handle(),
+            registry,
+        })))
     }
 }
 

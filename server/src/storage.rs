@@ -17,7 +17,7 @@ pub type Migrations = &'static [(&'static str, &'static str)];
 
 /// Every crate's migrations, in the order they must run.
 fn all_migrations() -> Vec<Migrations> {
-    vec![slipway_plugins::MIGRATIONS]
+    vec![slipway_plugins::MIGRATIONS, slipway_registry::MIGRATIONS]
 }
 
 #[derive(Debug, thiserror::Error)]
