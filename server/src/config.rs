@@ -28,6 +28,7 @@ pub struct Config {
     pub object_store: ObjectStoreConfig,
     pub limits: LimitsConfig,
     pub registry: slipway_registry::RegistryConfig,
+    pub plugins: slipway_plugins::HostConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -91,6 +92,7 @@ impl Default for Config {
             object_store: ObjectStoreConfig::default(),
             limits: LimitsConfig::default(),
             registry: slipway_registry::RegistryConfig::default(),
+            plugins: slipway_plugins::HostConfig::default(),
         }
     }
 }

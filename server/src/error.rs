@@ -29,6 +29,8 @@ pub enum ApiError {
     Internal(String),
     #[error(transparent)]
     Registry(#[from] slipway_registry::Error),
+    #[error(transparent)]
+    Plugin(#[from] slipway_plugins::Error),
 }
 
 impl ApiError {
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Registry(e) => registry_status_and_code(e),
+            ApiError::Plugin(e) => plugin_status_and_code(e),
         }
     }
 
@@ -55,6 +58,7 @@ impl ApiError {
                 json!({ "method": method, "path": path })
             }
             ApiError::Registry(e) => registry_details(e),
+            ApiError::Plugin(e) => plugin_details(e),
             _ => json!({}),
         }
     }
@@ -101,6 +105,60 @@ fn registry_details(e: &slipway_registry::Error) -> Value {
         E::ObjectStore { key, .. } => json!({ "key": key }),
         _ => json!({}),
     }
+}
+
+fn plugin_status_and_code(e: &slipway_plugins::Error) -> (StatusCode, &'static str) {
+    use slipway_plugins::Error as E;
+    // A script that fails is the plugin author's problem, not the server's: 422.
+    match e {
+        E::Timeout { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_timeout"),
+        E::MemoryLimit { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_memory_limit"),
+        E::StackOverflow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_stack_overflow"),
+        E::Thrown { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_threw"),
+        E::WrongShape { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_wrong_shape"),
+        E::WorkerDied { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_worker_died"),
+        E::ModuleLoad { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_module_load_failed"),
+        E::UnknownFunction { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_unknown_function"),
+        E::InvalidPackage { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plugin_package"),
+        E::UnknownScript { .. } => (StatusCode::NOT_FOUND, "plugin_not_found"),
+        E::UnknownRevision { .. } => (StatusCode::NOT_FOUND, "plugin_revision_not_found"),
+        E::UnknownPackage { .. } => (StatusCode::NOT_FOUND, "plugin_package_not_found"),
+        E::InvalidTriple { .. } => (StatusCode::BAD_REQUEST, "invalid_plugin_triple"),
+        E::RevisionConflict { .. } => (StatusCode::CONFLICT, "plugin_revision_conflict"),
+        E::PackageInUse { .. } => (StatusCode::CONFLICT, "plugin_package_in_use"),
+        E::Worker(_) => (StatusCode::SERVICE_UNAVAILABLE, "plugin_worker_unavailable"),
+        E::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
+        E::ObjectStore(_) => (StatusCode::SERVICE_UNAVAILABLE, "object_store_failed"),
+    }
+}
+
+fn plugin_details(e: &slipway_plugins::Error) -> Value {
+    use slipway_plugins::Error as E;
+    let mut details = serde_json::Map::new();
+    if let Some(triple) = e.triple() {
+        details.insert("triple".into(), json!(triple));
+    }
+    if let Some(location) = e.location() {
+        details.insert("location".into(), json!(location));
+    }
+    match e {
+        E::InvalidPackage { file, line, column, .. } => {
+            details.insert("location".into(), json!({ "file": file, "line": line, "column": column }));
+        }
+        E::UnknownScript { kind, name } => {
+            details.insert("kind".into(), json!(kind));
+            details.insert("name".into(), json!(name));
+        }
+        E::UnknownPackage { name } => {
+            details.insert("package".into(), json!(name));
+        }
+        E::PackageInUse { package, active } => {
+            details.insert("package".into(), json!(package));
+            details.insert("active".into(), json!(active));
+        }
+        _ => {}
+    }
+    Value::Object(details)
 }
 
 impl IntoResponse for ApiError {
