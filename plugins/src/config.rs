@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct HostConfig {
     /// Worker processes; 0 means one per CPU core.
     pub workers: usize,
-    /// The `slipway-plugin-worker` binary; empty means next to the current executable.
+    /// A separate worker executable (`slipway-plugin-worker`); unset means the current
+    /// executable serves as its own worker (Linux).
     pub worker_binary: Option<PathBuf>,
     /// CPU time one call may take before the engine interrupts it.
     #[serde(with = "millis")]

@@ -15,6 +15,8 @@ async fn a_worker_that_dies_fails_only_its_call() {
     let mut config = support::config();
     config.workers = 1;
     config.call_timeout = std::time::Duration::from_secs(20);
+    // The separate worker binary, so this test also covers `worker_binary`.
+    config.worker_binary = Some(env!("CARGO_BIN_EXE_slipway-plugin-worker").into());
     let host = Arc::new(support::open_with(dir.path(), config).await);
     let slow = "export function check() { new Array(200000).fill('z'.repeat(100000)).sort(); return { status: 'healthy' }; }";
     host.install_package(support::package("victim", "1.0.0", &[("status", "victim", 1, slow)]))

@@ -59,10 +59,7 @@ pub struct Batch<'a> {
 
 impl Pool {
     pub fn new(config: &HostConfig) -> Result<Self, Error> {
-        let binary = match &config.worker_binary {
-            Some(path) => path.clone(),
-            None => find_worker_binary()?,
-        };
+        let binary = worker_binary(config)?;
         let limits = WorkerLimits {
             call_timeout_ms: config.call_timeout.as_millis() as u64,
             memory_limit_bytes: config.memory_limit_bytes,
@@ -273,18 +270,18 @@ impl Pool {
     }
 }
 
-/// The worker binary sits next to the current executable, or one directory up for test
-/// binaries (`target/debug/deps/…` next to `target/debug/slipway-plugin-worker`).
-fn find_worker_binary() -> Result<PathBuf, Error> {
-    const NAME: &str = "slipway-plugin-worker";
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))?;
-    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    let candidates = [dir.join(NAME), dir.parent().map(|d| d.join(NAME)).unwrap_or_default()];
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
-        Error::Worker(format!(
-            "{NAME} not found next to {} (build it with `cargo build -p slipway-plugins`, or set the worker binary in the configuration)",
-            exe.display()
-        ))
-    })
+/// The executable workers run: the one configured, else this process's own executable,
+/// which becomes a worker through [`crate::worker::SELF_HOST_HOOK`].
+fn worker_binary(config: &HostConfig) -> Result<PathBuf, Error> {
+    if let Some(path) = &config.worker_binary {
+        return Ok(path.clone());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // Referencing the hook keeps the linker from dropping it.
+        std::hint::black_box(&crate::worker::SELF_HOST_HOOK);
+        std::env::current_exe().map_err(|e| Error::Worker(format!("cannot find the current executable: {e}")))
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(Error::Worker("set plugins.worker_binary to the slipway-plugin-worker executable".into()))
 }

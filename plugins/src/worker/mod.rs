@@ -1,6 +1,11 @@
 //! The worker process: reads requests from stdin, runs them in per-script sandboxes and
-//! writes the answers to stdout. It is started by the host (never by hand) as the
-//! `slipway-plugin-worker` binary; the first frame it reads is its [`WorkerLimits`].
+//! writes the answers to stdout. The first frame it reads is its [`WorkerLimits`].
+//!
+//! Any executable that links this crate can be a worker: the host starts its own
+//! executable again with [`SELF_HOST_ENV`] set, and [`SELF_HOST_HOOK`] turns that process
+//! into a worker before `main` runs. So the `slipway` binary, test binaries and benchmarks
+//! need no second binary beside them; `slipway-plugin-worker` exists for deployments that
+//! configure a separate worker binary.
 //!
 //! A worker is disposable: when a script defeats the sandbox (an uninterruptible builtin,
 //! an engine abort) the host kills or loses this process and starts another.
@@ -22,7 +27,33 @@ use sandbox::ScriptRuntime;
 /// Bytecode kept per worker; past this the oldest half is dropped (the host resends).
 const MAX_BYTECODES: usize = 512;
 
-/// The entry point of the `slipway-plugin-worker` binary.
+/// Set (to any value) in a worker's environment by the host that starts it.
+pub const SELF_HOST_ENV: &str = "SLIPWAY_INTERNAL_PLUGIN_WORKER";
+
+/// Runs before `main` in every process linking this crate (an ELF `.init_array` entry) and
+/// serves as a worker, never returning, when the host started this process as one.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+pub static SELF_HOST_HOOK: extern "C" fn() = become_worker_if_asked;
+
+#[cfg(target_os = "linux")]
+extern "C" fn become_worker_if_asked() {
+    if std::env::var_os(SELF_HOST_ENV).is_none() {
+        return;
+    }
+    let code = match main() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("slipway plugin worker: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The entry point of a worker process (`slipway-plugin-worker`, or any executable linking
+/// this crate when started with [`SELF_HOST_ENV`]).
 pub fn main() -> io::Result<()> {
     let mut input = BufReader::new(io::stdin().lock());
     let mut output = BufWriter::new(io::stdout().lock());

@@ -1,5 +1,5 @@
 //! Opens a real plugin host for the crate's integration tests: SQLite database and local
-//! object store in a temporary directory, and the worker binary cargo built for this package.
+//! object store in a temporary directory; the test binary itself serves as the worker.
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
@@ -15,7 +15,6 @@ use sqlx::AnyPool;
 pub fn config() -> HostConfig {
     HostConfig {
         workers: 2,
-        worker_binary: Some(env!("CARGO_BIN_EXE_slipway-plugin-worker").into()),
         // Debug builds of the engine are slow; keep the budget generous but finite.
         call_timeout: Duration::from_millis(200),
         ..HostConfig::default()
