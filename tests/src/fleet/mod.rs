@@ -1,0 +1,190 @@
+//! The fleet simulator: N virtual instances served on loopback for the status scaler's
+//! tests and benchmark. Every listener serves every instance:
+//!
+//! - `GET /instances/{n}/health`: the instance's HTTP health endpoint;
+//! - `GET /apis/apps/v1/namespaces/{ns}/deployments`: a Kubernetes-style LIST of the
+//!   Deployments in namespace `ns` (instance `n` is Deployment `app-{n}` in namespace
+//!   `ns-{n / per_namespace}`), realistic objects a status plugin judges like a real one;
+//! - an admin API to make chosen instances fail, slow down, hang, flap or recover, and to
+//!   report how many requests each received (see [`admin`]).
+//!
+//! No kube-apiserver runs here: the Kubernetes path of the status scaler is tested against
+//! these LIST endpoints, which answer like the API server for this one resource.
+
+mod admin;
+mod kube;
+mod serve;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+/// How a virtual instance answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Mode {
+    /// 200 with `{"status":"ok"}`; a Deployment with every replica available.
+    Healthy = 0,
+    /// 503 with `{"status":"down"}`; a Deployment past its progress deadline.
+    Fail = 1,
+    /// Healthy, after the instance's delay.
+    Slow = 2,
+    /// Never answers (the connection stays open).
+    Hang = 3,
+    /// Alternates between healthy and failing on every request.
+    Flap = 4,
+}
+
+impl Mode {
+    fn from_u8(v: u8) -> Mode {
+        match v {
+            1 => Mode::Fail,
+            2 => Mode::Slow,
+            3 => Mode::Hang,
+            4 => Mode::Flap,
+            _ => Mode::Healthy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetConfig {
+    pub instances: usize,
+    /// Loopback listeners ("hosts"); instance `n` is registered on listener `n % ports`.
+    pub ports: usize,
+    /// Deployments per namespace in the Kubernetes view.
+    pub per_namespace: usize,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self { instances: 1_000, ports: 4, per_namespace: 1_000 }
+    }
+}
+
+/// Shared state of every virtual instance: one byte of mode, the slow delay and a request
+/// counter each.
+pub struct FleetState {
+    config: FleetConfig,
+    modes: Vec<AtomicU8>,
+    delays_ms: Vec<AtomicU32>,
+    requests: Vec<AtomicU32>,
+    lists: AtomicU64,
+}
+
+impl FleetState {
+    fn new(config: FleetConfig) -> Self {
+        let n = config.instances;
+        Self {
+            config,
+            modes: (0..n).map(|_| AtomicU8::new(0)).collect(),
+            delays_ms: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            requests: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            lists: AtomicU64::new(0),
+        }
+    }
+
+    fn clamp(&self, range: Range<usize>) -> Range<usize> {
+        range.start.min(self.config.instances)..range.end.min(self.config.instances)
+    }
+
+    pub fn set_mode(&self, range: Range<usize>, mode: Mode, delay_ms: u32) -> usize {
+        let range = self.clamp(range);
+        for n in range.clone() {
+            self.delays_ms[n].store(delay_ms, Ordering::Relaxed);
+            self.modes[n].store(mode as u8, Ordering::Relaxed);
+        }
+        range.len()
+    }
+
+    pub fn set_mode_of(&self, ids: &[usize], mode: Mode, delay_ms: u32) -> usize {
+        ids.iter()
+            .filter(|&&n| n < self.config.instances)
+            .map(|&n| self.set_mode(n..n + 1, mode, delay_ms))
+            .sum()
+    }
+
+    pub fn mode(&self, n: usize) -> Mode {
+        Mode::from_u8(self.modes[n].load(Ordering::Relaxed))
+    }
+
+    /// Requests received by each instance in `range` (health endpoint only).
+    pub fn requests(&self, range: Range<usize>) -> Vec<u32> {
+        self.requests[self.clamp(range)].iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    pub fn total_requests(&self) -> u64 {
+        self.requests.iter().map(|c| u64::from(c.load(Ordering::Relaxed))).sum()
+    }
+
+    /// Kubernetes LIST requests served.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::Relaxed)
+    }
+
+    pub fn reset_counts(&self) {
+        self.requests.iter().for_each(|c| c.store(0, Ordering::Relaxed));
+        self.lists.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a request and says how the instance answers it.
+    fn answer(&self, n: usize) -> Option<(Mode, u32)> {
+        let count = self.requests.get(n)?.fetch_add(1, Ordering::Relaxed);
+        let mode = match self.mode(n) {
+            Mode::Flap if count % 2 == 0 => Mode::Fail,
+            Mode::Flap => Mode::Healthy,
+            other => other,
+        };
+        Some((mode, self.delays_ms[n].load(Ordering::Relaxed)))
+    }
+}
+
+/// A running simulator; stops when dropped.
+pub struct Fleet {
+    pub state: Arc<FleetState>,
+    pub addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Binds `config.ports` loopback listeners (ports from `first_port`, or free ones when
+    /// it is 0) and serves the fleet on them.
+    pub async fn start(config: FleetConfig, first_port: u16) -> std::io::Result<Fleet> {
+        let state = Arc::new(FleetState::new(config));
+        let mut addrs = Vec::new();
+        let mut tasks = Vec::new();
+        for p in 0..config.ports.max(1) {
+            let port = if first_port == 0 { 0 } else { first_port + p as u16 };
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            addrs.push(listener.local_addr()?);
+            tasks.push(tokio::spawn(serve::run(listener, state.clone())));
+        }
+        Ok(Fleet { state, addrs, tasks })
+    }
+
+    /// The health URL of instance `n`, on its listener.
+    pub fn http_url(&self, n: usize) -> String {
+        format!("http://{}/instances/{n}/health", self.addrs[n % self.addrs.len()])
+    }
+
+    /// Namespace and Deployment name of instance `n` in the Kubernetes view.
+    pub fn deployment(&self, n: usize) -> (String, String) {
+        kube::placement(&self.state.config, n)
+    }
+
+    /// A kubeconfig pointing at listener 0 as a plain-HTTP API server.
+    pub fn kubeconfig(&self) -> String {
+        kube::kubeconfig(self.addrs[0])
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
