@@ -197,8 +197,14 @@ fn check_link(rel: &str, target: &Path) -> Result<()> {
 }
 
 fn unpack_archive(file: &Path, dest: &Path) -> Result<()> {
-    let reader = std::fs::File::open(file).map_err(Error::io(file))?;
-    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(reader)));
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(std::fs::File::open(file).map_err(Error::io(file))?);
+    let gzip = reader.fill_buf().map_err(Error::io(file))?.starts_with(&[0x1f, 0x8b]);
+    let stream: Box<dyn std::io::Read> =
+        if gzip { Box::new(flate2::read::MultiGzDecoder::new(reader)) } else { Box::new(reader) };
+    let mut archive = tar::Archive::new(stream);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
     let bad = |path: &Path, reason: &str| Error::Context { path: path.into(), reason: reason.into() };
     for entry in archive.entries().map_err(Error::io(file))? {
         let mut entry = entry.map_err(Error::io(file))?;

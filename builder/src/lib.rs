@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod context;
 pub mod digest;
+pub mod docker;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod store;
 
 pub use backend::{BuildBackend, BuildOutcome, BuildRequest};
 pub use context::SourceSpec;
+pub use docker::{DockerBackend, DockerSettings};
 pub use error::{Error, Result};
 pub use log::BuildLog;
 pub use native::{NativeBackend, NativeSettings};

@@ -111,7 +111,7 @@ pub fn run(spec: &RunSpec, mut on_line: impl FnMut(&str)) -> Result<RunResult> {
             }
             chroot(root.as_c_str()).map_err(io)?;
             chdir(workdir.as_c_str()).map_err(io)?;
-            setgroups(&[]).map_err(io)?;
+            setgroups(&[gid]).map_err(io)?;
             setgid(gid).map_err(io)?;
             setuid(uid).map_err(io)?;
             Ok(())
