@@ -172,10 +172,14 @@ pub struct GcReport {
 pub async fn collect_garbage(
     store: &Arc<dyn ObjectStore>,
     db: &AnyPool,
+    local_root: Option<&std::path::Path>,
     grace: Duration,
 ) -> Result<GcReport> {
     let cutoff = crate::now_ms() - grace.as_millis() as i64;
     let mut report = GcReport::default();
+    if let Some(root) = local_root {
+        report.stale_uploads = sweep_local_staging(&root.join(UPLOADS), grace)?;
+    }
     let mut uploads = store.list(Some(&Path::from(UPLOADS)));
     while let Some(meta) = uploads.try_next().await.map_err(Error::store(&Path::from(UPLOADS)))? {
         if meta.last_modified.timestamp_millis() < cutoff {
@@ -203,7 +207,30 @@ pub async fn collect_garbage(
     Ok(report)
 }
 
-async fn is_referenced(db: &AnyPool, digest: &str) -> Result<bool> {
+/// Removes multipart staging files (`<name>#<digits>`, which the local object store hides
+/// from listings) older than `grace`.
+fn sweep_local_staging(dir: &std::path::Path, grace: Duration) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let staging =
+            name.split_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+        if staging && age >= grace {
+            std::fs::remove_file(entry.path())?;
+            removed.push(format!("{UPLOADS}/{name}"));
+        }
+    }
+    Ok(removed)
+}
+
+pub(crate) async fn is_referenced(db: &AnyPool, digest: &str) -> Result<bool> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT app FROM registry_app_packages WHERE digest = $1 LIMIT 1")
             .bind(digest)

@@ -27,6 +27,7 @@ mod schema;
 pub mod tags;
 pub mod version;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -73,11 +74,21 @@ pub struct Registry {
     db: AnyPool,
     store: Arc<dyn ObjectStore>,
     config: RegistryConfig,
+    local_root: Option<PathBuf>,
 }
 
 impl Registry {
     pub fn new(db: AnyPool, store: Arc<dyn ObjectStore>, config: RegistryConfig) -> Self {
-        Self { db, store, config }
+        Self { db, store, config, local_root: None }
+    }
+
+    /// Names the directory behind a local-disk object store. A process killed mid-upload
+    /// leaves a multipart staging file there that the object store API never lists (on S3
+    /// the same leftover is an incomplete multipart upload, which a bucket lifecycle rule
+    /// aborts); the garbage collector sweeps these files when it knows the directory.
+    pub fn with_local_root(mut self, root: PathBuf) -> Self {
+        self.local_root = Some(root);
+        self
     }
 
     pub fn config(&self) -> &RegistryConfig {
@@ -91,7 +102,7 @@ impl Registry {
 
     /// One garbage-collection pass with an explicit grace period.
     pub async fn collect_garbage_older_than(&self, grace: Duration) -> Result<blobs::GcReport> {
-        blobs::collect_garbage(&self.store, &self.db, grace).await
+        blobs::collect_garbage(&self.store, &self.db, self.local_root.as_deref(), grace).await
     }
 
     /// Runs the garbage collector every `gc_interval_secs` until the runtime stops.

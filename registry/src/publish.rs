@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::Stream;
+use object_store::ObjectStoreExt;
 use semver::Version;
 use serde_json::Value;
 use sqlx::AnyConnection;
@@ -97,11 +98,26 @@ impl Registry {
     ) -> Result<PackageSummary> {
         names::check_app(app)?;
         let blob = blobs::put_stream(&*self.store, body, expected_digest).await?;
-        let (manifest, components) = blobs::read_blocking(&*self.store, &blob.key, check_app_package).await?;
-        if manifest.app != app {
-            return Err(Error::AppMismatch { expected: app.to_owned(), found: manifest.app });
+        let checked = blobs::read_blocking(&*self.store, &blob.key, check_app_package).await.and_then(
+            |(manifest, components)| {
+                if manifest.app == app {
+                    Ok((manifest, components))
+                } else {
+                    Err(Error::AppMismatch { expected: app.to_owned(), found: manifest.app })
+                }
+            },
+        );
+        match checked {
+            Ok((manifest, components)) => self.register(&manifest, &components, &blob).await,
+            Err(e) => {
+                // A refused upload is not kept around until the collector runs, unless
+                // the same bytes already are a package.
+                if !blobs::is_referenced(&self.db, &blob.digest).await.unwrap_or(true) {
+                    let _ = self.store.delete(&blob.key).await;
+                }
+                Err(e)
+            }
         }
-        self.register(&manifest, &components, &blob).await
     }
 
     pub(crate) async fn refuse_existing(&self, app: &str, version: &Version) -> Result<()> {

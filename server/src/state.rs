@@ -26,7 +26,11 @@ impl AppState {
     pub async fn open(config: Config) -> Result<Self, StorageError> {
         let db = storage::open_database(&config).await?;
         let objects = storage::open_object_store(&config)?;
-        let registry = slipway_registry::Registry::new(db.clone(), objects.clone(), config.registry.clone());
+        let mut registry =
+            slipway_registry::Registry::new(db.clone(), objects.clone(), config.registry.clone());
+        if config.object_store.kind == crate::config::ObjectStoreKind::Local {
+            registry = registry.with_local_root(config.object_store_path());
+        }
         registry.spawn_garbage_collector();
         Ok(Self(Arc::new(Shared {
             config,
