@@ -3,4 +3,5 @@
 //! components (Docker daemon, registry) the test script started.
 
 pub mod bench;
+pub mod fleet;
 pub mod server;

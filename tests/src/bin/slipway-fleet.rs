@@ -1,6 +1,6 @@
 //! `slipway-fleet`: serves N virtual instances on loopback for tests and benchmarks
-//! (HTTP health endpoints, Kubernetes-style Deployment LISTs, an admin API). Prints the
-//! listening addresses as one JSON line, then serves until interrupted.
+//! (HTTP health endpoints, Kubernetes-style Deployment LISTs, an admin API). Prints its
+//! [`Endpoints`](slipway_tests::fleet::Endpoints) as one JSON line, then serves until interrupted.
 
 use clap::Parser;
 use slipway_tests::fleet::{Fleet, FleetConfig};
@@ -28,8 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let config =
         FleetConfig { instances: args.instances, ports: args.ports, per_namespace: args.per_namespace };
     let fleet = Fleet::start(config, args.first_port).await?;
-    let addrs: Vec<String> = fleet.addrs.iter().map(ToString::to_string).collect();
-    println!("{}", serde_json::json!({ "instances": args.instances, "addrs": addrs }));
+    println!("{}", serde_json::to_string(&fleet.endpoints)?);
     tokio::signal::ctrl_c().await?;
     Ok(())
 }

@@ -11,10 +11,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{FleetConfig, FleetState, Mode};
+use super::{FleetState, Mode};
 
-pub fn placement(config: &FleetConfig, n: usize) -> (String, String) {
-    (format!("ns-{}", n / config.per_namespace.max(1)), format!("app-{n}"))
+pub fn placement(per_namespace: usize, n: usize) -> (String, String) {
+    (format!("ns-{}", n / per_namespace.max(1)), format!("app-{n}"))
 }
 
 /// `GET /apis/apps/v1/namespaces/{ns}/deployments`. A namespace holding a hanging instance

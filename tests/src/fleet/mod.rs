@@ -13,6 +13,7 @@
 
 mod admin;
 mod kube;
+mod register;
 mod serve;
 
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
+
+pub use self::register::Layout;
 
 /// How a virtual instance answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,10 +147,35 @@ impl FleetState {
     }
 }
 
+/// Where a simulator listens, and where each instance lives on it: enough to register
+/// instances, whether the simulator runs in this process or in `slipway-fleet`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    pub addrs: Vec<SocketAddr>,
+    pub per_namespace: usize,
+}
+
+impl Endpoints {
+    /// The health URL of instance `n`, on its listener.
+    pub fn http_url(&self, n: usize) -> String {
+        format!("http://{}/instances/{n}/health", self.addrs[n % self.addrs.len()])
+    }
+
+    /// Namespace and Deployment name of instance `n` in the Kubernetes view.
+    pub fn deployment(&self, n: usize) -> (String, String) {
+        kube::placement(self.per_namespace, n)
+    }
+
+    /// A kubeconfig pointing at listener 0 as a plain-HTTP API server.
+    pub fn kubeconfig(&self) -> String {
+        kube::kubeconfig(self.addrs[0])
+    }
+}
+
 /// A running simulator; stops when dropped.
 pub struct Fleet {
     pub state: Arc<FleetState>,
-    pub addrs: Vec<SocketAddr>,
+    pub endpoints: Endpoints,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -164,22 +192,7 @@ impl Fleet {
             addrs.push(listener.local_addr()?);
             tasks.push(tokio::spawn(serve::run(listener, state.clone())));
         }
-        Ok(Fleet { state, addrs, tasks })
-    }
-
-    /// The health URL of instance `n`, on its listener.
-    pub fn http_url(&self, n: usize) -> String {
-        format!("http://{}/instances/{n}/health", self.addrs[n % self.addrs.len()])
-    }
-
-    /// Namespace and Deployment name of instance `n` in the Kubernetes view.
-    pub fn deployment(&self, n: usize) -> (String, String) {
-        kube::placement(&self.state.config, n)
-    }
-
-    /// A kubeconfig pointing at listener 0 as a plain-HTTP API server.
-    pub fn kubeconfig(&self) -> String {
-        kube::kubeconfig(self.addrs[0])
+        Ok(Fleet { state, endpoints: Endpoints { addrs, per_namespace: config.per_namespace }, tasks })
     }
 }
 
