@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub registry: slipway_registry::RegistryConfig,
     pub plugins: slipway_plugins::HostConfig,
+    pub status: slipway_status::StatusConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -93,6 +94,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             registry: slipway_registry::RegistryConfig::default(),
             plugins: slipway_plugins::HostConfig::default(),
+            status: slipway_status::StatusConfig::default(),
         }
     }
 }

@@ -9,6 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::AuthError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("no route for {method} {path}")]
@@ -28,9 +30,13 @@ pub enum ApiError {
     #[error("internal error: {0}")]
     Internal(String),
     #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
     Registry(#[from] slipway_registry::Error),
     #[error(transparent)]
     Plugin(#[from] slipway_plugins::Error),
+    #[error(transparent)]
+    Status(#[from] slipway_status::Error),
 }
 
 impl ApiError {
@@ -45,8 +51,20 @@ impl ApiError {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Auth(e) => match e {
+                AuthError::Missing | AuthError::Invalid => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+                AuthError::Expired { .. } => (StatusCode::UNAUTHORIZED, "token_expired"),
+                AuthError::Revoked { .. } => (StatusCode::UNAUTHORIZED, "token_revoked"),
+                AuthError::Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
+                AuthError::NotFound { .. } => (StatusCode::NOT_FOUND, "token_not_found"),
+                AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                AuthError::Storage(_) | AuthError::AdminFile { .. } => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                }
+            },
             ApiError::Registry(e) => registry_status_and_code(e),
             ApiError::Plugin(e) => plugin_status_and_code(e),
+            ApiError::Status(e) => status_status_and_code(e),
         }
     }
 
@@ -59,6 +77,15 @@ impl ApiError {
             }
             ApiError::Registry(e) => registry_details(e),
             ApiError::Plugin(e) => plugin_details(e),
+            ApiError::Status(e) => status_details(e),
+            ApiError::Auth(AuthError::Forbidden { needed, granted }) => {
+                json!({ "needed": needed, "granted": granted })
+            }
+            ApiError::Auth(
+                AuthError::Expired { id } | AuthError::Revoked { id } | AuthError::NotFound { id },
+            ) => {
+                json!({ "token_id": id })
+            }
             _ => json!({}),
         }
     }
@@ -103,6 +130,31 @@ fn registry_details(e: &slipway_registry::Error) -> Value {
         E::BadArchive { digest, .. } => json!({ "digest": digest }),
         E::RangeNotSatisfiable { size_bytes } => json!({ "size_bytes": size_bytes }),
         E::ObjectStore { key, .. } => json!({ "key": key }),
+        _ => json!({}),
+    }
+}
+
+fn status_status_and_code(e: &slipway_status::Error) -> (StatusCode, &'static str) {
+    use slipway_status::Error as E;
+    match e {
+        E::InvalidItems { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_instances"),
+        E::TooManyItems { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_items"),
+        E::NotFound { .. } => (StatusCode::NOT_FOUND, "instance_not_found"),
+        E::InvalidCluster { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_cluster"),
+        E::Plugin(p) => plugin_status_and_code(p),
+        E::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
+        E::Fetcher(_) | E::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+fn status_details(e: &slipway_status::Error) -> Value {
+    use slipway_status::Error as E;
+    match e {
+        E::InvalidItems { problems } => json!({ "problems": problems }),
+        E::TooManyItems { count, limit } => json!({ "count": count, "limit": limit }),
+        E::NotFound { what, id } => json!({ "what": what, "id": id }),
+        E::InvalidCluster { name, .. } => json!({ "cluster": name }),
+        E::Plugin(p) => plugin_details(p),
         _ => json!({}),
     }
 }
@@ -169,7 +221,14 @@ impl IntoResponse for ApiError {
         }
         let body =
             json!({ "error": { "code": code, "message": self.to_string(), "details": self.details() } });
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"slipway\""),
+            );
+        }
+        response
     }
 }
 

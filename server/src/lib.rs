@@ -6,6 +6,7 @@
 //! shutdown. It is the only crate that knows HTTP routes; no other crate depends on it.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -28,6 +28,7 @@ pub fn app(state: AppState) -> Router {
 pub fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
     let limit = state.config.limits.max_body_bytes;
     routes
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::auth::require_token))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::telemetry::http_metrics))

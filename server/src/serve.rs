@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::state::AppState;
-use crate::storage::StorageError;
+use crate::state::OpenError;
 
 /// How long in-flight requests may run on after a shutdown signal; long streams (log
 /// follow, event streams) are cut after it.
@@ -25,7 +25,7 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Open(#[from] OpenError),
     #[error("server stopped with an error: {0}")]
     Serve(std::io::Error),
 }

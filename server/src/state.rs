@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use object_store::ObjectStore;
 use sqlx::AnyPool;
 
+use crate::auth::{AuthError, TokenStore};
 use crate::config::Config;
 use crate::storage::{self, StorageError};
 
@@ -19,11 +20,14 @@ pub struct Shared {
     pub objects: Arc<dyn ObjectStore>,
     pub metrics: PrometheusHandle,
     pub registry: slipway_registry::Registry,
+    pub plugins: slipway_plugins::PluginHost,
+    pub status: slipway_status::StatusService,
+    pub tokens: TokenStore,
 }
 
 impl AppState {
     /// Opens the database (running migrations) and the object store named by `config`.
-    pub async fn open(config: Config) -> Result<Self, StorageError> {
+    pub async fn open(config: Config) -> Result<Self, OpenError> {
         let db = storage::open_database(&config).await?;
         let objects = storage::open_object_store(&config)?;
         let mut registry =
@@ -32,14 +36,37 @@ impl AppState {
             registry = registry.with_local_root(config.object_store_path());
         }
         registry.spawn_garbage_collector();
+        let plugins =
+            slipway_plugins::PluginHost::open(db.clone(), objects.clone(), config.plugins.clone()).await?;
+        let status = slipway_status::StatusService::open(db.clone(), plugins.clone(), config.status).await?;
+        let tokens = TokenStore::new(db.clone());
+        if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {
+            tracing::info!(path = %path.display(), "first start: created an admin API token and wrote it to this file");
+        }
         Ok(Self(Arc::new(Shared {
             config,
             db,
             objects,
             metrics: crate::telemetry::metrics_handle(),
             registry,
+            plugins,
+            status,
+            tokens,
         })))
     }
+}
+
+/// Why the service could not open its state at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("cannot start the plugin host: {0}")]
+    Plugins(#[from] slipway_plugins::Error),
+    #[error("cannot start the status scaler: {0}")]
+    Status(#[from] slipway_status::Error),
 }
 
 impl Deref for AppState {

@@ -17,7 +17,12 @@ pub type Migrations = &'static [(&'static str, &'static str)];
 
 /// Every crate's migrations, in the order they must run.
 fn all_migrations() -> Vec<Migrations> {
-    vec![slipway_plugins::MIGRATIONS, slipway_registry::MIGRATIONS]
+    vec![
+        crate::auth::MIGRATIONS,
+        slipway_plugins::MIGRATIONS,
+        slipway_registry::MIGRATIONS,
+        slipway_status::MIGRATIONS,
+    ]
 }
 
 #[derive(Debug, thiserror::Error)]

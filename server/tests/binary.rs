@@ -71,9 +71,8 @@ fn occupied_port_is_a_clear_error_not_a_panic() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (output, stderr) = run(slipway()
-        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(dir.path()));
+    let (output, stderr) =
+        run(slipway().args(["serve", "--listen", &addr.to_string(), "--data-dir"]).arg(dir.path()));
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("address already in use"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -103,7 +102,8 @@ fn serves_then_stops_cleanly_on_sigterm() {
     let first = logs.next().expect("a log line").unwrap();
     let event: serde_json::Value = serde_json::from_str(&first).expect("JSON log line");
     assert!(event["message"].as_str().is_some(), "{first}");
-    let listening = std::iter::once(first).chain(logs.by_ref().map_while(Result::ok)).find(|l| l.contains("listening"));
+    let listening =
+        std::iter::once(first).chain(logs.by_ref().map_while(Result::ok)).find(|l| l.contains("listening"));
     assert!(listening.is_some(), "server never said it was listening");
 
     let deadline = Instant::now() + Duration::from_secs(10);

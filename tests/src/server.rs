@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin token the server wrote at its first start.
+    pub admin_token: String,
     pub state: AppState,
     /// Kept so the directory lives as long as the server.
     pub data_dir: TempDir,
@@ -37,12 +39,26 @@ impl TestServer {
         let listener = serve::bind(config.listen).await.expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let state = AppState::open(config).await.expect("open stores");
+        let token_file = data_dir.path().join(slipway_server::auth::ADMIN_TOKEN_FILE);
+        let admin_token = std::fs::read_to_string(token_file).expect("admin token written").trim().to_owned();
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = rx.await;
         };
         let task = tokio::spawn(serve::serve(listener, app(state.clone()), shutdown, serve::DRAIN_TIMEOUT));
-        Self { addr, state, data_dir, shutdown: Some(tx), task: Some(task) }
+        Self { addr, admin_token, state, data_dir, shutdown: Some(tx), task: Some(task) }
+    }
+
+    /// An HTTP client that sends the admin token with every request.
+    pub fn client(&self) -> reqwest::Client {
+        Self::client_with_token(&self.admin_token)
+    }
+
+    pub fn client_with_token(token: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("token is a valid header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        reqwest::Client::builder().default_headers(headers).build().expect("HTTP client")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,12 +1,22 @@
 //! The routes of the HTTP API, one module per area of the domain.
 
+mod health;
+mod instances;
 mod ops;
+mod plugins;
 mod registry;
+mod tokens;
 
 use axum::Router;
 
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().merge(ops::routes()).merge(registry::routes())
+    Router::new()
+        .merge(ops::routes())
+        .merge(health::routes())
+        .merge(instances::routes())
+        .merge(plugins::routes())
+        .merge(registry::routes())
+        .merge(tokens::routes())
 }

@@ -27,7 +27,10 @@ fn kind(text: &str) -> Result<ScriptKind, ApiError> {
 }
 
 /// The body is the package `.tar.gz` itself.
-async fn upload(State(state): State<AppState>, body: Bytes) -> Result<(StatusCode, Json<PackageInfo>), ApiError> {
+async fn upload(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PackageInfo>), ApiError> {
     if body.is_empty() {
         return Err(ApiError::InvalidRequest("the body must be a plugin package (.tar.gz)".into()));
     }
@@ -85,8 +88,10 @@ async fn action(
             path: format!("/v1/plugins/{kind_text}/{name_action}"),
         });
     };
-    let output =
-        state.plugins.call(kind(&kind_text)?, name, request.revision, &request.function, request.args).await?;
+    let output = state
+        .plugins
+        .call(kind(&kind_text)?, name, request.revision, &request.function, request.args)
+        .await?;
     Ok(Json(output))
 }
 
