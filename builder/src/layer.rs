@@ -34,9 +34,13 @@ pub struct LayerEntry {
     pub gid: u64,
 }
 
-/// Size of the independently compressed pieces: large enough to keep the ratio, small
-/// enough to spread over cores.
-const CHUNK: usize = 4 << 20;
+/// Pieces classified on their own: random-looking data (already compressed files, keys) is
+/// stored rather than deflated, which costs a copy instead of a futile match search.
+const PIECE: usize = 32 << 10;
+/// Largest gzip member: large enough to keep the ratio, small enough to spread over cores.
+const MEMBER_MAX: usize = 4 << 20;
+/// Estimated bits per byte above which deflate cannot win anything worth its time.
+const STORE_ENTROPY: f64 = 7.5;
 
 /// A built layer: the compressed blob and its digests.
 #[derive(Debug, Clone)]
@@ -100,12 +104,13 @@ fn append(builder: &mut tar::Builder<Vec<u8>>, entry: &LayerEntry, mtime: u64) -
     }
 }
 
-/// Compresses a tar into a layer blob, hashing the tar and the blob alongside.
+/// Compresses a tar into a layer blob, hashing the tar and the blob alongside. Pieces are
+/// classified by content only, so the blob stays a pure function of the tar.
 pub fn compress(tar: &[u8]) -> LayerBlob {
-    let chunks: Vec<&[u8]> = tar.chunks(CHUNK).collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chunks.len().max(1));
+    let members = plan_members(tar);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(members.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut pieces: Vec<Vec<u8>> = vec![Vec::new(); chunks.len()];
+    let mut pieces: Vec<Vec<u8>> = vec![Vec::new(); members.len()];
     let diff_id = std::thread::scope(|scope| {
         let hasher = scope.spawn(|| sha256_digest(tar));
         let handles: Vec<_> = (0..workers)
@@ -114,8 +119,8 @@ pub fn compress(tar: &[u8]) -> LayerBlob {
                     let mut done = Vec::new();
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(chunk) = chunks.get(i) else { break done };
-                        done.push((i, gzip_member(chunk)));
+                        let Some((range, store)) = members.get(i) else { break done };
+                        done.push((i, gzip_member(&tar[range.clone()], *store)));
                     }
                 })
             })
@@ -127,15 +132,49 @@ pub fn compress(tar: &[u8]) -> LayerBlob {
         }
         hasher.join().expect("hash worker panicked")
     });
-    let blob = Bytes::from(if pieces.is_empty() { gzip_member(&[]) } else { pieces.concat() });
+    let blob = Bytes::from(if pieces.is_empty() { gzip_member(&[], false) } else { pieces.concat() });
     let digest = sha256_digest(&blob);
     LayerBlob { layer: LayerRef { digest, diff_id, size: blob.len() as u64 }, blob }
 }
 
-fn gzip_member(data: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::GzBuilder::new()
-        .operating_system(255)
-        .write(Vec::with_capacity(data.len() / 2 + 64), flate2::Compression::fast());
+/// Splits the tar into gzip members of one class each (store or deflate).
+fn plan_members(tar: &[u8]) -> Vec<(std::ops::Range<usize>, bool)> {
+    let mut members = Vec::new();
+    let mut start = 0;
+    let mut class = None;
+    for (i, piece) in tar.chunks(PIECE).enumerate() {
+        let offset = i * PIECE;
+        let store = entropy(piece) > STORE_ENTROPY;
+        if class != Some(store) || offset - start >= MEMBER_MAX {
+            if let Some(previous) = class {
+                members.push((start..offset, previous));
+            }
+            (start, class) = (offset, Some(store));
+        }
+    }
+    if let Some(previous) = class {
+        members.push((start..tar.len(), previous));
+    }
+    members
+}
+
+/// Shannon entropy (bits per byte) of a sample of every fourth byte.
+fn entropy(piece: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in piece.iter().step_by(4) {
+        counts[*b as usize] += 1;
+        n += 1;
+    }
+    let n = f64::from(n.max(1));
+    counts.iter().filter(|c| **c > 0).map(|c| f64::from(*c) / n).map(|p| -p * p.log2()).sum()
+}
+
+fn gzip_member(data: &[u8], store: bool) -> Vec<u8> {
+    let level = if store { flate2::Compression::none() } else { flate2::Compression::fast() };
+    let capacity = if store { data.len() + data.len() / 1000 + 64 } else { data.len() / 2 + 64 };
+    let mut encoder =
+        flate2::GzBuilder::new().operating_system(255).write(Vec::with_capacity(capacity), level);
     encoder.write_all(data).expect("writing to memory cannot fail");
     encoder.finish().expect("writing to memory cannot fail")
 }
@@ -151,7 +190,9 @@ mod tests {
             LayerEntry { path: "app".into(), content: Content::Dir, mode: 0o755, uid: 0, gid: 0 },
             LayerEntry {
                 path: "app/big".into(),
-                content: Content::Inline(Bytes::from(vec![7u8; 9 << 20])),
+                content: Content::Inline(Bytes::from(
+                    (0..9u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>(),
+                )),
                 mode: 0o644,
                 uid: 1,
                 gid: 2,
