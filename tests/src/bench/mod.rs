@@ -2,15 +2,17 @@
 //! and returns the figures its issue names; the runner prints them as the last stdout line.
 
 mod api;
+mod builder;
 
 use serde_json::Value;
 
 /// Every benchmark by name, for `--help` and dispatch.
-pub const NAMES: &[&str] = &["api"];
+pub const NAMES: &[&str] = &["api", "builder"];
 
 pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
     match name {
         "api" => api::run(quick).await,
+        "builder" => builder::run(quick).await,
         other => anyhow::bail!("unknown benchmark `{other}`; known: {}", NAMES.join(", ")),
     }
 }
