@@ -37,6 +37,10 @@ command -v docker-registry >/dev/null || packages+=(docker-registry)
 command -v skopeo >/dev/null || packages+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || packages+=(busybox-static)
 command -v curl >/dev/null || packages+=(curl)
+# --- builder (issue 5/11): buildah is a peer in the `builder` benchmark; git for git sources
+command -v buildah >/dev/null || packages+=(buildah)
+command -v git >/dev/null || packages+=(git)
+# --- end builder
 if [ ${#packages[@]} -gt 0 ]; then
     step "installing ${packages[*]}"
     apt-get update -qq
