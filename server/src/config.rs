@@ -30,6 +30,7 @@ pub struct Config {
     pub registry: slipway_registry::RegistryConfig,
     pub plugins: slipway_plugins::HostConfig,
     pub status: slipway_status::StatusConfig,
+    pub pipeline: PipelineConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -75,6 +76,46 @@ pub struct S3Config {
     pub allow_http: bool,
 }
 
+/// The build pipeline: where images go and how much runs at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The OCI registry images are pushed to, `host:port`.
+    pub registry: String,
+    /// Registries spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    pub backend: BuildBackendKind,
+    /// Directories on the server that build requests may name as local sources; none by
+    /// default, so a request cannot read the server's files.
+    pub source_roots: Vec<PathBuf>,
+    pub max_parallel_builds: usize,
+    pub max_parallel_components: usize,
+    pub max_context_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildBackendKind {
+    /// Slipway's own daemonless builder.
+    Native,
+    /// A Docker daemon on its local socket.
+    Docker,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            registry: "127.0.0.1:5000".into(),
+            insecure_registries: vec!["127.0.0.1:5000".into(), "localhost:5000".into()],
+            backend: BuildBackendKind::Native,
+            source_roots: Vec::new(),
+            max_parallel_builds: 2,
+            max_parallel_components: 2,
+            max_context_bytes: 1 << 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -95,6 +136,7 @@ impl Default for Config {
             registry: slipway_registry::RegistryConfig::default(),
             plugins: slipway_plugins::HostConfig::default(),
             status: slipway_status::StatusConfig::default(),
+            pipeline: PipelineConfig::default(),
         }
     }
 }

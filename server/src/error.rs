@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::auth::AuthError;
+use crate::pipeline::PipelineError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -33,6 +34,8 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Registry(#[from] slipway_registry::Error),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     #[error(transparent)]
     Plugin(#[from] slipway_plugins::Error),
     #[error(transparent)]
@@ -63,6 +66,16 @@ impl ApiError {
                 }
             },
             ApiError::Registry(e) => registry_status_and_code(e),
+            ApiError::Pipeline(e) => match e {
+                PipelineError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_build_request"),
+                PipelineError::NotFound { .. } => (StatusCode::NOT_FOUND, "build_not_found"),
+                PipelineError::Registry(e) => registry_status_and_code(e),
+                PipelineError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
+                PipelineError::ObjectStore(_) => (StatusCode::SERVICE_UNAVAILABLE, "object_store_failed"),
+                PipelineError::Backend(_) | PipelineError::Corrupt(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                }
+            },
             ApiError::Plugin(e) => plugin_status_and_code(e),
             ApiError::Status(e) => status_status_and_code(e),
         }
@@ -76,6 +89,8 @@ impl ApiError {
                 json!({ "method": method, "path": path })
             }
             ApiError::Registry(e) => registry_details(e),
+            ApiError::Pipeline(PipelineError::InvalidRequest { problems }) => json!({ "problems": problems }),
+            ApiError::Pipeline(PipelineError::NotFound { id }) => json!({ "build": id }),
             ApiError::Plugin(e) => plugin_details(e),
             ApiError::Status(e) => status_details(e),
             ApiError::Auth(AuthError::Forbidden { needed, granted }) => {

@@ -9,6 +9,7 @@ use sqlx::AnyPool;
 
 use crate::auth::{AuthError, TokenStore};
 use crate::config::Config;
+use crate::pipeline::{Pipeline, PipelineError};
 use crate::storage::{self, StorageError};
 
 #[derive(Clone)]
@@ -23,6 +24,7 @@ pub struct Shared {
     pub plugins: slipway_plugins::PluginHost,
     pub status: slipway_status::StatusService,
     pub tokens: TokenStore,
+    pub pipeline: Pipeline,
 }
 
 impl AppState {
@@ -39,6 +41,9 @@ impl AppState {
         let plugins =
             slipway_plugins::PluginHost::open(db.clone(), objects.clone(), config.plugins.clone()).await?;
         let status = slipway_status::StatusService::open(db.clone(), plugins.clone(), config.status).await?;
+        let pipeline =
+            Pipeline::open(&config, db.clone(), objects.clone(), plugins.clone(), registry.clone()).await?;
+        pipeline.spawn_dispatcher();
         let tokens = TokenStore::new(db.clone());
         if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {
             tracing::info!(path = %path.display(), "first start: created an admin API token and wrote it to this file");
@@ -52,6 +57,7 @@ impl AppState {
             plugins,
             status,
             tokens,
+            pipeline,
         })))
     }
 }
@@ -63,6 +69,8 @@ pub enum OpenError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("cannot start the build pipeline: {0}")]
+    Pipeline(#[from] PipelineError),
     #[error("cannot start the plugin host: {0}")]
     Plugins(#[from] slipway_plugins::Error),
     #[error("cannot start the status scaler: {0}")]

@@ -19,6 +19,7 @@ pub type Migrations = &'static [(&'static str, &'static str)];
 fn all_migrations() -> Vec<Migrations> {
     vec![
         crate::auth::MIGRATIONS,
+        crate::pipeline::MIGRATIONS,
         slipway_plugins::MIGRATIONS,
         slipway_registry::MIGRATIONS,
         slipway_status::MIGRATIONS,

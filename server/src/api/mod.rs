@@ -1,5 +1,6 @@
 //! The routes of the HTTP API, one module per area of the domain.
 
+mod builds;
 mod health;
 mod instances;
 mod ops;
@@ -19,4 +20,5 @@ pub fn routes() -> Router<AppState> {
         .merge(plugins::routes())
         .merge(registry::routes())
         .merge(tokens::routes())
+        .merge(builds::routes())
 }

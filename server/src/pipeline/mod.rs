@@ -1,0 +1,205 @@
+//! The build pipeline: a build request becomes a tagged app package. Requests are stored
+//! durably before they are acknowledged; a dispatcher claims queued builds and runs them
+//! with bounded parallelism; components are planned and packaged by their component type's
+//! plugin, built by the builder, and published together by the registry.
+
+mod logs;
+mod model;
+mod run;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_builder::{DockerBackend, DockerSettings, NativeBackend, NativeSettings};
+use slipway_plugins::PluginHost;
+use slipway_registry::Registry;
+use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument;
+
+pub use model::{BuildState, BuildSubmission, BuildView, ComponentSpec, SourceRequest};
+pub use store::MIGRATIONS;
+
+use crate::config::{BuildBackendKind, Config, PipelineConfig};
+use logs::LogBook;
+use store::BuildStore;
+
+/// How often the dispatcher looks for queued builds when nothing woke it.
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the build request is invalid: {}", problems.join("; "))]
+    InvalidRequest { problems: Vec<String> },
+    #[error("no build with id {id}")]
+    NotFound { id: String },
+    #[error("the build backend cannot start: {0}")]
+    Backend(#[from] slipway_builder::Error),
+    #[error("build storage: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("build log storage: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("stored build data is unreadable: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Registry(#[from] slipway_registry::Error),
+}
+
+impl From<serde_json::Error> for PipelineError {
+    fn from(e: serde_json::Error) -> Self {
+        PipelineError::Corrupt(e.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: PipelineConfig,
+    store: BuildStore,
+    plugins: PluginHost,
+    registry: Registry,
+    backend: run::SharedBackend,
+    logs: LogBook,
+    build_slots: Arc<Semaphore>,
+    component_slots: Semaphore,
+    wake: Notify,
+}
+
+impl Pipeline {
+    /// Opens the pipeline; builds left running by a previous process are failed with reason
+    /// `interrupted` before anything new starts.
+    pub async fn open(
+        config: &Config,
+        db: sqlx::AnyPool,
+        objects: Arc<dyn object_store::ObjectStore>,
+        plugins: PluginHost,
+        registry: Registry,
+    ) -> Result<Self, PipelineError> {
+        let settings = &config.pipeline;
+        let work_dir = config.data_dir.join("build-work");
+        let backend: run::SharedBackend = match settings.backend {
+            BuildBackendKind::Native => Arc::new(NativeBackend::new(
+                objects.clone(),
+                NativeSettings {
+                    work_dir,
+                    max_context_bytes: settings.max_context_bytes,
+                    insecure_registries: settings.insecure_registries.clone(),
+                },
+            )),
+            BuildBackendKind::Docker => Arc::new(DockerBackend::connect(DockerSettings {
+                work_dir,
+                max_context_bytes: settings.max_context_bytes,
+            })?),
+        };
+        let store = BuildStore::new(db);
+        let interrupted = store.fail_interrupted().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "builds left running by the previous process failed as `interrupted`"
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config: settings.clone(),
+                store,
+                plugins,
+                registry,
+                backend,
+                logs: LogBook::new(objects),
+                build_slots: Arc::new(Semaphore::new(settings.max_parallel_builds.max(1))),
+                component_slots: Semaphore::new(settings.max_parallel_components.max(1)),
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    /// Validates and stores a build; it runs when a slot is free.
+    pub async fn submit(
+        &self,
+        app: &str,
+        submission: BuildSubmission,
+        by: &str,
+    ) -> Result<BuildView, PipelineError> {
+        submission.validate(app, &self.inner.config.source_roots)?;
+        for component in &submission.components {
+            if let Err(e) = self
+                .inner
+                .plugins
+                .revisions(slipway_plugins::ScriptKind::Component, &component.component_type)
+                .await
+            {
+                return Err(PipelineError::InvalidRequest {
+                    problems: vec![format!(
+                        "component `{}`: type `{}`: {e}",
+                        component.name, component.component_type
+                    )],
+                });
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        self.inner.store.insert(&id, app, &submission, by).await?;
+        self.inner.wake.notify_one();
+        self.inner.store.get(&id).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<BuildView, PipelineError> {
+        self.inner.store.get(id).await
+    }
+
+    pub async fn list(
+        &self,
+        app: Option<&str>,
+        state: Option<BuildState>,
+        limit: i64,
+    ) -> Result<Vec<BuildView>, PipelineError> {
+        self.inner.store.list(app, state, limit).await
+    }
+
+    pub async fn log(&self, id: &str, component: &str) -> Result<Vec<String>, PipelineError> {
+        self.inner.store.get(id).await?;
+        self.inner.logs.read(id, component).await
+    }
+
+    /// Starts the dispatcher: claims queued builds (oldest first) while build slots are free.
+    pub fn spawn_dispatcher(&self) {
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = pipeline.dispatch_ready().await {
+                    tracing::error!(error = %e, "build dispatcher");
+                }
+                let _ = tokio::time::timeout(POLL, pipeline.inner.wake.notified()).await;
+            }
+        });
+    }
+
+    async fn dispatch_ready(&self) -> Result<(), PipelineError> {
+        let free = self.inner.build_slots.available_permits() as i64;
+        if free == 0 {
+            return Ok(());
+        }
+        for id in self.inner.store.queued(free).await? {
+            let Ok(permit) = self.inner.build_slots.clone().try_acquire_owned() else { break };
+            if !self.inner.store.claim(&id).await? {
+                continue;
+            }
+            let pipeline = self.clone();
+            let span = tracing::info_span!("build", build = %id);
+            let run = async move {
+                if let Err(e) = pipeline.run_build(&id).await {
+                    tracing::error!(build = %id, error = %e, "build could not be recorded");
+                    let reason = format!("internal error: {e}");
+                    let _ = pipeline.inner.store.finish(&id, BuildState::Failed, Some(&reason), None).await;
+                }
+                drop(permit);
+                pipeline.inner.wake.notify_one();
+            };
+            tokio::spawn(run.instrument(span));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! Running one build: each component is planned by its component type's plugin, built by
+//! the builder, and packaged by the same plugin revision; when every component succeeded the
+//! app package is published with its tags in one step, otherwise nothing is published.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use slipway_builder::{BuildBackend, BuildLog, BuildRequest, SourceSpec};
+use slipway_plugins::{CallOutput, ScriptKind};
+use slipway_registry::manifest::{ImageRef, Source};
+use slipway_registry::publish::{ComponentInput, PublishRequest};
+use slipway_registry::version::VersionSpec;
+
+use super::model::{BuildState, BuildView, ComponentSpec, PublishedPackage, SourceRequest, allowed_dir};
+use super::store::ComponentResult;
+use super::{Pipeline, PipelineError};
+
+/// A component that built: what goes into its component package.
+struct Built {
+    input: ComponentInput,
+    plugin: String,
+    image: ImageRef,
+}
+
+impl Pipeline {
+    pub(super) async fn run_build(&self, id: &str) -> Result<(), PipelineError> {
+        let build = self.inner.store.get(id).await?;
+        let components = self.inner.store.components(id).await?;
+        tracing::info!(app = %build.app, components = components.len(), "build started");
+
+        let runs = components.iter().map(|component| self.run_component(&build, component));
+        let results = futures::future::join_all(runs).await;
+
+        let mut inputs = Vec::new();
+        let mut failures = Vec::new();
+        for (component, result) in components.iter().zip(results) {
+            match result {
+                Ok(built) => {
+                    let plugin = Some(built.plugin.as_str());
+                    let image = Some(built.image.reference.as_str());
+                    let digest = Some(built.image.digest.as_str());
+                    let done =
+                        ComponentResult { state: BuildState::Succeeded, reason: None, plugin, image, digest };
+                    self.inner.store.finish_component(id, &component.name, done).await?;
+                    inputs.push(built.input);
+                }
+                Err(reason) => {
+                    let failed = ComponentResult {
+                        state: BuildState::Failed,
+                        reason: Some(&reason),
+                        plugin: None,
+                        image: None,
+                        digest: None,
+                    };
+                    self.inner.store.finish_component(id, &component.name, failed).await?;
+                    failures.push(format!("{}: {reason}", component.name));
+                }
+            }
+        }
+        if !failures.is_empty() {
+            let reason = format!(
+                "{} of {} components failed — {}",
+                failures.len(),
+                components.len(),
+                failures.join("; ")
+            );
+            tracing::warn!(%reason, "build failed; nothing published");
+            return self.inner.store.finish(id, BuildState::Failed, Some(&reason), None).await;
+        }
+        let request = PublishRequest {
+            app: build.app.clone(),
+            version: VersionSpec::parse(&build.version)?,
+            tags: build.tags.clone(),
+            creator: build.requested_by.clone(),
+            source: source_of(&components),
+            components: inputs,
+        };
+        match self.inner.registry.publish_app_package(request).await {
+            Ok(summary) => {
+                let package = PublishedPackage { version: summary.version, digest: summary.digest };
+                tracing::info!(version = %package.version, digest = %package.digest, "build published");
+                self.inner.store.finish(id, BuildState::Succeeded, None, Some(&package)).await
+            }
+            Err(e) => {
+                let reason = format!("publishing the app package failed: {e}");
+                self.inner.store.finish(id, BuildState::Failed, Some(&reason), None).await
+            }
+        }
+    }
+
+    /// Builds one component; the error is the reason a person reads.
+    async fn run_component(&self, build: &BuildView, component: &ComponentSpec) -> Result<Built, String> {
+        let _permit = self.inner.component_slots.acquire().await.map_err(|e| e.to_string())?;
+        self.inner
+            .store
+            .set_component_state(&build.id, &component.name, BuildState::Running)
+            .await
+            .map_err(|e| e.to_string())?;
+        let log = self.inner.logs.open(&build.id, &component.name);
+        let result = self.build_component(build, component, &log).await;
+        if let Err(reason) = &result {
+            log.line(format!("component failed: {reason}"));
+        }
+        self.inner.logs.close(&build.id, &component.name, &log).await;
+        result
+    }
+
+    async fn build_component(
+        &self,
+        build: &BuildView,
+        component: &ComponentSpec,
+        log: &BuildLog,
+    ) -> Result<Built, String> {
+        let plugins = &self.inner.plugins;
+        let subject = json!({ "name": component.name, "path": component.path, "params": component.params });
+        let plan = plugins
+            .call(
+                ScriptKind::Component,
+                &component.component_type,
+                None,
+                "plan",
+                vec![subject.clone(), json!({})],
+            )
+            .await
+            .map_err(|e| format!("planning with component/{}: {e}", component.component_type))?;
+        let CallOutput { result: plan, triple } = plan;
+        log.line(format!("planned by {triple}"));
+        let root = self.source_root(&component.source)?;
+        let mut steps = Vec::new();
+        let mut images = Vec::new();
+        for step in plan["steps"].as_array().ok_or("the plan has no `steps` list")? {
+            match step["kind"].as_str() {
+                Some("image") => {
+                    let image = self.build_image(build, component, &root, step, log).await?;
+                    steps.push(json!({ "kind": "image", "name": step["name"], "reference": image.reference, "digest": image.digest }));
+                    images.push(image);
+                }
+                other => return Err(format!("plan step kind {other:?} is not supported by this server")),
+            }
+        }
+        let packaged = plugins
+            .call(
+                ScriptKind::Component,
+                &triple.name,
+                Some(triple.revision),
+                "package",
+                vec![subject, json!({ "steps": steps }), json!({})],
+            )
+            .await
+            .map_err(|e| format!("packaging with {triple}: {e}"))?;
+        let image = images.first().cloned().ok_or("the plan built no image")?;
+        let input = ComponentInput {
+            component_type: component.component_type.clone(),
+            component: component.name.clone(),
+            version: None,
+            images,
+            parameters: json!({ "params": component.params, "package": packaged.result }),
+            plugin: triple.to_string(),
+            files: Default::default(),
+        };
+        Ok(Built { input, plugin: triple.to_string(), image })
+    }
+
+    async fn build_image(
+        &self,
+        build: &BuildView,
+        component: &ComponentSpec,
+        root: &SourceSpec,
+        step: &Value,
+        log: &BuildLog,
+    ) -> Result<ImageRef, String> {
+        let context = step["context"].as_str().unwrap_or(".");
+        let dockerfile = step["dockerfile"].as_str().unwrap_or("Dockerfile");
+        let dockerfile = relative_to(dockerfile, context)
+            .ok_or_else(|| format!("the Dockerfile {dockerfile} lies outside the build context {context}"))?;
+        let source = match root {
+            SourceSpec::Dir(dir) => SourceSpec::Dir(dir.join(context)),
+            other => other.clone(),
+        };
+        let config = &self.inner.config;
+        let reference = format!("{}/{}/{}:{}", config.registry, build.app, component.name, build.id);
+        let mut request = BuildRequest::new(source, &reference);
+        request.dockerfile = dockerfile;
+        request.target = step["target"].as_str().map(str::to_owned);
+        if let Some(args) = step["build_args"].as_object() {
+            request.build_args = args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .collect();
+        }
+        request.labels.insert("dev.slipway.app".into(), build.app.clone());
+        request.labels.insert("dev.slipway.component".into(), component.name.clone());
+        log.line(format!("building {reference} with the {} backend", self.inner.backend.name()));
+        let outcome = self.inner.backend.build(&request, log).await.map_err(|e| e.to_string())?;
+        log.line(format!(
+            "pushed {} ({} layers built, {} cached)",
+            outcome.digest, outcome.layers_built, outcome.layers_cached
+        ));
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        Ok(ImageRef { reference, digest: outcome.digest, architectures: vec![architecture.into()] })
+    }
+
+    fn source_root(&self, source: &SourceRequest) -> Result<SourceSpec, String> {
+        match source {
+            SourceRequest::Dir { path } => {
+                allowed_dir(path, &self.inner.config.source_roots).map(SourceSpec::Dir)
+            }
+            SourceRequest::Git { url, reference } => {
+                Ok(SourceSpec::Git { url: url.clone(), reference: reference.clone() })
+            }
+        }
+    }
+}
+
+/// A path given relative to the source root, made relative to the build context.
+fn relative_to(path: &str, context: &str) -> Option<String> {
+    let context = context.trim_matches('/');
+    if context.is_empty() || context == "." {
+        return Some(path.trim_start_matches("./").to_owned());
+    }
+    let rest = PathBuf::from(path.trim_start_matches("./"));
+    rest.strip_prefix(context).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+fn source_of(components: &[ComponentSpec]) -> Source {
+    match components.first().map(|c| &c.source) {
+        Some(SourceRequest::Git { url, reference }) => {
+            Source { repository: url.clone(), commit: reference.clone() }
+        }
+        Some(SourceRequest::Dir { path }) => {
+            Source { repository: path.display().to_string(), commit: String::new() }
+        }
+        None => Source::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_to;
+
+    #[test]
+    fn dockerfiles_are_found_relative_to_their_context() {
+        assert_eq!(relative_to("Dockerfile", ".").as_deref(), Some("Dockerfile"));
+        assert_eq!(relative_to("web/Dockerfile", "web").as_deref(), Some("Dockerfile"));
+        assert_eq!(
+            relative_to("web/docker/Dockerfile.prod", "web/").as_deref(),
+            Some("docker/Dockerfile.prod")
+        );
+        assert_eq!(relative_to("api/Dockerfile", "web"), None);
+    }
+}
+
+pub(super) type SharedBackend = Arc<dyn BuildBackend>;

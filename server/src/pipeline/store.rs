@@ -1,0 +1,310 @@
+//! Builds and their components as rows: the durable queue. A build is stored before the
+//! API answers 202, so an accepted build survives any crash after that.
+
+use sqlx::AnyPool;
+
+use super::PipelineError;
+use super::model::{BuildState, BuildSubmission, BuildView, ComponentSpec, ComponentView, PublishedPackage};
+use crate::storage::now_ms;
+
+pub const MIGRATIONS: &[(&str, &str)] = &[(
+    "server-0002-builds",
+    "CREATE TABLE builds (
+        id TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        version TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        requested_by TEXT NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        finished_at_ms BIGINT,
+        package_version TEXT,
+        package_digest TEXT
+    );
+    CREATE INDEX builds_state ON builds (state, created_at_ms);
+    CREATE INDEX builds_app ON builds (app, created_at_ms);
+    CREATE TABLE build_components (
+        build_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        component_type TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT,
+        plugin TEXT,
+        image TEXT,
+        digest TEXT,
+        PRIMARY KEY (build_id, name)
+    )",
+)];
+
+type BuildRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+type ComponentRow = (String, String, String, Option<String>, Option<String>, Option<String>, Option<String>);
+
+/// A component's outcome, written when it finishes.
+pub struct ComponentResult<'a> {
+    pub state: BuildState,
+    pub reason: Option<&'a str>,
+    pub plugin: Option<&'a str>,
+    pub image: Option<&'a str>,
+    pub digest: Option<&'a str>,
+}
+
+#[derive(Clone)]
+pub struct BuildStore {
+    db: AnyPool,
+}
+
+impl BuildStore {
+    pub fn new(db: AnyPool) -> Self {
+        Self { db }
+    }
+
+    /// Stores a validated build and its components in one transaction.
+    pub async fn insert(
+        &self,
+        id: &str,
+        app: &str,
+        submission: &BuildSubmission,
+        by: &str,
+    ) -> Result<(), PipelineError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO builds (id, app, version, tags, state, reason, requested_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
+        )
+        .bind(id)
+        .bind(app)
+        .bind(&submission.version)
+        .bind(serde_json::to_string(&submission.tags)?)
+        .bind(BuildState::Queued.as_str())
+        .bind(by)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        for (position, component) in submission.components.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO build_components (build_id, position, name, component_type, spec, state)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(position as i64)
+            .bind(&component.name)
+            .bind(&component.component_type)
+            .bind(serde_json::to_string(component)?)
+            .bind(BuildState::Queued.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The oldest queued builds, for the dispatcher to claim.
+    pub async fn queued(&self, limit: i64) -> Result<Vec<String>, PipelineError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM builds WHERE state = $1 ORDER BY created_at_ms, id LIMIT $2")
+                .bind(BuildState::Queued.as_str())
+                .bind(limit)
+                .fetch_all(&self.db)
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Moves a build from queued to running; false when someone else got it first.
+    pub async fn claim(&self, id: &str) -> Result<bool, PipelineError> {
+        let claimed = sqlx::query("UPDATE builds SET state = $1 WHERE id = $2 AND state = $3")
+            .bind(BuildState::Running.as_str())
+            .bind(id)
+            .bind(BuildState::Queued.as_str())
+            .execute(&self.db)
+            .await?
+            .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    pub async fn components(&self, id: &str) -> Result<Vec<ComponentSpec>, PipelineError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT spec FROM build_components WHERE build_id = $1 ORDER BY position")
+                .bind(id)
+                .fetch_all(&self.db)
+                .await?;
+        rows.into_iter().map(|(spec,)| Ok(serde_json::from_str(&spec)?)).collect()
+    }
+
+    pub async fn set_component_state(
+        &self,
+        id: &str,
+        name: &str,
+        state: BuildState,
+    ) -> Result<(), PipelineError> {
+        sqlx::query("UPDATE build_components SET state = $1 WHERE build_id = $2 AND name = $3")
+            .bind(state.as_str())
+            .bind(id)
+            .bind(name)
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_component(
+        &self,
+        id: &str,
+        name: &str,
+        result: ComponentResult<'_>,
+    ) -> Result<(), PipelineError> {
+        sqlx::query(
+            "UPDATE build_components SET state = $1, reason = $2, plugin = $3, image = $4, digest = $5
+             WHERE build_id = $6 AND name = $7",
+        )
+        .bind(result.state.as_str())
+        .bind(result.reason)
+        .bind(result.plugin)
+        .bind(result.image)
+        .bind(result.digest)
+        .bind(id)
+        .bind(name)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish(
+        &self,
+        id: &str,
+        state: BuildState,
+        reason: Option<&str>,
+        package: Option<&PublishedPackage>,
+    ) -> Result<(), PipelineError> {
+        sqlx::query(
+            "UPDATE builds SET state = $1, reason = $2, finished_at_ms = $3, package_version = $4, package_digest = $5
+             WHERE id = $6",
+        )
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now_ms())
+        .bind(package.map(|p| p.version.as_str()))
+        .bind(package.map(|p| p.digest.as_str()))
+        .bind(id)
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// After a crash: builds that were running cannot be trusted to have finished; they fail
+    /// with reason `interrupted` (their components too) and can be submitted again.
+    pub async fn fail_interrupted(&self) -> Result<u64, PipelineError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "UPDATE build_components SET state = $1, reason = 'interrupted'
+             WHERE state IN ($2, $3) AND build_id IN (SELECT id FROM builds WHERE state = $2)",
+        )
+        .bind(BuildState::Failed.as_str())
+        .bind(BuildState::Running.as_str())
+        .bind(BuildState::Queued.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let failed = sqlx::query(
+            "UPDATE builds SET state = $1, reason = 'interrupted', finished_at_ms = $2 WHERE state = $3",
+        )
+        .bind(BuildState::Failed.as_str())
+        .bind(now_ms())
+        .bind(BuildState::Running.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(failed)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<BuildView, PipelineError> {
+        let row: Option<BuildRow> = sqlx::query_as(
+            "SELECT id, app, version, tags, state, reason, requested_by, created_at_ms, finished_at_ms, package_version, package_digest
+             FROM builds WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.db)
+        .await?;
+        let row = row.ok_or_else(|| PipelineError::NotFound { id: id.into() })?;
+        let components: Vec<ComponentRow> = sqlx::query_as(
+            "SELECT name, component_type, state, reason, plugin, image, digest
+             FROM build_components WHERE build_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.db)
+        .await?;
+        to_view(row, components)
+    }
+
+    /// Builds newest first, optionally of one app and in one state.
+    pub async fn list(
+        &self,
+        app: Option<&str>,
+        state: Option<BuildState>,
+        limit: i64,
+    ) -> Result<Vec<BuildView>, PipelineError> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM builds WHERE ($1 IS NULL OR app = $1) AND ($2 IS NULL OR state = $2)
+             ORDER BY created_at_ms DESC, id DESC LIMIT $3",
+        )
+        .bind(app)
+        .bind(state.map(BuildState::as_str))
+        .bind(limit)
+        .fetch_all(&self.db)
+        .await?;
+        let mut views = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            views.push(self.get(&id).await?);
+        }
+        Ok(views)
+    }
+}
+
+fn parse_state(text: &str) -> Result<BuildState, PipelineError> {
+    BuildState::parse(text).ok_or_else(|| PipelineError::Corrupt(format!("unknown build state `{text}`")))
+}
+
+fn to_view(row: BuildRow, components: Vec<ComponentRow>) -> Result<BuildView, PipelineError> {
+    let (id, app, version, tags, state, reason, requested_by, created_at_ms, finished_at_ms, pv, pd) = row;
+    let package = pv.zip(pd).map(|(version, digest)| PublishedPackage { version, digest });
+    let components = components
+        .into_iter()
+        .map(|(name, component_type, state, reason, plugin, image, digest)| {
+            Ok(ComponentView {
+                name,
+                component_type,
+                state: parse_state(&state)?,
+                reason,
+                plugin,
+                image,
+                digest,
+            })
+        })
+        .collect::<Result<_, PipelineError>>()?;
+    Ok(BuildView {
+        id,
+        app,
+        version,
+        tags: serde_json::from_str(&tags)?,
+        state: parse_state(&state)?,
+        reason,
+        requested_by,
+        created_at_ms,
+        finished_at_ms,
+        package,
+        components,
+    })
+}

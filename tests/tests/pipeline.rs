@@ -1,0 +1,229 @@
+//! Builds end to end over the API, against the real registry on loopback: a request with two
+//! components becomes a tagged app package whose images the registry serves and Docker runs;
+//! a failing component publishes nothing; a bad request is refused whole.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use slipway_tests::server::TestServer;
+
+/// The registry and base image `tests/run.sh` provides; `None` (with the reason printed)
+/// when they are not there.
+fn components() -> Option<(String, String)> {
+    let (Ok(registry), Ok(base)) =
+        (std::env::var("SLIPWAY_TEST_REGISTRY"), std::env::var("SLIPWAY_TEST_BASE_IMAGE"))
+    else {
+        eprintln!(
+            "skipped: SLIPWAY_TEST_REGISTRY and SLIPWAY_TEST_BASE_IMAGE are not set (run through tests/run.sh)"
+        );
+        return None;
+    };
+    Some((registry, base))
+}
+
+fn write(root: &Path, path: &str, text: &str) {
+    let path = root.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+async fn start(registry: &str, root: &Path) -> TestServer {
+    let registry = registry.to_owned();
+    let root = root.to_path_buf();
+    TestServer::start_with(
+        move |c| {
+            c.pipeline.registry = registry.clone();
+            c.pipeline.insecure_registries = vec![registry];
+            c.pipeline.source_roots = vec![root];
+        },
+        slipway_server::router::app,
+    )
+    .await
+}
+
+async fn wait_finished(server: &TestServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let build: Value = server
+            .client()
+            .get(server.url(&format!("/v1/builds/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !matches!(build["state"].as_str(), Some("queued" | "running")) {
+            return build;
+        }
+        assert!(Instant::now() < deadline, "build {id} still unfinished: {build}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_components_become_a_tagged_app_package() {
+    let Some((registry, base)) = components() else { return };
+    let source = tempfile::tempdir().unwrap();
+    write(
+        source.path(),
+        "web/Dockerfile",
+        "FROM scratch\nCOPY index.html /site/index.html\nLABEL tier=front\n",
+    );
+    write(source.path(), "web/index.html", "<h1>shop</h1>\n");
+    write(
+        source.path(),
+        "worker/Dockerfile",
+        &format!(
+            "FROM {base}\nCOPY job.sh /job.sh\nRUN echo built-by-slipway > /built.txt\nCMD [\"/bin/sh\", \"/job.sh\"]\n"
+        ),
+    );
+    write(source.path(), "worker/job.sh", "cat /built.txt\n");
+    let server = start(&registry, source.path()).await;
+
+    let dir = json!({"dir": {"path": source.path()}});
+    let response = server
+        .client()
+        .post(server.url("/v1/apps/pipeline-shop/builds"))
+        .json(&json!({
+            "tags": ["stable", "candidate"],
+            "components": [
+                {"name": "web", "type": "microservice", "source": dir, "path": "web"},
+                {"name": "worker", "type": "microservice", "source": dir, "path": "worker"},
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["state"], "queued", "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+
+    let build = wait_finished(&server, id).await;
+    assert_eq!(build["state"], "succeeded", "{build}");
+    assert_eq!(build["requested_by"], "initial-admin");
+    for component in build["components"].as_array().unwrap() {
+        assert_eq!(component["state"], "succeeded", "{component}");
+        assert!(component["plugin"].as_str().unwrap().starts_with("component/microservice/"), "{component}");
+        assert!(component["digest"].as_str().unwrap().starts_with("sha256:"), "{component}");
+    }
+    let version = build["package"]["version"].as_str().unwrap();
+
+    let latest: Value = server
+        .client()
+        .get(server.url("/v1/apps/pipeline-shop/packages?tags=stable,candidate&latest=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(latest.to_string().contains(version), "{latest}");
+    assert!(latest.to_string().contains(build["package"]["digest"].as_str().unwrap()), "{latest}");
+
+    let log: Value = server
+        .client()
+        .get(server.url(&format!("/v1/builds/{id}/logs?component=worker")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("pushed sha256:")),
+        "{log}"
+    );
+
+    // From outside: the registry serves the worker image under the digest the build recorded.
+    let worker = &build["components"][1];
+    let reference = worker["image"].as_str().unwrap();
+    let inspected = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .expect("skopeo");
+    assert!(inspected.status.success(), "{}", String::from_utf8_lossy(&inspected.stderr));
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(inspected["Digest"], worker["digest"]);
+
+    let ran = Command::new("/usr/bin/docker").args(["run", "--rm", reference]).output().expect("docker");
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "built-by-slipway");
+}
+
+#[tokio::test]
+async fn a_failing_component_fails_the_build_and_publishes_nothing() {
+    let Some((registry, base)) = components() else { return };
+    let source = tempfile::tempdir().unwrap();
+    write(source.path(), "ok/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    write(source.path(), "ok/a.txt", "a\n");
+    write(source.path(), "broken/Dockerfile", &format!("FROM {base}\nRUN echo about to fail && exit 3\n"));
+    let server = start(&registry, source.path()).await;
+    let dir = json!({"dir": {"path": source.path()}});
+    let accepted: Value = server
+        .client()
+        .post(server.url("/v1/apps/pipeline-broken/builds"))
+        .json(&json!({"tags": ["stable"], "components": [
+            {"name": "ok", "type": "microservice", "source": dir, "path": "ok"},
+            {"name": "broken", "type": "microservice", "source": dir, "path": "broken"},
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let build = wait_finished(&server, accepted["id"].as_str().unwrap()).await;
+    assert_eq!(build["state"], "failed", "{build}");
+    assert!(build["reason"].as_str().unwrap().contains("broken"), "{build}");
+    let broken = &build["components"][1];
+    assert_eq!(broken["state"], "failed");
+    assert!(broken["reason"].as_str().unwrap().contains('3'), "the exit code is named: {broken}");
+    assert!(build["package"].is_null(), "{build}");
+
+    let packages = server.client().get(server.url("/v1/apps/pipeline-broken/packages")).send().await.unwrap();
+    let text = packages.text().await.unwrap();
+    assert!(!text.contains("\"version\""), "nothing published: {text}");
+}
+
+#[tokio::test]
+async fn a_bad_request_is_refused_whole_and_names_each_problem() {
+    let source = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let server = start("127.0.0.1:5000", source.path()).await;
+    let response = server
+        .client()
+        .post(server.url("/v1/apps/shop/builds"))
+        .json(&json!({"version": "one", "components": [
+            {"name": "web", "type": "no-such-type", "source": {"dir": {"path": source.path()}}},
+            {"name": "api", "type": "microservice", "source": {"dir": {"path": outside.path()}}},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_build_request", "{body}");
+    let problems = body["error"]["details"]["problems"].to_string();
+    assert!(
+        problems.contains("one") && problems.contains("outside the configured source roots"),
+        "{problems}"
+    );
+
+    let unknown_type = server
+        .client()
+        .post(server.url("/v1/apps/shop/builds"))
+        .json(&json!({"components": [{"name": "web", "type": "no-such-type", "source": {"dir": {"path": source.path()}}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_type.status(), 400);
+    assert!(unknown_type.text().await.unwrap().contains("no-such-type"));
+
+    let builds: Value =
+        server.client().get(server.url("/v1/builds")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(builds["builds"], json!([]), "nothing stored");
+}
