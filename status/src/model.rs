@@ -84,12 +84,11 @@ pub struct BulkRequest {
 }
 
 impl BulkRequest {
-    pub fn len(&self) -> usize {
-        self.app_instances.len() + self.instances.len() + self.delete.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The size the per-request limit applies to: component instances upserted plus ids
+    /// deleted, or the app instances, whichever is larger (10,000 instances of 1,000 app
+    /// instances fit in one request).
+    pub fn size(&self) -> usize {
+        (self.instances.len() + self.delete.len()).max(self.app_instances.len())
     }
 }
 

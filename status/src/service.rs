@@ -32,7 +32,7 @@ pub struct StatusConfig {
     pub fetch: FetchConfig,
     /// Checks observing at once (each may hold a socket: keep well under the open-file limit).
     pub max_in_flight: usize,
-    /// Items (app instances + instances + deletes) in one bulk request.
+    /// Instances (upserted + deleted) in one bulk request; app instances are capped alike.
     pub max_bulk_items: usize,
 }
 
@@ -177,8 +177,8 @@ impl StatusService {
     /// transaction, then applied to the schedule. Any bad item refuses the whole request.
     pub async fn apply(&self, request: BulkRequest) -> Result<BulkOutcome, Error> {
         let inner = &self.inner;
-        if request.len() > inner.config.max_bulk_items {
-            return Err(Error::TooManyItems { count: request.len(), limit: inner.config.max_bulk_items });
+        if request.size() > inner.config.max_bulk_items {
+            return Err(Error::TooManyItems { count: request.size(), limit: inner.config.max_bulk_items });
         }
         let _write = inner.writes.lock().await;
         let catalog = Catalog::load(&inner.plugins).await?;

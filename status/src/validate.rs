@@ -60,8 +60,8 @@ pub fn validate(
     clusters: &ClusterRegistry,
     limit: usize,
 ) -> Result<Plan, Error> {
-    if request.len() > limit {
-        return Err(Error::TooManyItems { count: request.len(), limit });
+    if request.size() > limit {
+        return Err(Error::TooManyItems { count: request.size(), limit });
     }
     let mut problems = Vec::new();
     let mut problem =

@@ -183,6 +183,12 @@ async fn a_bad_bulk_request_is_refused_whole_naming_each_bad_item() {
 
     let (code, err) = env.post("/v1/instances", &json!({ "delete": ["never-registered"] })).await;
     assert_eq!(code, 422, "{err}");
+
+    // More than 10,000 instances in one request is refused before anything is looked at.
+    let ids: Vec<String> = (0..10_001).map(|n| format!("x{n}")).collect();
+    let (code, err) = env.post("/v1/instances", &json!({ "delete": ids })).await;
+    assert_eq!(code, 413, "{err}");
+    assert_eq!(err["error"]["details"], json!({ "count": 10_001, "limit": 10_000 }));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -138,6 +138,8 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     }
     fleet.fault(&tenth, "healthy").await?;
     eprintln!("status: burst peak {peak:.0} checks/s");
+    api.wait(&tenth, Duration::from_secs(120), |v| v["status"] == "healthy").await?;
+    tokio::time::sleep(p.tight * 2).await;
 
     let batch_p99 = api.batch_get_p99_ms(p.instances, p.batch_gets).await?;
     fleet.stop();
@@ -222,10 +224,20 @@ impl Api {
         for round in 0..rounds {
             let ids: Vec<String> =
                 (0..CHUNK).map(|k| Layout::instance_id((k * 7_919 + round * 13) % instances)).collect();
-            let body = json!({ "ids": ids });
+            let body = serde_json::to_vec(&json!({ "ids": ids }))?;
             let started = Instant::now();
-            self.post("/v1/health:batchGet", &body).await?;
+            // The answer is read, not parsed: the figure is the server's and the wire's.
+            let response = self
+                .client
+                .post(format!("{}/v1/health:batchGet", self.base))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?
+                .error_for_status()?;
+            let bytes = response.bytes().await?;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(bytes.len() > CHUNK * 100, "a short batchGet answer: {} bytes", bytes.len());
         }
         Ok(p99(&times))
     }
