@@ -31,6 +31,7 @@ pub struct Config {
     pub plugins: slipway_plugins::HostConfig,
     pub status: slipway_status::StatusConfig,
     pub pipeline: PipelineConfig,
+    pub triggers: TriggersConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -93,6 +94,24 @@ pub struct PipelineConfig {
     pub max_context_bytes: u64,
 }
 
+/// Webhook deliveries from CI systems.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggersConfig {
+    /// Deliveries per second one trigger accepts (bursts up to the same number).
+    pub per_trigger_per_s: u32,
+    /// Deliveries per second one client address may send, over all triggers.
+    pub per_client_per_s: u32,
+    /// A delivery repeated within this window returns the first build.
+    pub dedupe_window_s: u64,
+}
+
+impl Default for TriggersConfig {
+    fn default() -> Self {
+        Self { per_trigger_per_s: 100, per_client_per_s: 200, dedupe_window_s: 24 * 3600 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildBackendKind {
@@ -137,6 +156,7 @@ impl Default for Config {
             plugins: slipway_plugins::HostConfig::default(),
             status: slipway_status::StatusConfig::default(),
             pipeline: PipelineConfig::default(),
+            triggers: TriggersConfig::default(),
         }
     }
 }

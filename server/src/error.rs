@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::auth::AuthError;
 use crate::pipeline::PipelineError;
+use crate::triggers::TriggerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,6 +37,8 @@ pub enum ApiError {
     Registry(#[from] slipway_registry::Error),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Trigger(#[from] TriggerError),
     #[error(transparent)]
     Plugin(#[from] slipway_plugins::Error),
     #[error(transparent)]
@@ -66,6 +69,22 @@ impl ApiError {
                 }
             },
             ApiError::Registry(e) => registry_status_and_code(e),
+            ApiError::Trigger(e) => match e {
+                TriggerError::NotFound { .. } => (StatusCode::NOT_FOUND, "trigger_not_found"),
+                TriggerError::Unauthentic(_) => (StatusCode::UNAUTHORIZED, "trigger_unauthentic"),
+                TriggerError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+                TriggerError::Rejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "trigger_rejected"),
+                TriggerError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_trigger"),
+                TriggerError::InProgress => (StatusCode::CONFLICT, "delivery_in_progress"),
+                TriggerError::Plugin(e) => plugin_status_and_code(e),
+                TriggerError::Pipeline(PipelineError::InvalidRequest { .. }) => {
+                    (StatusCode::BAD_REQUEST, "invalid_build_request")
+                }
+                TriggerError::Pipeline(_) | TriggerError::Database(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "database_failed")
+                }
+                TriggerError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            },
             ApiError::Pipeline(e) => match e {
                 PipelineError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_build_request"),
                 PipelineError::NotFound { .. } => (StatusCode::NOT_FOUND, "build_not_found"),
@@ -89,6 +108,13 @@ impl ApiError {
                 json!({ "method": method, "path": path })
             }
             ApiError::Registry(e) => registry_details(e),
+            ApiError::Trigger(TriggerError::RateLimited { scope, retry_after_s }) => {
+                json!({ "scope": scope, "retry_after_s": retry_after_s })
+            }
+            ApiError::Trigger(TriggerError::Rejected { adapter, reason }) => {
+                json!({ "adapter": adapter, "reason": reason })
+            }
+            ApiError::Trigger(TriggerError::Invalid { problems }) => json!({ "problems": problems }),
             ApiError::Pipeline(PipelineError::InvalidRequest { problems }) => json!({ "problems": problems }),
             ApiError::Pipeline(PipelineError::NotFound { id }) => json!({ "build": id }),
             ApiError::Plugin(e) => plugin_details(e),
@@ -237,6 +263,9 @@ impl IntoResponse for ApiError {
         let body =
             json!({ "error": { "code": code, "message": self.to_string(), "details": self.details() } });
         let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::Trigger(TriggerError::RateLimited { retry_after_s, .. }) = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_s).into());
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -16,3 +16,4 @@ pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod triggers;

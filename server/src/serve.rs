@@ -57,6 +57,7 @@ pub async fn serve(
     drain: Duration,
 ) -> Result<(), StartError> {
     let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");

@@ -11,6 +11,7 @@ use crate::auth::{AuthError, TokenStore};
 use crate::config::Config;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::storage::{self, StorageError};
+use crate::triggers::Triggers;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -25,6 +26,7 @@ pub struct Shared {
     pub status: slipway_status::StatusService,
     pub tokens: TokenStore,
     pub pipeline: Pipeline,
+    pub triggers: Triggers,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
         let pipeline =
             Pipeline::open(&config, db.clone(), objects.clone(), plugins.clone(), registry.clone()).await?;
         pipeline.spawn_dispatcher();
+        let triggers = Triggers::new(db.clone(), plugins.clone(), pipeline.clone(), &config.triggers);
         let tokens = TokenStore::new(db.clone());
         if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {
             tracing::info!(path = %path.display(), "first start: created an admin API token and wrote it to this file");
@@ -58,6 +61,7 @@ impl AppState {
             status,
             tokens,
             pipeline,
+            triggers,
         })))
     }
 }

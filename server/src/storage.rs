@@ -20,6 +20,7 @@ fn all_migrations() -> Vec<Migrations> {
     vec![
         crate::auth::MIGRATIONS,
         crate::pipeline::MIGRATIONS,
+        crate::triggers::MIGRATIONS,
         slipway_plugins::MIGRATIONS,
         slipway_registry::MIGRATIONS,
         slipway_status::MIGRATIONS,

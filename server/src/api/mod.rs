@@ -7,6 +7,7 @@ mod ops;
 mod plugins;
 mod registry;
 mod tokens;
+mod triggers;
 
 use axum::Router;
 
@@ -21,4 +22,5 @@ pub fn routes() -> Router<AppState> {
         .merge(registry::routes())
         .merge(tokens::routes())
         .merge(builds::routes())
+        .merge(triggers::routes())
 }

@@ -176,7 +176,12 @@ impl Pipeline {
             .ok_or_else(|| format!("the Dockerfile {dockerfile} lies outside the build context {context}"))?;
         let source = match root {
             SourceSpec::Dir(dir) => SourceSpec::Dir(dir.join(context)),
-            other => other.clone(),
+            git if matches!(context.trim_matches('/'), "" | ".") => git.clone(),
+            _ => {
+                return Err(format!(
+                    "a git source builds from the repository root; context `{context}` is not supported"
+                ));
+            }
         };
         let config = &self.inner.config;
         let reference = format!("{}/{}/{}:{}", config.registry, build.app, component.name, build.id);

@@ -1,8 +1,7 @@
 //! Registry routes: app packages, tags and tag queries under `/v1/apps/{app}/…`.
 //! Streaming transfers (upload, download, offline export and import) live in `transfer.rs`.
 //!
-//! Who acts is read from the `X-Slipway-Actor` header (`anonymous` without it) and recorded
-//! as package creator and tagger.
+//! Who acts is the name of the caller's API token, recorded as package creator and tagger.
 
 mod transfer;
 
@@ -22,6 +21,7 @@ use slipway_registry::query::{DEFAULT_PAGE, Order, PackageQuery};
 use slipway_registry::range::KeyRange;
 use slipway_registry::version::{VersionSpec, parse_version};
 
+use crate::auth::Principal;
 use crate::error::{ApiError, Json, Query};
 use crate::state::AppState;
 
@@ -38,21 +38,18 @@ pub fn routes() -> Router<AppState> {
         .merge(transfer::routes())
 }
 
-/// The acting person or system, from `X-Slipway-Actor`.
+/// The acting person or system: the name of the API token the auth layer accepted.
 pub struct Actor(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let actor = match parts.headers.get("x-slipway-actor") {
-            Some(v) => {
-                v.to_str().map_err(|_| ApiError::InvalidRequest("X-Slipway-Actor is not text".into()))?
-            }
-            None => "anonymous",
-        };
-        slipway_registry::names::check_actor(actor)?;
-        Ok(Actor(actor.to_owned()))
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .ok_or_else(|| ApiError::Internal("a registry route ran without the auth layer".into()))?;
+        Ok(Actor(principal.name.clone()))
     }
 }
 

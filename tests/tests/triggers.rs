@@ -1,0 +1,312 @@
+//! The trigger API over real HTTP: GitHub and GitLab push payloads shaped as their public
+//! documentation shows, signed for real, start builds from a local git repository; replays
+//! return the first build; forged, rejected, filtered and flooding deliveries start nothing.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use slipway_server::triggers::verify::github_signature;
+use slipway_tests::server::TestServer;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A repository with a Dockerfile at its root and one commit on `main`.
+fn repository() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY hello.txt /hello.txt\n").unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hello from a trigger\n").unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["-c", "user.name=Octo Cat", "-c", "user.email=octo@example.com", "add", "."]);
+    git(
+        dir.path(),
+        &[
+            "-c",
+            "user.name=Octo Cat",
+            "-c",
+            "user.email=octo@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "Update README",
+        ],
+    );
+    let commit = git(dir.path(), &["rev-parse", "HEAD"]);
+    (dir, commit)
+}
+
+async fn start(per_trigger_per_s: u32) -> TestServer {
+    let registry = std::env::var("SLIPWAY_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    TestServer::start_with(
+        move |c| {
+            c.pipeline.insecure_registries = vec![registry.clone()];
+            c.pipeline.registry = registry;
+            c.triggers.per_trigger_per_s = per_trigger_per_s;
+        },
+        slipway_server::router::app,
+    )
+    .await
+}
+
+async fn create_trigger(server: &TestServer, adapter: &str, repository: &Path) -> (String, String) {
+    let response = server
+        .client()
+        .post(server.url("/v1/triggers"))
+        .json(&json!({
+            "app": "hooked", "adapter": adapter, "branches": ["main", "release/*"], "tags": ["ci"],
+            "repository_url": format!("file://{}", repository.display()),
+            "components": [{"name": "app", "type": "microservice"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["trigger"].get("secret").is_none(), "the secret is not part of the trigger: {body}");
+    (body["trigger"]["id"].as_str().unwrap().to_owned(), body["secret"].as_str().unwrap().to_owned())
+}
+
+/// A push event as GitHub documents it (abridged to the fields a receiver reads).
+fn github_push(reference: &str, commit: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "ref": reference,
+        "before": "0000000000000000000000000000000000000000",
+        "after": commit,
+        "created": false, "deleted": false, "forced": false,
+        "base_ref": null,
+        "compare": "https://github.com/acme/shop/compare/000000000000...abcdef",
+        "commits": [{"id": commit, "message": "Update README", "timestamp": "2026-11-23T10:00:00Z",
+                     "author": {"name": "Octo Cat", "email": "octo@example.com", "username": "octocat"},
+                     "added": [], "removed": [], "modified": ["README.md"]}],
+        "head_commit": {"id": commit, "message": "Update README",
+                        "author": {"name": "Octo Cat", "email": "octo@example.com", "username": "octocat"}},
+        "repository": {"id": 1296269, "name": "shop", "full_name": "acme/shop", "private": false,
+                       "clone_url": "https://github.com/acme/shop.git", "default_branch": "main"},
+        "pusher": {"name": "octocat", "email": "octo@example.com"},
+        "sender": {"login": "octocat", "id": 1, "type": "User"},
+    }))
+    .unwrap()
+}
+
+async fn deliver_github(
+    server: &TestServer,
+    id: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+    secret: &str,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url(&format!("/v1/triggers/{id}")))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", github_signature(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn wait_finished(server: &TestServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let build: Value = server
+            .client()
+            .get(server.url(&format!("/v1/builds/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !matches!(build["state"].as_str(), Some("queued" | "running")) {
+            return build;
+        }
+        assert!(Instant::now() < deadline, "build {id} unfinished: {build}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_signed_github_push_builds_once_and_replays_return_the_first_build() {
+    let (repo, commit) = repository();
+    let server = start(100).await;
+    let (id, secret) = create_trigger(&server, "github-push", repo.path()).await;
+    let body = github_push("refs/heads/main", &commit);
+
+    let response =
+        deliver_github(&server, &id, "push", "72d3162e-cc78-11e3-81ab-4c9367dc0958", &body, &secret).await;
+    assert_eq!(response.status(), 202);
+    let first: Value = response.json().await.unwrap();
+    assert_eq!(first["duplicate"], false);
+    let build_id = first["build"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(first["build"]["requested_by"], format!("trigger:{id}"));
+
+    // The same delivery again, and the same payload under a new delivery id: the first build.
+    for delivery in ["72d3162e-cc78-11e3-81ab-4c9367dc0958", "a-redelivery"] {
+        let replay = deliver_github(&server, &id, "push", delivery, &body, &secret).await;
+        assert_eq!(replay.status(), 200);
+        let replay: Value = replay.json().await.unwrap();
+        assert_eq!(replay["duplicate"], true);
+        assert_eq!(replay["build"]["id"], build_id.as_str());
+    }
+    let builds: Value =
+        server.client().get(server.url("/v1/builds?app=hooked")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(builds["builds"].as_array().unwrap().len(), 1, "{builds}");
+
+    if std::env::var("SLIPWAY_TEST_REGISTRY").is_err() {
+        eprintln!("skipped the build itself: SLIPWAY_TEST_REGISTRY is not set (run through tests/run.sh)");
+        return;
+    }
+    let build = wait_finished(&server, &build_id).await;
+    assert_eq!(build["state"], "succeeded", "{build}");
+    assert_eq!(build["tags"], json!(["ci"]));
+    let packages: Value = server
+        .client()
+        .get(server.url("/v1/apps/hooked/packages?tags=ci&latest=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(packages.to_string().contains(build["package"]["digest"].as_str().unwrap()), "{packages}");
+}
+
+#[tokio::test]
+async fn forged_rejected_and_filtered_deliveries_start_nothing() {
+    let (repo, commit) = repository();
+    let server = start(100).await;
+    let (id, secret) = create_trigger(&server, "github-push", repo.path()).await;
+    let body = github_push("refs/heads/main", &commit);
+
+    let forged = deliver_github(&server, &id, "push", "d1", &body, "not-the-secret").await;
+    assert_eq!(forged.status(), 401);
+    assert_eq!(forged.json::<Value>().await.unwrap()["error"]["code"], "trigger_unauthentic");
+    let unsigned = reqwest::Client::new()
+        .post(server.url(&format!("/v1/triggers/{id}")))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+
+    let ping = serde_json::to_vec(&json!({"zen": "Keep it logically awesome.", "hook_id": 1})).unwrap();
+    let rejected = deliver_github(&server, &id, "ping", "d2", &ping, &secret).await;
+    assert_eq!(rejected.status(), 422);
+    let rejected: Value = rejected.json().await.unwrap();
+    assert_eq!(rejected["error"]["code"], "trigger_rejected");
+    assert!(rejected["error"]["details"]["reason"].as_str().unwrap().contains("ping"), "{rejected}");
+
+    let feature = github_push("refs/heads/feature/x", &commit);
+    let filtered = deliver_github(&server, &id, "push", "d3", &feature, &secret).await;
+    assert_eq!(filtered.status(), 200);
+    let filtered: Value = filtered.json().await.unwrap();
+    assert!(filtered["ignored"].as_str().unwrap().contains("feature/x"), "{filtered}");
+
+    let unknown =
+        reqwest::Client::new().post(server.url("/v1/triggers/nope")).body("{}").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let builds: Value =
+        server.client().get(server.url("/v1/builds")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(builds["builds"], json!([]), "nothing started");
+
+    // A rejected delivery left no claim: the same delivery id, now a real push, is accepted.
+    let accepted = deliver_github(&server, &id, "push", "d2", &body, &secret).await;
+    assert_eq!(accepted.status(), 202);
+}
+
+#[tokio::test]
+async fn a_gitlab_push_with_its_token_starts_a_build() {
+    let (repo, commit) = repository();
+    let server = start(100).await;
+    let (id, secret) = create_trigger(&server, "gitlab-push", repo.path()).await;
+    // Shaped as GitLab's "Push events" documentation shows.
+    let body = serde_json::to_vec(&json!({
+        "object_kind": "push", "event_name": "push",
+        "before": "95790bf891e76fee5e1747ab589903a6a1f80f22", "after": commit,
+        "ref": "refs/heads/main", "ref_protected": true, "checkout_sha": commit,
+        "user_id": 4, "user_name": "John Smith", "user_username": "jsmith", "user_email": "john@example.com",
+        "project_id": 15,
+        "project": {"id": 15, "name": "Diaspora", "path_with_namespace": "mike/diaspora",
+                    "git_http_url": "http://example.com/mike/diaspora.git", "default_branch": "main"},
+        "commits": [{"id": commit, "message": "Update Catalan translation to e38cb41.", "title": "Update Catalan translation",
+                     "timestamp": "2011-12-12T14:27:31+02:00", "author": {"name": "Jordi Mallach", "email": "jordi@softcatala.org"},
+                     "added": ["CHANGELOG"], "modified": ["app/controller/application.rb"], "removed": []}],
+        "total_commits_count": 1,
+    }))
+    .unwrap();
+    let send = |token: &str| {
+        reqwest::Client::new()
+            .post(server.url(&format!("/v1/triggers/{id}")))
+            .header("content-type", "application/json")
+            .header("x-gitlab-event", "Push Hook")
+            .header("x-gitlab-token", token)
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(send("wrong").await.unwrap().status(), 401);
+    let accepted = send(&secret).await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let accepted: Value = accepted.json().await.unwrap();
+    assert_eq!(accepted["build"]["components"][0]["name"], "app");
+}
+
+#[tokio::test]
+async fn a_flood_is_limited_with_retry_after() {
+    let (repo, _) = repository();
+    let server = start(3).await;
+    let (id, _) = create_trigger(&server, "generic", repo.path()).await;
+    let client = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..20 {
+        let response =
+            client.post(server.url(&format!("/v1/triggers/{id}"))).body("{}").send().await.unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 401, "unsigned deliveries are refused while under the limit");
+    }
+    let limited = limited.expect("the limiter answered 429 within 20 deliveries at 3 per second");
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(limited.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn managing_triggers_needs_an_admin_token() {
+    let (repo, _) = repository();
+    let server = start(100).await;
+    let anonymous = reqwest::Client::new();
+    let response = anonymous.post(server.url("/v1/triggers")).json(&json!({})).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let bad = server
+        .client()
+        .post(server.url("/v1/triggers"))
+        .json(&json!({"app": "hooked", "adapter": "no-such-adapter", "components": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let problems = bad.json::<Value>().await.unwrap()["error"]["details"]["problems"].to_string();
+    assert!(
+        problems.contains("no-such-adapter") && problems.contains("at least one component"),
+        "{problems}"
+    );
+    let (id, _) = create_trigger(&server, "generic", repo.path()).await;
+    let listed: Value =
+        server.client().get(server.url("/v1/triggers")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["triggers"][0]["id"], id.as_str());
+    assert_eq!(
+        server.client().delete(server.url(&format!("/v1/triggers/{id}"))).send().await.unwrap().status(),
+        204
+    );
+}
