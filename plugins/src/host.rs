@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::AnyPool;
 
 use crate::config::HostConfig;
@@ -218,8 +220,12 @@ impl PluginHost {
         args: Vec<Value>,
     ) -> Result<CallOutput, Error> {
         let triple = self.resolve(kind, name, revision)?;
+        let args =
+            serde_json::value::to_raw_value(&args).map_err(|e| Error::Worker(format!("arguments: {e}")))?;
         let mut results = self.run(&triple, function, vec![args]).await?;
         let result = results.pop().expect("one result per call")?;
+        let result: Value = serde_json::from_str(result.get())
+            .map_err(|e| wrong_shape(&triple, function, format!("not JSON: {e}")))?;
         check_shape(&triple, function, &result)?;
         metrics::counter!("slipway_plugin_calls_total", "kind" => kind.as_str()).increment(1);
         Ok(CallOutput { result, triple })
@@ -237,17 +243,17 @@ impl PluginHost {
         let triple = self.resolve(ScriptKind::Status, name, None)?;
         let mut out: Vec<Option<Result<CheckVerdict, Error>>> = Vec::with_capacity(inputs.len());
         let mut pending = Vec::new();
+        let mut calls = Vec::new();
         for input in inputs {
-            let digest = memo::digest(&input.instance, &input.observation);
+            // The arguments are written once: their text is both the digest's input and the wire format.
+            let args = serde_json::to_string(&(&input.instance, &input.observation))
+                .map_err(|e| Error::Worker(format!("arguments: {e}")))?;
+            let digest = memo::digest(args.as_bytes());
             match self.inner.memo.get(&input.instance_id, &triple, &digest) {
                 Some(verdict) => out.push(Some(Ok(verdict))),
                 None => {
-                    pending.push((
-                        out.len(),
-                        input.instance_id,
-                        digest,
-                        vec![input.instance, input.observation],
-                    ));
+                    pending.push((out.len(), input.instance_id, digest));
+                    calls.push(RawValue::from_string(args).map_err(|e| Error::Worker(e.to_string()))?);
                     out.push(None);
                 }
             }
@@ -256,10 +262,9 @@ impl PluginHost {
         metrics::counter!("slipway_plugin_check_memo_hits_total").increment(memo_hits as u64);
         metrics::counter!("slipway_plugin_calls_total", "kind" => "status").increment(pending.len() as u64);
         if !pending.is_empty() {
-            let calls: Vec<Vec<Value>> = pending.iter_mut().map(|(.., args)| std::mem::take(args)).collect();
             let results = self.run(&triple, "check", calls).await?;
-            for ((index, instance_id, digest, _), result) in pending.into_iter().zip(results) {
-                let verdict = result.and_then(|value| verdict(&triple, value));
+            for ((index, instance_id, digest), result) in pending.into_iter().zip(results) {
+                let verdict = result.and_then(|text| wire_verdict(&triple, &text));
                 if let Ok(v) = &verdict {
                     self.inner.memo.remember(instance_id, digest, v);
                 }
@@ -274,8 +279,8 @@ impl PluginHost {
         &self,
         triple: &PluginTriple,
         function: &str,
-        calls: Vec<Vec<Value>>,
-    ) -> Result<Vec<Result<Value, Error>>, Error> {
+        calls: Vec<Box<RawValue>>,
+    ) -> Result<Vec<Result<Box<RawValue>, Error>>, Error> {
         let script = self.script(triple).await?;
         let bytecode = self.bytecode(&script).await?;
         let module = script.module_name();
@@ -284,7 +289,7 @@ impl PluginHost {
         let mut calls = calls.into_iter();
         let mut pieces = Vec::new();
         loop {
-            let piece: Vec<Vec<Value>> = calls.by_ref().take(chunk).collect();
+            let piece: Vec<Box<RawValue>> = calls.by_ref().take(chunk).collect();
             if piece.is_empty() {
                 break;
             }
@@ -326,6 +331,32 @@ fn check_shape(triple: &PluginTriple, function: &str, result: &Value) -> Result<
             Err(wrong_shape(triple, function, format!("expected an object, got {}", kind_of(result))))
         }
         _ => Ok(()),
+    }
+}
+
+/// A verdict as it usually arrives; anything else takes the slow path for a precise error.
+#[derive(Deserialize)]
+struct WireVerdict {
+    status: HealthStatus,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    details: Value,
+}
+
+fn wire_verdict(triple: &PluginTriple, text: &RawValue) -> Result<CheckVerdict, Error> {
+    match serde_json::from_str::<WireVerdict>(text.get()) {
+        Ok(v) => Ok(CheckVerdict {
+            status: v.status,
+            reason: v.reason.unwrap_or_default(),
+            details: v.details,
+            triple: triple.clone(),
+        }),
+        Err(_) => {
+            let value = serde_json::from_str(text.get())
+                .map_err(|e| wrong_shape(triple, "check", format!("not JSON: {e}")))?;
+            verdict(triple, value)
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::ScriptLocation;
 use crate::triple::{PluginTriple, ScriptKind};
@@ -51,7 +51,8 @@ pub struct RunBatch {
     /// The bytecode, hex encoded: sent only after the worker asked for it.
     pub bytecode: Option<String>,
     pub function: String,
-    pub calls: Vec<Vec<Value>>,
+    /// Each call's arguments as one JSON array.
+    pub calls: Vec<Box<RawValue>>,
     /// Report every call as soon as it finishes: used when the host must find which call
     /// of a batch brings its worker down.
     #[serde(default)]
@@ -89,10 +90,11 @@ pub struct WorkerStats {
     pub heap_bytes: i64,
 }
 
-/// One call's outcome, with what the script logged through `ctx.log`.
+/// One call's outcome (the returned value as JSON text), with what the script logged
+/// through `ctx.log`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CallResult {
-    pub outcome: Result<Value, ScriptFailure>,
+    pub outcome: Result<Box<RawValue>, ScriptFailure>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::config::HostConfig;
@@ -54,7 +54,8 @@ pub struct Batch<'a> {
     pub code_hash: &'a str,
     pub bytecode: &'a [u8],
     pub function: &'a str,
-    pub calls: Vec<Vec<Value>>,
+    /// Each call's arguments as one JSON array.
+    pub calls: Vec<Box<RawValue>>,
 }
 
 impl Pool {
@@ -150,10 +151,10 @@ impl Pool {
     }
 
     /// Runs every call of the batch; the result list has one entry per call, in order.
-    pub async fn run(&self, batch: Batch<'_>) -> Result<Vec<Result<Value, Error>>, Error> {
+    pub async fn run(&self, batch: Batch<'_>) -> Result<Vec<Result<Box<RawValue>, Error>>, Error> {
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         let total = batch.calls.len();
-        let mut results: Vec<Result<Value, Error>> = Vec::with_capacity(total);
+        let mut results: Vec<Result<Box<RawValue>, Error>> = Vec::with_capacity(total);
         let mut remaining = batch.calls;
         // After a worker is lost with several calls unanswered, the batch is resent with
         // every call reported, so the next loss names exactly the call that caused it.
@@ -211,7 +212,7 @@ impl Pool {
         worker: &mut WorkerProcess,
         request: &mut RunBatch,
         bytecode: &[u8],
-        results: &mut Vec<Result<Value, Error>>,
+        results: &mut Vec<Result<Box<RawValue>, Error>>,
     ) -> Result<(), RecvError> {
         let died = |e: std::io::Error| RecvError::Died(e.to_string());
         worker.send(&RequestRef::Run(request)).await.map_err(died)?;
@@ -233,7 +234,12 @@ impl Pool {
         }
     }
 
-    fn collect(&self, request: &RunBatch, chunk: Vec<CallResult>, results: &mut Vec<Result<Value, Error>>) {
+    fn collect(
+        &self,
+        request: &RunBatch,
+        chunk: Vec<CallResult>,
+        results: &mut Vec<Result<Box<RawValue>, Error>>,
+    ) {
         for CallResult { outcome, logs } in chunk {
             for line in logs {
                 let triple = &request.triple;

@@ -1,19 +1,18 @@
-//! Moves values between JSON and the engine without a JSON-text round trip.
+//! Moves values between the wire and the engine without building intermediate trees.
 //!
-//! Into the engine the input is a decoded `serde_json::Value`, whose depth serde_json
-//! already bounds (128), so plain recursion is safe there. Out of the engine the value is
-//! whatever a script returned, so that direction walks an explicit stack, bounds depth and
-//! size, rejects cycles and reports getters that throw instead of recursing.
+//! Into the engine, each call's arguments arrive as one JSON array and are parsed by the
+//! engine's own JSON parser straight into engine values (the text is the wire format
+//! already; decoding it into Rust values first and rebuilding them was measured to cost
+//! more than twice as much). Out of the engine, a returned value is written as JSON text by
+//! walking it with an explicit stack: depth and size are bounded, cycles are rejected, and
+//! a throwing getter surfaces as the engine error it raised.
 
-use std::collections::HashSet;
-
-use rquickjs::{Array, Ctx, Object, String as JsString, Type, Value};
-use serde_json::{Map, Number, Value as Json};
+use rquickjs::{Array, Ctx, Object, Type, Value};
 
 /// Deepest nesting and most values a script may return.
 pub const MAX_DEPTH: usize = 64;
 pub const MAX_NODES: usize = 200_000;
-pub const MAX_STRING_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
 
 /// Why a returned value cannot become JSON.
 #[derive(Debug)]
@@ -29,56 +28,26 @@ impl From<rquickjs::Error> for Unconvertible {
     }
 }
 
-pub fn to_js<'js>(ctx: &Ctx<'js>, value: &Json) -> rquickjs::Result<Value<'js>> {
-    Ok(match value {
-        Json::Null => Value::new_null(ctx.clone()),
-        Json::Bool(b) => Value::new_bool(ctx.clone(), *b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) if i32::try_from(i).is_ok() => Value::new_int(ctx.clone(), i as i32),
-            _ => Value::new_number(ctx.clone(), n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) => JsString::from_str(ctx.clone(), s)?.into_value(),
-        Json::Array(items) => {
-            let array = Array::new(ctx.clone())?;
-            for (i, item) in items.iter().enumerate() {
-                array.set(i, to_js(ctx, item)?)?;
-            }
-            array.into_value()
-        }
-        Json::Object(map) => {
-            let object = Object::new(ctx.clone())?;
-            for (key, item) in map {
-                object.set(key.as_str(), to_js(ctx, item)?)?;
-            }
-            object.into_value()
-        }
-    })
+/// Parses JSON text into an engine value.
+pub fn parse<'js>(ctx: &Ctx<'js>, text: &str) -> rquickjs::Result<Value<'js>> {
+    ctx.json_parse(text)
 }
 
-/// A container being filled while its children are converted.
+/// A container being written while its children are converted.
 enum Frame<'js> {
-    Array { source: Array<'js>, next: usize, items: Vec<Json> },
-    Object { source: Object<'js>, keys: Vec<String>, next: usize, map: Map<String, Json> },
+    Array { source: Array<'js>, next: usize, len: usize },
+    Object { source: Object<'js>, keys: Vec<String>, next: usize, wrote: bool },
 }
 
-impl Frame<'_> {
-    fn finish(self) -> Json {
-        match self {
-            Frame::Array { items, .. } => Json::Array(items),
-            Frame::Object { map, .. } => Json::Object(map),
-        }
-    }
-}
-
-/// Converts a returned value the way `JSON.stringify` would see it: functions, symbols and
-/// `undefined` are dropped from objects and become `null` in arrays; non-finite numbers
-/// become `null`; `BigInt` is refused.
-pub fn from_js<'js>(value: Value<'js>) -> Result<Json, Unconvertible> {
+/// Writes a returned value as JSON the way `JSON.stringify` would see it: functions,
+/// symbols and `undefined` are dropped from objects and become `null` in arrays;
+/// non-finite numbers become `null`; `BigInt` and promises are refused.
+pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
+    let mut out: Vec<u8> = Vec::with_capacity(256);
     let mut nodes = 0usize;
-    let mut bytes = 0usize;
-    let mut stack: Vec<Frame<'js>> = Vec::new();
+    let mut stack: Vec<Frame<'_>> = Vec::new();
     // Objects on the path from the root to the current frame: meeting one again is a cycle.
-    let mut path: HashSet<usize> = HashSet::new();
+    let mut path: Vec<usize> = Vec::new();
     let mut current = Some(value);
     loop {
         if let Some(value) = current.take() {
@@ -86,71 +55,64 @@ pub fn from_js<'js>(value: Value<'js>) -> Result<Json, Unconvertible> {
             if nodes > MAX_NODES {
                 return Err(Unconvertible::Shape(format!("more than {MAX_NODES} values")));
             }
-            match leaf(&value, &mut bytes)? {
-                Some(json) => {
-                    if let Some(done) = push_child(&mut stack, json) {
-                        return Ok(done);
-                    }
+            if !write_leaf(&value, &mut out)? {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(Unconvertible::Shape(format!("nested deeper than {MAX_DEPTH} levels")));
                 }
-                None => {
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(Unconvertible::Shape(format!("nested deeper than {MAX_DEPTH} levels")));
-                    }
-                    let id = object_id(&value);
-                    if !path.insert(id) {
-                        return Err(Unconvertible::Shape("the value contains a cycle".into()));
-                    }
-                    stack.push(open(value)?);
+                let id = object_id(&value);
+                if path.contains(&id) {
+                    return Err(Unconvertible::Shape("the value contains a cycle".into()));
                 }
+                path.push(id);
+                stack.push(open(value, &mut out)?);
+            }
+            if out.len() > MAX_TEXT_BYTES {
+                return Err(Unconvertible::Shape(format!("more than {MAX_TEXT_BYTES} bytes of JSON")));
             }
         }
-        // Advance the innermost container: either hand out its next child or close it.
-        let Some(top) = stack.last_mut() else { unreachable!("a root leaf returned above") };
+        let Some(top) = stack.last_mut() else {
+            return String::from_utf8(out).map_err(|e| Unconvertible::Shape(e.to_string()));
+        };
+        // Advance the innermost container: hand out its next child, or close it.
         match top {
-            Frame::Array { source, next, items } => {
-                if *next < source.len() {
+            Frame::Array { source, next, len } => {
+                if *next < *len {
                     let child: Value = source.get(*next)?;
+                    if *next > 0 {
+                        out.push(b',');
+                    }
                     *next += 1;
                     if skipped(&child) {
-                        items.push(Json::Null);
+                        out.extend_from_slice(b"null");
                     } else {
                         current = Some(child);
                     }
                     continue;
                 }
+                out.push(b']');
             }
-            Frame::Object { source, keys, next, .. } => {
-                if *next < keys.len() {
+            Frame::Object { source, keys, next, wrote } => {
+                while *next < keys.len() && current.is_none() {
                     let child: Value = source.get(keys[*next].as_str())?;
-                    *next += 1;
-                    if skipped(&child) {
-                        continue;
+                    if !skipped(&child) {
+                        if *wrote {
+                            out.push(b',');
+                        }
+                        write_str(&mut out, &keys[*next]);
+                        out.push(b':');
+                        *wrote = true;
+                        current = Some(child);
                     }
-                    current = Some(child);
+                    *next += 1;
+                }
+                if current.is_some() {
                     continue;
                 }
+                out.push(b'}');
             }
         }
-        let frame = stack.pop().expect("the top frame exists");
-        path.remove(&frame_id(&frame));
-        if let Some(done) = push_child(&mut stack, frame.finish()) {
-            return Ok(done);
-        }
-    }
-}
-
-/// Adds a finished child to the innermost container; returns the root when there is none.
-fn push_child(stack: &mut [Frame<'_>], json: Json) -> Option<Json> {
-    match stack.last_mut() {
-        None => Some(json),
-        Some(Frame::Array { items, .. }) => {
-            items.push(json);
-            None
-        }
-        Some(Frame::Object { keys, next, map, .. }) => {
-            map.insert(keys[*next - 1].clone(), json);
-            None
-        }
+        stack.pop();
+        path.pop();
     }
 }
 
@@ -161,56 +123,62 @@ fn skipped(value: &Value<'_>) -> bool {
     )
 }
 
-/// Converts a non-container value, or returns `None` for an array or object.
-fn leaf(value: &Value<'_>, bytes: &mut usize) -> Result<Option<Json>, Unconvertible> {
-    Ok(Some(match value.type_of() {
-        Type::Null | Type::Undefined | Type::Uninitialized => Json::Null,
-        Type::Bool => Json::Bool(value.as_bool().unwrap_or_default()),
-        Type::Int => Json::from(value.as_int().unwrap_or_default()),
-        Type::Float => float(value.as_float().unwrap_or(f64::NAN)),
+/// Writes a non-container value; returns `false` for an array or object.
+fn write_leaf(value: &Value<'_>, out: &mut Vec<u8>) -> Result<bool, Unconvertible> {
+    match value.type_of() {
+        Type::Null
+        | Type::Undefined
+        | Type::Uninitialized
+        | Type::Symbol
+        | Type::Function
+        | Type::Constructor => out.extend_from_slice(b"null"),
+        Type::Bool => {
+            out.extend_from_slice(if value.as_bool().unwrap_or_default() { b"true" } else { b"false" })
+        }
+        Type::Int => out.extend_from_slice(value.as_int().unwrap_or_default().to_string().as_bytes()),
+        Type::Float => write_float(out, value.as_float().unwrap_or(f64::NAN)),
         Type::String => {
             let s: String = value.get()?;
-            *bytes += s.len();
-            if *bytes > MAX_STRING_BYTES {
-                return Err(Unconvertible::Shape(format!("strings larger than {MAX_STRING_BYTES} bytes")));
-            }
-            Json::String(s)
+            write_str(out, &s);
         }
         Type::BigInt => return Err(Unconvertible::Shape("a BigInt cannot be represented in JSON".into())),
-        Type::Symbol | Type::Function | Type::Constructor => Json::Null,
         Type::Promise => {
             return Err(Unconvertible::Shape("a Promise; plugin functions must return plain values".into()));
         }
-        Type::Array | Type::Object | Type::Exception | Type::Proxy => return Ok(None),
+        Type::Array | Type::Object | Type::Exception | Type::Proxy => return Ok(false),
         other => return Err(Unconvertible::Shape(format!("a value of type {other}"))),
-    }))
+    }
+    Ok(true)
 }
 
-fn float(f: f64) -> Json {
-    if f.fract() == 0.0 && f.abs() < 9.0e15 {
-        Json::from(f as i64)
+fn write_float(out: &mut Vec<u8>, f: f64) {
+    if !f.is_finite() {
+        out.extend_from_slice(b"null");
+    } else if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        out.extend_from_slice((f as i64).to_string().as_bytes());
     } else {
-        Number::from_f64(f).map_or(Json::Null, Json::Number)
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &f);
     }
 }
 
-fn open<'js>(value: Value<'js>) -> Result<Frame<'js>, Unconvertible> {
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn open<'js>(value: Value<'js>, out: &mut Vec<u8>) -> Result<Frame<'js>, Unconvertible> {
     if let Some(array) = value.as_array() {
-        return Ok(Frame::Array { source: array.clone(), next: 0, items: Vec::with_capacity(array.len()) });
+        out.push(b'[');
+        return Ok(Frame::Array { source: array.clone(), next: 0, len: array.len() });
     }
     let object = value.into_object().expect("only objects reach open");
     let keys = object.keys::<String>().collect::<rquickjs::Result<Vec<_>>>()?;
-    Ok(Frame::Object { map: Map::with_capacity(keys.len()), source: object, keys, next: 0 })
+    out.push(b'{');
+    Ok(Frame::Object { source: object, keys, next: 0, wrote: false })
 }
 
 fn object_id(value: &Value<'_>) -> usize {
     // SAFETY: reads the pointer out of an object value without touching what it points to.
     unsafe { rquickjs::qjs::JS_VALUE_GET_PTR(value.as_raw()) as usize }
-}
-
-fn frame_id(frame: &Frame<'_>) -> usize {
-    match frame {
-        Frame::Array { source, .. } => object_id(source.as_value()),
-        Frame::Object { source, .. } => object_id(source.as_value()),
-    }
 }

@@ -50,8 +50,7 @@ fn record(logs: &RefCell<Vec<LogLine>>, level: &str, parts: &[Value<'_>]) {
         .iter()
         .map(|part| match part.as_string().and_then(|s| s.to_string().ok()) {
             Some(text) => text,
-            None => convert::from_js(part.clone())
-                .map_or_else(|_| format!("[{}]", part.type_name()), |j| j.to_string()),
+            None => convert::to_json(part.clone()).unwrap_or_else(|_| format!("[{}]", part.type_name())),
         })
         .collect::<Vec<_>>()
         .join(" ");
@@ -67,16 +66,18 @@ fn yaml<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
     let parse = Function::new(ctx.clone(), |ctx: Ctx<'js>, text: String| -> rquickjs::Result<Value<'js>> {
         let value: serde_json::Value = serde_norway::from_str(&text)
             .map_err(|e| Exception::throw_type(&ctx, &format!("ctx.yaml.parse: {e}")))?;
-        convert::to_js(&ctx, &value)
+        convert::parse(&ctx, &value.to_string())
     })?;
     let stringify =
         Function::new(ctx.clone(), |ctx: Ctx<'js>, value: Value<'js>| -> rquickjs::Result<String> {
-            let json = convert::from_js(value).map_err(|e| match e {
+            let text = convert::to_json(value).map_err(|e| match e {
                 convert::Unconvertible::Engine(e) => e,
                 convert::Unconvertible::Shape(m) => {
                     Exception::throw_type(&ctx, &format!("ctx.yaml.stringify: {m}"))
                 }
             })?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Exception::throw_type(&ctx, &format!("ctx.yaml.stringify: {e}")))?;
             serde_norway::to_string(&json)
                 .map_err(|e| Exception::throw_type(&ctx, &format!("ctx.yaml.stringify: {e}")))
         })?;

@@ -18,8 +18,11 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
+
 use crate::protocol::{
-    CallResult, FailureKind, Request, Response, RunBatch, WorkerLimits, WorkerStats, read_frame, write_frame,
+    CallResult, FailureKind, Request, Response, RunBatch, ScriptFailure, WorkerLimits, WorkerStats,
+    read_frame, write_frame,
 };
 use crate::triple::PluginTriple;
 use sandbox::ScriptRuntime;
@@ -134,7 +137,14 @@ impl Worker {
             self.tick += 1;
             let (runtime, used) = self.runtimes.get_mut(&runtime_key).expect("inserted above");
             *used = self.tick;
-            let (outcome, logs) = runtime.call(&batch.function, args);
+            let (outcome, logs) = runtime.call(&batch.function, args.get());
+            let outcome = outcome.and_then(|text| {
+                RawValue::from_string(text).map_err(|e| ScriptFailure {
+                    kind: FailureKind::Unconvertible,
+                    message: e.to_string(),
+                    location: None,
+                })
+            });
             let spoiled = matches!(
                 &outcome,
                 Err(f) if matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit | FailureKind::StackOverflow)

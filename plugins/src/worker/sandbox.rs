@@ -13,7 +13,6 @@ use rquickjs::context::intrinsic::{
 use rquickjs::function::Args;
 use rquickjs::module::{Evaluated, WriteOptions};
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
-use serde_json::Value as Json;
 
 use super::convert::{self, Unconvertible};
 use super::host_ctx;
@@ -166,9 +165,10 @@ impl ScriptRuntime {
         })
     }
 
-    /// Calls one exported function. `ctx` is passed after the arguments the kind's
-    /// interface names (missing ones are `undefined`), so it is always in its place.
-    pub fn call(&self, function: &str, args: &[Json]) -> (Result<Json, ScriptFailure>, Vec<LogLine>) {
+    /// Calls one exported function with the arguments given as one JSON array. `ctx` is
+    /// passed after the arguments the kind's interface names (missing ones are
+    /// `undefined`), so it is always in its place. Returns the result as JSON text.
+    pub fn call(&self, function: &str, args_json: &str) -> (Result<String, ScriptFailure>, Vec<LogLine>) {
         let outcome = self.context.with(|ctx| {
             let fail =
                 |e, f: Option<&Function>| failure(&ctx, e, &self.clock, &self.file, self.memory_limit, f);
@@ -181,22 +181,26 @@ impl ScriptRuntime {
                     location: None,
                 });
             };
+            let args = convert::parse(&ctx, args_json).map_err(|e| fail(e, None))?;
+            let Some(args) = args.into_array() else {
+                return Err(ScriptFailure {
+                    kind: FailureKind::Thrown,
+                    message: "the host sent arguments that are not a JSON array".into(),
+                    location: None,
+                });
+            };
             let arity = interface_arity(self.kind, function).max(args.len());
             let mut call_args = Args::new(ctx.clone(), arity + 1);
             for i in 0..arity {
-                let value = match args.get(i) {
-                    Some(arg) => convert::to_js(&ctx, arg),
-                    None => Ok(Value::new_undefined(ctx.clone())),
-                };
-                let pushed = value.and_then(|v| call_args.push_arg(v));
-                pushed.map_err(|e| fail(e, Some(&target)))?;
+                let pushed = args.get::<Value>(i).and_then(|v| call_args.push_arg(v));
+                pushed.map_err(|e| fail(e, None))?;
             }
             let host_ctx = self.host_ctx.clone().restore(&ctx).map_err(|e| fail(e, None))?;
             call_args.push_arg(host_ctx).map_err(|e| fail(e, None))?;
             self.clock.arm(self.timeout);
             let result =
                 target.call_arg::<Value>(call_args).map_err(|e| fail(e, Some(&target))).and_then(|v| {
-                    convert::from_js(v).map_err(|e| match e {
+                    convert::to_json(v).map_err(|e| match e {
                         Unconvertible::Engine(e) => fail(e, Some(&target)),
                         Unconvertible::Shape(message) => ScriptFailure {
                             kind: FailureKind::Unconvertible,
@@ -334,10 +338,8 @@ fn ctx_memory_exhausted(ctx: &Ctx<'_>, memory_limit: usize) -> bool {
 
 /// A short text for a thrown value that is not an Error (`throw "boom"`, `throw 42`).
 fn describe(value: &Value<'_>) -> String {
-    let text = match convert::from_js(value.clone()) {
-        Ok(json) => json.to_string(),
-        Err(_) => format!("a value of type {}", value.type_name()),
-    };
+    let text =
+        convert::to_json(value.clone()).unwrap_or_else(|_| format!("a value of type {}", value.type_name()));
     let mut text = format!("a non-Error value {text}");
     if text.len() > 300 {
         let cut = (0..=300).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
