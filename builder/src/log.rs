@@ -25,8 +25,16 @@ impl BuildLog {
     pub fn line(&self, text: impl Into<String>) {
         let text = text.into();
         tracing::debug!(component = %self.component, "{text}");
-        self.lines.lock().expect("build log poisoned").push(text.clone());
+        // Sent under the lock, so `follow_from_start` never sees a line twice or misses one.
+        let mut lines = self.lines.lock().expect("build log poisoned");
+        lines.push(text.clone());
         let _ = self.live.send(text);
+    }
+
+    /// Every line so far, and the lines written after them.
+    pub fn follow_from_start(&self) -> (Vec<String>, broadcast::Receiver<String>) {
+        let lines = self.lines.lock().expect("build log poisoned");
+        (lines.clone(), self.live.subscribe())
     }
 
     /// Every line so far.

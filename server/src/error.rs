@@ -88,6 +88,7 @@ impl ApiError {
             ApiError::Pipeline(e) => match e {
                 PipelineError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_build_request"),
                 PipelineError::NotFound { .. } => (StatusCode::NOT_FOUND, "build_not_found"),
+                PipelineError::WrongState { .. } => (StatusCode::CONFLICT, "build_state_conflict"),
                 PipelineError::Registry(e) => registry_status_and_code(e),
                 PipelineError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
                 PipelineError::ObjectStore(_) => (StatusCode::SERVICE_UNAVAILABLE, "object_store_failed"),

@@ -227,3 +227,126 @@ async fn a_bad_request_is_refused_whole_and_names_each_problem() {
         server.client().get(server.url("/v1/builds")).send().await.unwrap().json().await.unwrap();
     assert_eq!(builds["builds"], json!([]), "nothing stored");
 }
+
+async fn submit(server: &TestServer, app: &str, source: &Path, components: &[(&str, &str)]) -> String {
+    let dir = json!({"dir": {"path": source}});
+    let components: Vec<Value> = components
+        .iter()
+        .map(|(name, path)| json!({"name": name, "type": "microservice", "source": dir, "path": path}))
+        .collect();
+    let response = server
+        .client()
+        .post(server.url(&format!("/v1/apps/{app}/builds")))
+        .json(&json!({ "components": components }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_component_running(server: &TestServer, id: &str, component: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let build: Value = server
+            .client()
+            .get(server.url(&format!("/v1/builds/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if build["components"][component]["state"] == "running" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "component never ran: {build}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_running_build_can_be_cancelled_and_publishes_nothing() {
+    let Some((registry, base)) = components() else { return };
+    let source = tempfile::tempdir().unwrap();
+    write(source.path(), "slow/Dockerfile", &format!("FROM {base}\nRUN sleep 4\n"));
+    let server = start(&registry, source.path()).await;
+    let id = submit(&server, "pipeline-cancel", source.path(), &[("slow", "slow")]).await;
+    wait_component_running(&server, &id, 0).await;
+
+    let cancelled =
+        server.client().post(server.url(&format!("/v1/builds/{id}/cancel"))).send().await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.unwrap();
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["components"][0]["state"], "cancelled");
+    assert_eq!(cancelled["reason"], "cancelled by initial-admin");
+
+    // Past the time the RUN would have taken: still cancelled, nothing published.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let build: Value = server
+        .client()
+        .get(server.url(&format!("/v1/builds/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(build["state"], "cancelled", "{build}");
+    assert!(build["package"].is_null());
+    let again = server.client().post(server.url(&format!("/v1/builds/{id}/cancel"))).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.json::<Value>().await.unwrap()["error"]["code"], "build_state_conflict");
+}
+
+#[tokio::test]
+async fn retry_rebuilds_only_the_failed_components() {
+    let Some((registry, _)) = components() else { return };
+    let source = tempfile::tempdir().unwrap();
+    write(source.path(), "ok/Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n");
+    write(source.path(), "ok/a.txt", "first\n");
+    // Fails until the file it copies exists.
+    write(source.path(), "late/Dockerfile", "FROM scratch\nCOPY flag.txt /flag.txt\n");
+    let server = start(&registry, source.path()).await;
+    let id = submit(&server, "pipeline-retry", source.path(), &[("ok", "ok"), ("late", "late")]).await;
+    let failed = wait_finished(&server, &id).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["components"][0]["state"], "succeeded");
+    let ok_digest = failed["components"][0]["digest"].clone();
+
+    // Were `ok` built again, this change would give it another digest.
+    write(source.path(), "ok/a.txt", "second\n");
+    write(source.path(), "late/flag.txt", "here now\n");
+    let retried = server.client().post(server.url(&format!("/v1/builds/{id}/retry"))).send().await.unwrap();
+    assert_eq!(retried.status(), 200);
+    let done = wait_finished(&server, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["components"][0]["digest"], ok_digest, "the succeeded component was reused");
+    assert!(done["package"]["version"].is_string());
+    let again = server.client().post(server.url(&format!("/v1/builds/{id}/retry"))).send().await.unwrap();
+    assert_eq!(again.status(), 409, "a succeeded build is not retried");
+}
+
+#[tokio::test]
+async fn a_log_can_be_followed_live_until_the_component_finishes() {
+    let Some((registry, base)) = components() else { return };
+    let source = tempfile::tempdir().unwrap();
+    write(source.path(), "svc/Dockerfile", &format!("FROM {base}\nRUN sleep 2 && echo slept\n"));
+    let server = start(&registry, source.path()).await;
+    let id = submit(&server, "pipeline-follow", source.path(), &[("svc", "svc")]).await;
+    wait_component_running(&server, &id, 0).await;
+    let stream = server
+        .client()
+        .get(server.url(&format!("/v1/builds/{id}/logs?component=svc&follow=true")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    // The stream ends by itself when the component finishes.
+    let text =
+        tokio::time::timeout(Duration::from_secs(120), stream.text()).await.expect("stream ended").unwrap();
+    let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert!(lines.iter().any(|l| l.contains("planned by component/microservice/")), "{text}");
+    assert!(lines.iter().any(|l| l.contains("pushed sha256:")), "{text}");
+}

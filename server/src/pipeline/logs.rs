@@ -39,6 +39,17 @@ impl LogBook {
         self.live.lock().expect("log book lock").remove(&(build.into(), component.into()));
     }
 
+    /// The lines so far and a receiver of the next ones, while the component builds; `None`
+    /// once it has finished (the receiver closes when it finishes).
+    pub fn follow(
+        &self,
+        build: &str,
+        component: &str,
+    ) -> Option<(Vec<String>, tokio::sync::broadcast::Receiver<String>)> {
+        let live = self.live.lock().expect("log book lock");
+        live.get(&(build.into(), component.into())).map(BuildLog::follow_from_start)
+    }
+
     /// The log so far: live while building, from the object store afterwards.
     pub async fn read(&self, build: &str, component: &str) -> Result<Vec<String>, PipelineError> {
         let live = self.live.lock().expect("log book lock").get(&(build.into(), component.into())).cloned();

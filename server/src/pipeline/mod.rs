@@ -8,13 +8,15 @@ mod model;
 mod run;
 mod store;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slipway_builder::{DockerBackend, DockerSettings, NativeBackend, NativeSettings};
 use slipway_plugins::PluginHost;
 use slipway_registry::Registry;
 use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 pub use model::{BuildState, BuildSubmission, BuildView, ComponentSpec, SourceRequest};
@@ -33,6 +35,8 @@ pub enum PipelineError {
     InvalidRequest { problems: Vec<String> },
     #[error("no build with id {id}")]
     NotFound { id: String },
+    #[error("build {id} is {}: only {allowed} builds can be {action}", state.as_str())]
+    WrongState { id: String, state: BuildState, action: &'static str, allowed: &'static str },
     #[error("the build backend cannot start: {0}")]
     Backend(#[from] slipway_builder::Error),
     #[error("build storage: {0}")]
@@ -64,6 +68,8 @@ struct Inner {
     backend: run::SharedBackend,
     logs: LogBook,
     build_slots: Arc<Semaphore>,
+    /// Builds running in this process, so a cancel can stop them.
+    running: Mutex<HashMap<String, AbortHandle>>,
     component_slots: Semaphore,
     wake: Notify,
 }
@@ -111,6 +117,7 @@ impl Pipeline {
                 backend,
                 logs: LogBook::new(objects),
                 build_slots: Arc::new(Semaphore::new(settings.max_parallel_builds.max(1))),
+                running: Mutex::new(HashMap::new()),
                 component_slots: Semaphore::new(settings.max_parallel_components.max(1)),
                 wake: Notify::new(),
             }),
@@ -159,6 +166,52 @@ impl Pipeline {
         self.inner.store.list(app, state, limit).await
     }
 
+    /// Stops a queued or running build: its task is aborted (a publish in flight rolls back
+    /// with its transaction), and it and its unfinished components end as `cancelled`.
+    pub async fn cancel(&self, id: &str, by: &str) -> Result<BuildView, PipelineError> {
+        let reason = format!("cancelled by {by}");
+        let cancelled = self.inner.store.cancel(id, &reason).await?;
+        if let Some(task) = self.inner.running.lock().expect("running builds lock").remove(id) {
+            task.abort();
+        }
+        let build = self.inner.store.get(id).await?;
+        if !cancelled {
+            return Err(PipelineError::WrongState {
+                id: id.into(),
+                state: build.state,
+                action: "cancelled",
+                allowed: "queued or running",
+            });
+        }
+        Ok(build)
+    }
+
+    /// Runs a failed or cancelled build again; components that succeeded keep their images.
+    pub async fn retry(&self, id: &str) -> Result<BuildView, PipelineError> {
+        if !self.inner.store.requeue(id).await? {
+            let build = self.inner.store.get(id).await?;
+            return Err(PipelineError::WrongState {
+                id: id.into(),
+                state: build.state,
+                action: "retried",
+                allowed: "failed or cancelled",
+            });
+        }
+        self.inner.wake.notify_one();
+        self.inner.store.get(id).await
+    }
+
+    /// A live component log: what it has so far and what comes next; `None` when the
+    /// component is not building in this process (read the stored log instead).
+    pub async fn follow_log(
+        &self,
+        id: &str,
+        component: &str,
+    ) -> Result<Option<(Vec<String>, tokio::sync::broadcast::Receiver<String>)>, PipelineError> {
+        self.inner.store.get(id).await?;
+        Ok(self.inner.logs.follow(id, component))
+    }
+
     pub async fn log(&self, id: &str, component: &str) -> Result<Vec<String>, PipelineError> {
         self.inner.store.get(id).await?;
         self.inner.logs.read(id, component).await
@@ -189,16 +242,21 @@ impl Pipeline {
             }
             let pipeline = self.clone();
             let span = tracing::info_span!("build", build = %id);
+            let key = id.clone();
             let run = async move {
                 if let Err(e) = pipeline.run_build(&id).await {
                     tracing::error!(build = %id, error = %e, "build could not be recorded");
                     let reason = format!("internal error: {e}");
                     let _ = pipeline.inner.store.finish(&id, BuildState::Failed, Some(&reason), None).await;
                 }
+                pipeline.inner.running.lock().expect("running builds lock").remove(&id);
                 drop(permit);
                 pipeline.inner.wake.notify_one();
             };
-            tokio::spawn(run.instrument(span));
+            // Held by the map until the build ends or is cancelled; an aborted task drops its
+            // permit with it, so the slot frees either way.
+            let mut running = self.inner.running.lock().expect("running builds lock");
+            running.insert(key, tokio::spawn(run.instrument(span)).abort_handle());
         }
         Ok(())
     }

@@ -13,15 +13,8 @@ use slipway_registry::publish::{ComponentInput, PublishRequest};
 use slipway_registry::version::VersionSpec;
 
 use super::model::{BuildState, BuildView, ComponentSpec, PublishedPackage, SourceRequest, allowed_dir};
-use super::store::ComponentResult;
+use super::store::{BuiltComponent, ComponentResult};
 use super::{Pipeline, PipelineError};
-
-/// A component that built: what goes into its component package.
-struct Built {
-    input: ComponentInput,
-    plugin: String,
-    image: ImageRef,
-}
 
 impl Pipeline {
     pub(super) async fn run_build(&self, id: &str) -> Result<(), PipelineError> {
@@ -29,33 +22,56 @@ impl Pipeline {
         let components = self.inner.store.components(id).await?;
         tracing::info!(app = %build.app, components = components.len(), "build started");
 
-        let runs = components.iter().map(|component| self.run_component(&build, component));
+        let build_ref = &build;
+        let runs = components.iter().map(|(component, kept)| async move {
+            match kept {
+                Some(built) => Ok(built.clone()),
+                None => self.run_component(build_ref, component).await,
+            }
+        });
         let results = futures::future::join_all(runs).await;
 
         let mut inputs = Vec::new();
         let mut failures = Vec::new();
-        for (component, result) in components.iter().zip(results) {
-            match result {
+        for ((component, _), result) in components.iter().zip(results) {
+            let (done, reason) = match &result {
                 Ok(built) => {
-                    let plugin = Some(built.plugin.as_str());
-                    let image = Some(built.image.reference.as_str());
-                    let digest = Some(built.image.digest.as_str());
-                    let done =
-                        ComponentResult { state: BuildState::Succeeded, reason: None, plugin, image, digest };
-                    self.inner.store.finish_component(id, &component.name, done).await?;
-                    inputs.push(built.input);
+                    let image = built.images.first();
+                    let done = ComponentResult {
+                        state: BuildState::Succeeded,
+                        reason: None,
+                        plugin: Some(&built.plugin),
+                        image: image.map(|i| i.reference.as_str()),
+                        digest: image.map(|i| i.digest.as_str()),
+                        built: Some(built),
+                    };
+                    (done, None)
                 }
                 Err(reason) => {
                     let failed = ComponentResult {
                         state: BuildState::Failed,
-                        reason: Some(&reason),
+                        reason: Some(reason),
                         plugin: None,
                         image: None,
                         digest: None,
+                        built: None,
                     };
-                    self.inner.store.finish_component(id, &component.name, failed).await?;
-                    failures.push(format!("{}: {reason}", component.name));
+                    (failed, Some(reason))
                 }
+            };
+            self.inner.store.finish_component(id, &component.name, done).await?;
+            match (result.as_ref(), reason) {
+                (Ok(built), _) => inputs.push(ComponentInput {
+                    component_type: component.component_type.clone(),
+                    component: component.name.clone(),
+                    version: None,
+                    images: built.images.clone(),
+                    parameters: built.parameters.clone(),
+                    plugin: built.plugin.clone(),
+                    files: Default::default(),
+                }),
+                (Err(_), Some(reason)) => failures.push(format!("{}: {reason}", component.name)),
+                (Err(_), None) => unreachable!("a failure always has a reason"),
             }
         }
         if !failures.is_empty() {
@@ -73,7 +89,7 @@ impl Pipeline {
             version: VersionSpec::parse(&build.version)?,
             tags: build.tags.clone(),
             creator: build.requested_by.clone(),
-            source: source_of(&components),
+            source: source_of(components.iter().map(|(spec, _)| spec)),
             components: inputs,
         };
         match self.inner.registry.publish_app_package(request).await {
@@ -90,7 +106,11 @@ impl Pipeline {
     }
 
     /// Builds one component; the error is the reason a person reads.
-    async fn run_component(&self, build: &BuildView, component: &ComponentSpec) -> Result<Built, String> {
+    async fn run_component(
+        &self,
+        build: &BuildView,
+        component: &ComponentSpec,
+    ) -> Result<BuiltComponent, String> {
         let _permit = self.inner.component_slots.acquire().await.map_err(|e| e.to_string())?;
         self.inner
             .store
@@ -111,7 +131,7 @@ impl Pipeline {
         build: &BuildView,
         component: &ComponentSpec,
         log: &BuildLog,
-    ) -> Result<Built, String> {
+    ) -> Result<BuiltComponent, String> {
         let plugins = &self.inner.plugins;
         let subject = json!({ "name": component.name, "path": component.path, "params": component.params });
         let plan = plugins
@@ -149,17 +169,11 @@ impl Pipeline {
             )
             .await
             .map_err(|e| format!("packaging with {triple}: {e}"))?;
-        let image = images.first().cloned().ok_or("the plan built no image")?;
-        let input = ComponentInput {
-            component_type: component.component_type.clone(),
-            component: component.name.clone(),
-            version: None,
-            images,
-            parameters: json!({ "params": component.params, "package": packaged.result }),
-            plugin: triple.to_string(),
-            files: Default::default(),
-        };
-        Ok(Built { input, plugin: triple.to_string(), image })
+        if images.is_empty() {
+            return Err("the plan built no image".into());
+        }
+        let parameters = json!({ "params": component.params, "package": packaged.result });
+        Ok(BuiltComponent { images, parameters, plugin: triple.to_string() })
     }
 
     async fn build_image(
@@ -232,8 +246,8 @@ fn relative_to(path: &str, context: &str) -> Option<String> {
     rest.strip_prefix(context).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
-fn source_of(components: &[ComponentSpec]) -> Source {
-    match components.first().map(|c| &c.source) {
+fn source_of<'a>(mut components: impl Iterator<Item = &'a ComponentSpec>) -> Source {
+    match components.next().map(|c| &c.source) {
         Some(SourceRequest::Git { url, reference }) => {
             Source { repository: url.clone(), commit: reference.clone() }
         }

@@ -1,6 +1,8 @@
 //! Builds and their components as rows: the durable queue. A build is stored before the
 //! API answers 202, so an accepted build survives any crash after that.
 
+use serde::{Deserialize, Serialize};
+use slipway_registry::manifest::ImageRef;
 use sqlx::AnyPool;
 
 use super::PipelineError;
@@ -35,6 +37,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
         plugin TEXT,
         image TEXT,
         digest TEXT,
+        result TEXT,
         PRIMARY KEY (build_id, name)
     )",
 )];
@@ -61,6 +64,16 @@ pub struct ComponentResult<'a> {
     pub plugin: Option<&'a str>,
     pub image: Option<&'a str>,
     pub digest: Option<&'a str>,
+    /// What a retry needs to publish it without building it again.
+    pub built: Option<&'a BuiltComponent>,
+}
+
+/// A succeeded component's package input, kept so a retry reuses it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuiltComponent {
+    pub images: Vec<ImageRef>,
+    pub parameters: serde_json::Value,
+    pub plugin: String,
 }
 
 #[derive(Clone)]
@@ -136,13 +149,84 @@ impl BuildStore {
         Ok(claimed == 1)
     }
 
-    pub async fn components(&self, id: &str) -> Result<Vec<ComponentSpec>, PipelineError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT spec FROM build_components WHERE build_id = $1 ORDER BY position")
-                .bind(id)
-                .fetch_all(&self.db)
-                .await?;
-        rows.into_iter().map(|(spec,)| Ok(serde_json::from_str(&spec)?)).collect()
+    /// The components in order, each with its kept result when an earlier run built it.
+    pub async fn components(
+        &self,
+        id: &str,
+    ) -> Result<Vec<(ComponentSpec, Option<BuiltComponent>)>, PipelineError> {
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT spec, state, result FROM build_components WHERE build_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter()
+            .map(|(spec, state, result)| {
+                let kept = match (state == BuildState::Succeeded.as_str(), result) {
+                    (true, Some(result)) => Some(serde_json::from_str(&result)?),
+                    _ => None,
+                };
+                Ok((serde_json::from_str(&spec)?, kept))
+            })
+            .collect()
+    }
+
+    /// Ends a build that has not finished as cancelled, with its unfinished components.
+    /// False when it had already finished.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<bool, PipelineError> {
+        let mut tx = self.db.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE builds SET state = $1, reason = $2, finished_at_ms = $3 WHERE id = $4 AND state IN ($5, $6)",
+        )
+        .bind(BuildState::Cancelled.as_str())
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .bind(BuildState::Queued.as_str())
+        .bind(BuildState::Running.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE build_components SET state = $1, reason = $2 WHERE build_id = $3 AND state IN ($4, $5)",
+        )
+        .bind(BuildState::Cancelled.as_str())
+        .bind(reason)
+        .bind(id)
+        .bind(BuildState::Queued.as_str())
+        .bind(BuildState::Running.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    /// Queues a failed or cancelled build again; only its components that did not succeed
+    /// will run. False when the build is in another state.
+    pub async fn requeue(&self, id: &str) -> Result<bool, PipelineError> {
+        let mut tx = self.db.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE builds SET state = $1, reason = NULL, finished_at_ms = NULL WHERE id = $2 AND state IN ($3, $4)",
+        )
+        .bind(BuildState::Queued.as_str())
+        .bind(id)
+        .bind(BuildState::Failed.as_str())
+        .bind(BuildState::Cancelled.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE build_components SET state = $1, reason = NULL WHERE build_id = $2 AND state <> $3",
+        )
+        .bind(BuildState::Queued.as_str())
+        .bind(id)
+        .bind(BuildState::Succeeded.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if changed == 1 {
+            tx.commit().await?;
+        }
+        Ok(changed == 1)
     }
 
     pub async fn set_component_state(
@@ -167,16 +251,19 @@ impl BuildStore {
         result: ComponentResult<'_>,
     ) -> Result<(), PipelineError> {
         sqlx::query(
-            "UPDATE build_components SET state = $1, reason = $2, plugin = $3, image = $4, digest = $5
-             WHERE build_id = $6 AND name = $7",
+            "UPDATE build_components SET state = $1, reason = $2, plugin = $3, image = $4, digest = $5, result = $6
+             WHERE build_id = $7 AND name = $8 AND state IN ($9, $10)",
         )
         .bind(result.state.as_str())
         .bind(result.reason)
         .bind(result.plugin)
         .bind(result.image)
         .bind(result.digest)
+        .bind(result.built.map(serde_json::to_string).transpose()?)
         .bind(id)
         .bind(name)
+        .bind(BuildState::Queued.as_str())
+        .bind(BuildState::Running.as_str())
         .execute(&self.db)
         .await?;
         Ok(())
@@ -191,7 +278,7 @@ impl BuildStore {
     ) -> Result<(), PipelineError> {
         sqlx::query(
             "UPDATE builds SET state = $1, reason = $2, finished_at_ms = $3, package_version = $4, package_digest = $5
-             WHERE id = $6",
+             WHERE id = $6 AND state = $7",
         )
         .bind(state.as_str())
         .bind(reason)
@@ -199,6 +286,7 @@ impl BuildStore {
         .bind(package.map(|p| p.version.as_str()))
         .bind(package.map(|p| p.digest.as_str()))
         .bind(id)
+        .bind(BuildState::Running.as_str())
         .execute(&self.db)
         .await?;
         Ok(())
