@@ -285,7 +285,9 @@ impl PluginHost {
         let bytecode = self.bytecode(&script).await?;
         let module = script.module_name();
         let workers = self.inner.config.worker_count();
-        let chunk = calls.len().div_ceil(workers).clamp(1, self.inner.config.max_batch.max(1));
+        // At least two pieces per worker, so the host encodes and decodes one piece while a
+        // worker runs another.
+        let chunk = calls.len().div_ceil(workers * 2).clamp(1, self.inner.config.max_batch.max(1));
         let mut calls = calls.into_iter();
         let mut pieces = Vec::new();
         loop {

@@ -125,13 +125,18 @@ pub enum FailureKind {
     ModuleLoad,
 }
 
-pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+/// A message as one frame: length prefix and JSON.
+pub fn encode_frame<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(256);
     buf.extend_from_slice(&[0; 4]);
     serde_json::to_writer(&mut buf, message)?;
     let len = u32::try_from(buf.len() - 4).map_err(|_| io::Error::other("frame too large"))?;
     buf[..4].copy_from_slice(&len.to_le_bytes());
-    out.write_all(&buf)?;
+    Ok(buf)
+}
+
+pub fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> io::Result<()> {
+    out.write_all(&encode_frame(message)?)?;
     out.flush()
 }
 

@@ -19,7 +19,7 @@ use crate::config::HostConfig;
 use crate::error::{Error, ScriptLocation};
 use crate::protocol::{
     CallResult, FailureKind, Request, RequestRef, Response, RunBatch, ScriptFailure, WorkerLimits,
-    WorkerStats,
+    WorkerStats, encode_frame,
 };
 use crate::triple::{PluginTriple, ScriptKind};
 use process::{RecvError, WorkerProcess};
@@ -152,27 +152,31 @@ impl Pool {
 
     /// Runs every call of the batch; the result list has one entry per call, in order.
     pub async fn run(&self, batch: Batch<'_>) -> Result<Vec<Result<Box<RawValue>, Error>>, Error> {
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         let total = batch.calls.len();
+        let mut request = RunBatch {
+            triple: batch.triple.clone(),
+            file: batch.file.to_owned(),
+            code_hash: batch.code_hash.to_owned(),
+            bytecode: None,
+            function: batch.function.to_owned(),
+            calls: batch.calls,
+            report_each: false,
+        };
+        // Encoded before waiting for a worker, so encoding overlaps the batches running now.
+        let encode = |request: &RunBatch| {
+            encode_frame(&RequestRef::Run(request)).map_err(|e| Error::Worker(e.to_string()))
+        };
+        let mut frame = Some(encode(&request)?);
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         let mut results: Vec<Result<Box<RawValue>, Error>> = Vec::with_capacity(total);
-        let mut remaining = batch.calls;
-        // After a worker is lost with several calls unanswered, the batch is resent with
-        // every call reported, so the next loss names exactly the call that caused it.
-        let mut careful = false;
-        while !remaining.is_empty() {
+        while !request.calls.is_empty() {
             let mut worker = self.checkout().await?;
-            let mut request = RunBatch {
-                triple: batch.triple.clone(),
-                file: batch.file.to_owned(),
-                code_hash: batch.code_hash.to_owned(),
-                bytecode: None,
-                function: batch.function.to_owned(),
-                calls: remaining,
-                report_each: careful,
+            let encoded = match frame.take() {
+                Some(frame) => frame,
+                None => encode(&request)?,
             };
             let done_before = results.len();
-            let outcome = self.drive(&mut worker, &mut request, batch.bytecode, &mut results).await;
-            remaining = request.calls;
+            let outcome = self.drive(&mut worker, &mut request, &encoded, batch.bytecode, &mut results).await;
             let answered = results.len() - done_before;
             let Err(stop) = outcome else {
                 self.checkin(worker);
@@ -180,9 +184,11 @@ impl Pool {
             };
             worker.kill().await;
             metrics::counter!("slipway_plugin_workers_replaced_total").increment(1);
-            remaining.drain(..answered);
-            if remaining.len() > 1 && !careful {
-                careful = true;
+            request.calls.drain(..answered);
+            // After a worker is lost with several calls unanswered, the rest is resent with
+            // every call reported, so the next loss names exactly the call that caused it.
+            if request.calls.len() > 1 && !request.report_each {
+                request.report_each = true;
                 continue;
             }
             let error = match stop {
@@ -200,8 +206,8 @@ impl Pool {
             };
             tracing::warn!(triple = %batch.triple, function = batch.function, %error, "plugin worker replaced");
             results.push(Err(error));
-            remaining.drain(..1);
-            careful = false;
+            request.calls.drain(..1);
+            request.report_each = false;
         }
         Ok(results)
     }
@@ -211,11 +217,12 @@ impl Pool {
         &self,
         worker: &mut WorkerProcess,
         request: &mut RunBatch,
+        frame: &[u8],
         bytecode: &[u8],
         results: &mut Vec<Result<Box<RawValue>, Error>>,
     ) -> Result<(), RecvError> {
         let died = |e: std::io::Error| RecvError::Died(e.to_string());
-        worker.send(&RequestRef::Run(request)).await.map_err(died)?;
+        worker.send_encoded(frame).await.map_err(died)?;
         loop {
             match worker.recv(self.stall_deadline).await? {
                 Response::NeedCode => {

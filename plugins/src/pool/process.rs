@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::protocol::{MAX_FRAME_BYTES, Response, WorkerLimits};
+use crate::protocol::{MAX_FRAME_BYTES, Response, WorkerLimits, encode_frame};
 
 pub struct WorkerProcess {
     child: Child,
@@ -47,12 +47,12 @@ impl WorkerProcess {
     }
 
     pub async fn send<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; 4]);
-        serde_json::to_writer(&mut self.buf, message)?;
-        let len = u32::try_from(self.buf.len() - 4).map_err(|_| io::Error::other("request too large"))?;
-        self.buf[..4].copy_from_slice(&len.to_le_bytes());
-        self.stdin.write_all(&self.buf).await?;
+        self.send_encoded(&encode_frame(message)?).await
+    }
+
+    /// Sends a frame made by [`encode_frame`].
+    pub async fn send_encoded(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.stdin.write_all(frame).await?;
         self.stdin.flush().await
     }
 
