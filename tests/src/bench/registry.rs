@@ -1,0 +1,213 @@
+//! `registry`: 100,000 app packages (1,000 apps × 100 versions, 5 tags each), then the tag
+//! query "all of two tags, latest" through the HTTP API with many concurrent clients, the
+//! publish rate through the HTTP API, and the resident-memory growth of the process while a
+//! 1 GB package is uploaded and downloaded.
+//!
+//! Seeding: a sample is published through `POST /v1/apps/{app}/packages` to measure
+//! `publish_per_s`; the rest goes through the same crate function that handler calls
+//! (`Registry::publish_app_package`), concurrently, to save the HTTP overhead. Server and
+//! clients share this process and its 2 cores, so the figures are conservative.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use slipway_registry::manifest::Source;
+use slipway_registry::publish::{ComponentInput, PublishRequest};
+use slipway_registry::version::VersionSpec;
+
+use crate::server::TestServer;
+
+const VERSIONS_PER_APP: u64 = 100;
+const CONNECTIONS: usize = 64;
+const HTTP_SAMPLE: u64 = 1_000;
+const SEED_TASKS: usize = 8;
+const QUERY: &str = "tags=stable,t0&latest=true";
+
+pub async fn run(quick: bool) -> anyhow::Result<Value> {
+    let apps: u64 = if quick { 20 } else { 1_000 };
+    let query_time = Duration::from_secs(if quick { 5 } else { 20 });
+    let transfer_bytes: u64 = if quick { 128 << 20 } else { 1 << 30 };
+    let server =
+        TestServer::start_with(|c| c.database.max_connections = 8, slipway_server::router::app).await;
+    let client = server.client();
+
+    let sample = HTTP_SAMPLE.min(apps * VERSIONS_PER_APP / 4);
+    eprintln!("registry: publishing {sample} packages through HTTP");
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..SEED_TASKS {
+        let (client, next, base) = (client.clone(), next.clone(), server.url(""));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= sample {
+                    return anyhow::Ok(());
+                }
+                let (app, version) = (n % apps, n / apps);
+                let body = publish_body(version);
+                let response =
+                    client.post(format!("{base}/v1/apps/app-{app}/packages")).json(&body).send().await?;
+                anyhow::ensure!(response.status() == 201, "publish answered {}", response.status());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let publish_per_s = sample as f64 / started.elapsed().as_secs_f64();
+
+    let total = apps * VERSIONS_PER_APP;
+    eprintln!(
+        "registry: seeding the other {} packages through Registry::publish_app_package",
+        total - sample
+    );
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(sample));
+    let mut tasks = Vec::new();
+    for _ in 0..SEED_TASKS {
+        let (registry, next) = (server.state.registry.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return anyhow::Ok(());
+                }
+                let (app, version) = (n % apps, n / apps);
+                registry.publish_app_package(publish_request(&format!("app-{app}"), version)).await?;
+                if n % 10_000 == 0 {
+                    eprintln!("registry: {n} packages");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    eprintln!("registry: seeded in {:.0?}", started.elapsed());
+
+    eprintln!("registry: `{QUERY}` with {CONNECTIONS} connections for {query_time:?}");
+    let auth = format!("Bearer {}", server.admin_token);
+    query_load(server.addr, &auth, apps, Duration::from_secs(1)).await?;
+    let started = Instant::now();
+    let histogram = query_load(server.addr, &auth, apps, query_time).await?;
+    let queries_per_s = histogram.len() as f64 / started.elapsed().as_secs_f64();
+
+    eprintln!("registry: {} MB upload and download", transfer_bytes >> 20);
+    let transfer_mem_growth_mb = super::registry_transfer::measure(&server, &client, transfer_bytes).await?;
+
+    Ok(json!({
+        "bench": "registry",
+        "packages": total,
+        "query_p50_ms": histogram.value_at_quantile(0.50) as f64 / 1000.0,
+        "query_p99_ms": histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        "queries_per_s": queries_per_s.round(),
+        "publish_per_s": publish_per_s.round(),
+        "transfer_mem_growth_mb": transfer_mem_growth_mb,
+        "transfer_bytes": transfer_bytes,
+        "http_publish_sample": sample,
+        "connections": CONNECTIONS,
+    }))
+}
+
+/// Five tags per version: `stable`/`beta` alternate, `t0..t2`, `r0..r3`, `w0..w9`, and one
+/// unique `b<n>`; so "stable and t0" matches every sixth version.
+fn tags(version: u64) -> Vec<String> {
+    let channel = if version % 2 == 0 { "stable" } else { "beta" };
+    vec![
+        channel.into(),
+        format!("t{}", version % 3),
+        format!("r{}", version % 4),
+        format!("w{}", version % 10),
+        format!("b{version}"),
+    ]
+}
+
+fn publish_body(version: u64) -> Value {
+    json!({
+        "version": format!("1.{}.0", version),
+        "tags": tags(version),
+        "components": [{ "component_type": "helm", "component": "web", "plugin": "component/helm/1", "files": { "values.yaml": "replicas: 2\n" } }],
+    })
+}
+
+fn publish_request(app: &str, version: u64) -> PublishRequest {
+    PublishRequest {
+        app: app.into(),
+        version: VersionSpec::parse(&format!("1.{version}.0")).expect("a valid version"),
+        tags: tags(version),
+        creator: "bench".into(),
+        source: Source::default(),
+        components: vec![ComponentInput {
+            component_type: "helm".into(),
+            component: "web".into(),
+            version: None,
+            images: vec![],
+            parameters: json!({}),
+            plugin: "component/helm/1".into(),
+            files: [("values.yaml".to_owned(), b"replicas: 2\n".to_vec())].into(),
+        }],
+    }
+}
+
+/// `CONNECTIONS` keep-alive clients asking for the latest "stable and t0" package of a
+/// random app, back to back; returns the merged latency histogram in microseconds.
+async fn query_load(
+    addr: std::net::SocketAddr,
+    auth: &str,
+    apps: u64,
+    duration: Duration,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    let deadline = Instant::now() + duration;
+    let mut clients = Vec::with_capacity(CONNECTIONS);
+    for c in 0..CONNECTIONS {
+        let auth = auth.to_owned();
+        clients.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
+            let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut app = c as u64 * 7919;
+            while Instant::now() < deadline {
+                app = (app * 6364136223846793005 + 1442695040888963407) % apps.max(1);
+                let path = format!("/v1/apps/app-{app}/packages?{QUERY}");
+                let request = Request::get(path)
+                    .header("host", "bench")
+                    .header("authorization", &auth)
+                    .body(Empty::<Bytes>::new())?;
+                let sent = Instant::now();
+                let response = sender.send_request(request).await?;
+                anyhow::ensure!(response.status().is_success(), "query answered {}", response.status());
+                response.into_body().collect().await?;
+                histogram.record(sent.elapsed().as_micros() as u64)?;
+            }
+            anyhow::Ok(histogram)
+        }));
+    }
+    let mut merged = hdrhistogram::Histogram::<u64>::new(3)?;
+    for client in clients {
+        merged.add(client.await.context("query client")??)?;
+    }
+    Ok(merged)
+}
+
+/// Reads `/proc/self/status` VmRSS in kilobytes.
+pub(super) fn rss_kb() -> u64 {
+    let mut status = String::new();
+    let _ = std::fs::File::open("/proc/self/status").and_then(|mut f| f.read_to_string(&mut status));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
