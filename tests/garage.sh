@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A single-node Garage S3 server on loopback for the registry's storage tests.
 #
-#   eval "$(tests/garage.sh start)"   # starts it; prints the SLIPWAY_TEST_S3_* variables
+#   eval "$(tests/garage.sh start [DIR])"   # starts it (data in DIR or a new temp dir);
+#                                          # prints the SLIPWAY_TEST_S3_* variables
 #   tests/garage.sh stop              # stops the node those variables describe, removes its data
 #
 # `start` writes a config with fresh secrets and free ports into a temporary directory,
@@ -15,8 +16,8 @@ free_port() {
 
 start() {
     command -v garage >/dev/null || { echo "garage is not on PATH (cargo install garage --locked)" >&2; exit 1; }
-    local dir rpc s3 admin bucket=slipway
-    dir=$(mktemp -d /tmp/slipway-garage.XXXXXX)
+    local dir=${1:-} rpc s3 admin bucket=slipway
+    if [ -n "$dir" ]; then mkdir -p "$dir"; else dir=$(mktemp -d /tmp/slipway-garage.XXXXXX); fi
     rpc=$(free_port) s3=$(free_port) admin=$(free_port)
     cat >"$dir/garage.toml" <<EOF
 metadata_dir = "$dir/meta"
@@ -78,7 +79,7 @@ stop() {
 }
 
 case "${1:-}" in
-    start) start ;;
+    start) start "${2:-}" ;;
     stop) stop ;;
     *) echo "usage: $0 start|stop" >&2; exit 2 ;;
 esac

@@ -99,6 +99,17 @@ if ! skopeo inspect --tls-verify=false "docker://$SLIPWAY_TEST_BASE_IMAGE" >/dev
     "$docker" push "$SLIPWAY_TEST_BASE_IMAGE" >/dev/null
 fi
 
+# --- registry (issue 6): a single-node Garage S3 server for the registry's storage tests.
+# `cargo install garage` compiles for a long while, so it runs only when garage is missing.
+if ! command -v garage >/dev/null; then
+    step "installing garage (cargo install, slow the first time)"
+    cargo install garage --locked --quiet
+fi
+step "starting garage"
+eval "$(tests/garage.sh start "$work/garage")"
+started+=("$SLIPWAY_TEST_GARAGE_PID")
+# --- end registry
+
 # --- The tests ---------------------------------------------------------------------------
 step "running the workspace tests"
 if command -v cargo-nextest >/dev/null; then
