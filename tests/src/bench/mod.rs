@@ -3,18 +3,20 @@
 
 mod api;
 mod builder;
+mod plugins;
 mod registry;
 mod registry_transfer;
 
 use serde_json::Value;
 
 /// Every benchmark by name, for `--help` and dispatch.
-pub const NAMES: &[&str] = &["api", "builder", "registry"];
+pub const NAMES: &[&str] = &["api", "builder", "plugins", "registry"];
 
 pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
     match name {
         "api" => api::run(quick).await,
         "builder" => builder::run(quick).await,
+        "plugins" => plugins::run(quick).await,
         "registry" => registry::run(quick).await,
         other => anyhow::bail!("unknown benchmark `{other}`; known: {}", NAMES.join(", ")),
     }

@@ -1,0 +1,232 @@
+//! `plugins`: calls per second through the public plugin host API of the built-in
+//! `status/http` check and of `status/k8s-deployment` on a realistic Deployment, with one
+//! worker and with one per core; p99 latency of a single call; cold load of a 50 KB script;
+//! heap per script runtime. Every round changes every observation, so the unchanged-
+//! observation shortcut never answers and every figure is a script run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use slipway_plugins::{CheckInput, HostConfig, PluginHost, ScriptKind, pack_package};
+use slipway_server::config::Config;
+use slipway_server::storage::{open_database, open_object_store};
+
+const INSTANCES: usize = 2000;
+const LATENCY_CALLS: usize = 5000;
+const DEPLOYMENT: &str = include_str!("../../../plugins/tests/fixtures/k8s/deployment-healthy.json");
+const K8S_RULES: &str = include_str!("../../../plugins/builtin/status/k8s-rules.js");
+
+pub async fn run(quick: bool) -> anyhow::Result<Value> {
+    let window = if quick { Duration::from_secs(3) } else { Duration::from_secs(10) };
+    let dir = tempfile::tempdir()?;
+    let config = Config { data_dir: dir.path().into(), ..Config::default() };
+    let db = open_database(&config).await?;
+    let objects = open_object_store(&config)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let one =
+        PluginHost::open(db.clone(), objects.clone(), HostConfig { workers: 1, ..HostConfig::default() })
+            .await?;
+    install_naive_peer(&one).await?;
+    let deployment: Value = serde_json::from_str(DEPLOYMENT)?;
+    let deployment_bytes = serde_json::to_vec(&deployment)?.len();
+
+    eprintln!("plugins: status/http, 1 worker, {window:?}");
+    let http_1 = throughput(&one, "http", 1, window, http_inputs).await?;
+    eprintln!("plugins: status/k8s-deployment ({deployment_bytes} B object), 1 worker, {window:?}");
+    let k8s_1 =
+        throughput(&one, "k8s-deployment", 1, window, |round, i| k8s_inputs(&deployment, round, i, false))
+            .await?;
+    let stats = one.worker_stats().await?;
+    eprintln!("plugins: naive peer (object handed over as JSON text, JSON.parse in the script), 1 worker");
+    let naive_1 = throughput(&one, "bench-naive-deployment", 1, window, |round, i| {
+        k8s_inputs(&deployment, round, i, true)
+    })
+    .await?;
+    eprintln!("plugins: p99 of {LATENCY_CALLS} single calls");
+    let (p50_us, p99_us) = latency(&one).await?;
+    eprintln!("plugins: cold load of a 50 KB script");
+    let (compile_ms, first_call_ms) = cold_load(&one).await?;
+    drop(one);
+
+    let all = PluginHost::open(db, objects, HostConfig { workers: cores, ..HostConfig::default() }).await?;
+    eprintln!("plugins: status/http, {cores} workers, {window:?}");
+    let http_all = throughput(&all, "http", cores, window, http_inputs).await?;
+
+    Ok(json!({
+        "bench": "plugins",
+        "http_calls_per_s_1core": http_1.per_s.round(),
+        "k8s_deployment_calls_per_s_1core": k8s_1.per_s.round(),
+        "http_calls_per_s_all_cores": http_all.per_s.round(),
+        "p99_us": p99_us,
+        "cold_load_ms": compile_ms + first_call_ms,
+        "runtime_mem_bytes": stats.heap_bytes / stats.runtimes.max(1) as i64,
+        "p50_us": p50_us,
+        "cold_compile_ms": compile_ms,
+        "cold_first_call_ms": first_call_ms,
+        "naive_json_parse_k8s_deployment_calls_per_s_1core": naive_1.per_s.round(),
+        "k8s_deployment_vs_naive_ratio": (k8s_1.per_s / naive_1.per_s * 100.0).round() / 100.0,
+        "http_calls_per_cpu_s_1worker": http_1.per_cpu_s.round(),
+        "k8s_deployment_calls_per_cpu_s_1worker": k8s_1.per_cpu_s.round(),
+        "deployment_object_bytes": deployment_bytes,
+        "cores": cores,
+    }))
+}
+
+/// The peer the issue compares against: the same rules, but the script gets the object as
+/// JSON text and parses it itself.
+async fn install_naive_peer(host: &PluginHost) -> anyhow::Result<()> {
+    let source = format!(
+        "{K8S_RULES}\nexport function check(instance, text) {{\n  return k8sHealth({{ object: JSON.parse(text), error: null }}, \"Deployment\");\n}}\n"
+    );
+    let manifest = "[package]\nname = \"bench-naive\"\nversion = \"1.0.0\"\n\n[[scripts]]\nkind = \"status\"\nname = \"bench-naive-deployment\"\nrevision = 1\nfile = \"naive.js\"\n";
+    host.install_package(pack_package(&[
+        ("plugin.toml", manifest.as_bytes()),
+        ("naive.js", source.as_bytes()),
+    ]))
+    .await?;
+    Ok(())
+}
+
+fn http_inputs(round: usize, i: usize) -> CheckInput {
+    let latency = (round * 31 + i) % 97 + 1;
+    CheckInput {
+        instance_id: format!("web-{i}"),
+        instance: json!({"params": {"expect_status": [200], "json": [{"path": "status", "equals": "ok"}]}}),
+        observation: json!({
+            "http": {
+                "status": 200,
+                "headers": {"content-type": "application/json", "content-length": "15", "server": "envoy"},
+                "body": "{\"status\":\"ok\"}",
+                "json": {"status": "ok"},
+                "latency_ms": latency,
+            },
+            "error": null,
+        }),
+    }
+}
+
+fn k8s_inputs(deployment: &Value, round: usize, i: usize, as_text: bool) -> CheckInput {
+    let mut object = deployment.clone();
+    object["metadata"]["name"] = json!(format!("checkout-{i}"));
+    object["metadata"]["resourceVersion"] = json!((round * 100_000 + i).to_string());
+    let observation =
+        if as_text { Value::String(object.to_string()) } else { json!({"object": object, "error": null}) };
+    CheckInput { instance_id: format!("deploy-{i}"), instance: json!({}), observation }
+}
+
+struct Throughput {
+    per_s: f64,
+    per_cpu_s: f64,
+}
+
+/// Judges `INSTANCES` instances per round from `tasks` concurrent callers until `window`
+/// of batch time has passed. Building the inputs is not timed.
+async fn throughput(
+    host: &PluginHost,
+    check: &str,
+    tasks: usize,
+    window: Duration,
+    input: impl Fn(usize, usize) -> CheckInput + Copy,
+) -> anyhow::Result<Throughput> {
+    let per_task = INSTANCES / tasks;
+    // Warm-up round: loads the runtime in each worker.
+    let warm: Vec<CheckInput> = (0..INSTANCES).map(|i| input(usize::MAX / 2, i)).collect();
+    host.check_batch(check, warm).await?;
+    let cpu_before = cpu_seconds();
+    let mut calls = 0usize;
+    let mut busy = Duration::ZERO;
+    let mut round = 0;
+    while busy < window {
+        let batches: Vec<Vec<CheckInput>> =
+            (0..tasks).map(|t| (0..per_task).map(|i| input(round, t * per_task + i)).collect()).collect();
+        let started = Instant::now();
+        let runs: Vec<_> = batches
+            .into_iter()
+            .map(|batch| {
+                let host = host.clone();
+                let check = check.to_owned();
+                tokio::spawn(async move { host.check_batch(&check, batch).await })
+            })
+            .collect();
+        for run in runs {
+            for verdict in run.await.context("batch task")?? {
+                verdict?;
+                calls += 1;
+            }
+        }
+        busy += started.elapsed();
+        round += 1;
+    }
+    let cpu = cpu_seconds() - cpu_before;
+    let per_s = calls as f64 / busy.as_secs_f64();
+    eprintln!(
+        "  {calls} calls in {busy:.2?}: {per_s:.0}/s; {cpu:.2} CPU s (host and workers, input building included)"
+    );
+    Ok(Throughput { per_s, per_cpu_s: calls as f64 / cpu })
+}
+
+/// p50 and p99 in microseconds of single `call`s of `status/http`, one after another.
+async fn latency(host: &PluginHost) -> anyhow::Result<(u64, u64)> {
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
+    for i in 0..LATENCY_CALLS + 500 {
+        let input = http_inputs(i, 0);
+        let started = Instant::now();
+        host.call(ScriptKind::Status, "http", None, "check", vec![input.instance, input.observation]).await?;
+        if i >= 500 {
+            histogram.record(started.elapsed().as_micros() as u64)?;
+        }
+    }
+    Ok((histogram.value_at_quantile(0.5), histogram.value_at_quantile(0.99)))
+}
+
+/// Install (compile and validate in a worker) and first call of a fresh 50 KB script.
+async fn cold_load(host: &PluginHost) -> anyhow::Result<(f64, f64)> {
+    let mut source = String::from(
+        "export function check(instance, observation) {\n  return { status: 'healthy', reason: String(rule0(1)) };\n}\n",
+    );
+    let mut i = 0;
+    while source.len() < 50 * 1024 {
+        source.push_str(&format!(
+            "function rule{i}(x) {{\n  const table = {{ a: {i}, b: 'rule {i}', c: [1, 2, 3] }};\n  return x > {i} ? table.a + x : table.c.length + x;\n}}\n"
+        ));
+        i += 1;
+    }
+    let manifest = "[package]\nname = \"bench-cold\"\nversion = \"1.0.0\"\n\n[[scripts]]\nkind = \"status\"\nname = \"bench-cold\"\nrevision = 1\nfile = \"cold.js\"\n";
+    let package = pack_package(&[("plugin.toml", manifest.as_bytes()), ("cold.js", source.as_bytes())]);
+    let started = Instant::now();
+    host.install_package(package).await?;
+    let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let started = Instant::now();
+    host.call(ScriptKind::Status, "bench-cold", None, "check", vec![json!({}), json!({})]).await?;
+    let first_call_ms = started.elapsed().as_secs_f64() * 1000.0;
+    eprintln!("  {} bytes: install {compile_ms:.1} ms, first call {first_call_ms:.1} ms", source.len());
+    Ok(((compile_ms * 10.0).round() / 10.0, (first_call_ms * 10.0).round() / 10.0))
+}
+
+/// CPU seconds used so far by this process and its live children (the workers).
+fn cpu_seconds() -> f64 {
+    let me = std::process::id().to_string();
+    let mut ticks = stat_ticks("self").map_or(0, |(t, _)| t);
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some((t, parent)) = stat_ticks(&name) {
+                if parent == me {
+                    ticks += t;
+                }
+            }
+        }
+    }
+    ticks as f64 / 100.0
+}
+
+/// utime + stime (clock ticks) and the parent pid of a process.
+fn stat_ticks(pid: &str) -> Option<(u64, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((ticks, fields.get(1)?.to_string()))
+}
