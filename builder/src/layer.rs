@@ -51,7 +51,19 @@ pub struct LayerBlob {
 
 /// Writes `entries` as a tar with every mtime set to `mtime`.
 pub fn write_tar(entries: &[LayerEntry], mtime: u64) -> Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::with_capacity(1 << 20));
+    // Sizing the buffer once avoids re-copying a large layer while it grows.
+    let data: u64 = entries
+        .iter()
+        .map(|e| match &e.content {
+            Content::File(path) => {
+                std::fs::symlink_metadata(path).map_or(0, |m| m.len().next_multiple_of(512))
+            }
+            Content::Inline(bytes) => (bytes.len() as u64).next_multiple_of(512),
+            _ => 0,
+        })
+        .sum();
+    let capacity = data as usize + entries.len() * 1536 + 1024;
+    let mut builder = tar::Builder::new(Vec::with_capacity(capacity));
     for entry in entries {
         append(&mut builder, entry, mtime)?;
     }
@@ -71,7 +83,8 @@ fn append(builder: &mut tar::Builder<Vec<u8>>, entry: &LayerEntry, mtime: u64) -
             let len = file.metadata().map_err(Error::io(source))?.len();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(len);
-            builder.append_data(&mut header, &entry.path, file).map_err(io)
+            let reader = std::io::BufReader::with_capacity(1 << 20, file);
+            builder.append_data(&mut header, &entry.path, reader).map_err(io)
         }
         Content::Inline(data) => {
             header.set_entry_type(tar::EntryType::Regular);
