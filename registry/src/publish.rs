@@ -41,6 +41,21 @@ pub struct ComponentInput {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
+impl ComponentInput {
+    /// A component with no images, parameters `{}`, no files, and the app's version.
+    pub fn new(component_type: &str, component: &str, plugin: &str) -> Self {
+        Self {
+            component_type: component_type.into(),
+            component: component.into(),
+            version: None,
+            images: Vec::new(),
+            parameters: Value::Object(Default::default()),
+            plugin: plugin.into(),
+            files: BTreeMap::new(),
+        }
+    }
+}
+
 /// Everything an app package is made from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublishRequest {

@@ -93,15 +93,9 @@ impl Registry {
 
     /// The recorded deletions of `app`, newest first.
     pub async fn deletions(&self, app: &str, limit: u32) -> Result<Vec<Deletion>> {
-        names::check_app(app)?;
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT version, digest, reason, actor, at_ms FROM registry_deletions
-             WHERE app = $1 ORDER BY at_ms DESC, id DESC LIMIT $2",
-        )
-        .bind(app)
-        .bind(i64::from(limit))
-        .fetch_all(&self.db)
-        .await?;
+        let sql = "SELECT version, digest, reason, actor, at_ms FROM registry_deletions
+                   WHERE app = $1 ORDER BY at_ms DESC, id DESC LIMIT $2";
+        let rows = crate::tags::recent_rows(&self.db, sql, app, limit).await?;
         Ok(rows
             .into_iter()
             .map(|(version, digest, reason, actor, at_ms)| Deletion {

@@ -44,11 +44,7 @@ impl Registry {
     /// Adds `tag` to `version` of `app`; for an exclusive tag, in the same transaction,
     /// removes it from whichever version held it.
     pub async fn add_tag(&self, app: &str, version: &str, tag: &str, actor: &str) -> Result<TagChange> {
-        names::check_tag(tag)?;
-        names::check_actor(actor)?;
-        let mut tx = self.db.begin().await?;
-        lock_tag(&mut tx, app, tag).await?;
-        let (key, version) = package_key(&mut tx, app, version).await?;
+        let (mut tx, key, version) = self.begin_tag_change(app, version, tag, actor).await?;
         let change = apply_tag(&mut tx, app, &key, &version, tag, actor).await?;
         tx.commit().await?;
         Ok(change)
@@ -56,14 +52,26 @@ impl Registry {
 
     /// Removes `tag` from `version`; returns whether the version had it.
     pub async fn remove_tag(&self, app: &str, version: &str, tag: &str, actor: &str) -> Result<bool> {
+        let (mut tx, key, version) = self.begin_tag_change(app, version, tag, actor).await?;
+        let removed = delete_tag(&mut tx, app, &key, &version, tag, actor).await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Checks the input, opens the transaction with the tag's lock and finds the package.
+    async fn begin_tag_change(
+        &self,
+        app: &str,
+        version: &str,
+        tag: &str,
+        actor: &str,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, String, String)> {
         names::check_tag(tag)?;
         names::check_actor(actor)?;
         let mut tx = self.db.begin().await?;
         lock_tag(&mut tx, app, tag).await?;
         let (key, version) = package_key(&mut tx, app, version).await?;
-        let removed = delete_tag(&mut tx, app, &key, &version, tag, actor).await?;
-        tx.commit().await?;
-        Ok(removed)
+        Ok((tx, key, version))
     }
 
     /// Marks `tag` exclusive in `app` (at most one version holds it after the next `PUT`),
@@ -114,20 +122,26 @@ impl Registry {
 
     /// The tag changes of `app`, newest first.
     pub async fn tag_events(&self, app: &str, limit: u32) -> Result<Vec<TagEvent>> {
-        names::check_app(app)?;
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT tag, version, action, actor, at_ms FROM registry_tag_events
-             WHERE app = $1 ORDER BY at_ms DESC, id DESC LIMIT $2",
-        )
-        .bind(app)
-        .bind(i64::from(limit))
-        .fetch_all(&self.db)
-        .await?;
+        let sql = "SELECT tag, version, action, actor, at_ms FROM registry_tag_events
+                   WHERE app = $1 ORDER BY at_ms DESC, id DESC LIMIT $2";
+        let rows = recent_rows(&self.db, sql, app, limit).await?;
         Ok(rows
             .into_iter()
             .map(|(tag, version, action, actor, at_ms)| TagEvent { tag, version, action, actor, at_ms })
             .collect())
     }
+}
+
+/// The newest `limit` rows of an app's record table (tag events, deletions): four text
+/// columns and a time.
+pub(crate) async fn recent_rows(
+    db: &sqlx::AnyPool,
+    sql: &'static str,
+    app: &str,
+    limit: u32,
+) -> Result<Vec<(String, String, String, String, i64)>> {
+    names::check_app(app)?;
+    Ok(sqlx::query_as(sql).bind(app).bind(i64::from(limit)).fetch_all(db).await?)
 }
 
 /// The version key and published version string of `version` in `app`, or not found.

@@ -147,13 +147,8 @@ fn publish_request(app: &str, version: u64) -> PublishRequest {
         creator: "bench".into(),
         source: Source::default(),
         components: vec![ComponentInput {
-            component_type: "helm".into(),
-            component: "web".into(),
-            version: None,
-            images: vec![],
-            parameters: json!({}),
-            plugin: "component/helm/1".into(),
             files: [("values.yaml".to_owned(), b"replicas: 2\n".to_vec())].into(),
+            ..ComponentInput::new("helm", "web", "component/helm/1")
         }],
     }
 }

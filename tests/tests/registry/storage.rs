@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use object_store::ObjectStoreExt;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use slipway_registry::archive::digest_of;
 use slipway_registry::manifest::Source;
 use slipway_registry::publish::{ComponentInput, PublishRequest, build_package};
@@ -29,13 +29,8 @@ pub fn package_bytes(app: &str, version: &str, payload: usize) -> Bytes {
         creator: "client".into(),
         source: Source::default(),
         components: vec![ComponentInput {
-            component_type: "helm".into(),
-            component: "web".into(),
-            version: None,
-            images: vec![],
-            parameters: json!({}),
-            plugin: "component/helm/1".into(),
             files: BTreeMap::from([("blob.bin".to_owned(), incompressible(payload))]),
+            ..ComponentInput::new("helm", "web", "component/helm/1")
         }],
     };
     build_package(&request, &version, 1_700_000_000_000).bytes
