@@ -19,7 +19,10 @@ use crate::scheduler::{Job, Scheduler, Verdict};
 /// How often the dispatcher looks at the wheel (its resolution).
 const DISPATCH_EVERY: Duration = Duration::from_millis(100);
 /// Most results judged in one batch.
-const MAX_JUDGE_BATCH: usize = 8_192;
+const MAX_JUDGE_BATCH: usize = 2_048;
+/// A batch the plugin host has not judged by then is answered `unknown`, so a stuck
+/// worker cannot hold instances in flight (and off the schedule) forever.
+const JUDGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Monotonic milliseconds since the service started (never zero), for the scheduler.
 #[derive(Debug, Clone, Copy)]
@@ -151,19 +154,33 @@ impl Runner {
                     observation,
                 })
                 .collect();
-            let judged: Vec<(Health, String)> = match self.plugins.check_batch(&plugin, inputs).await {
-                Ok(results) => results
-                    .into_iter()
-                    .map(|r| match r {
-                        Ok(v) => (v.status.into(), v.reason),
-                        Err(e) => (Health::Unknown, format!("status plugin failed: {e}")),
-                    })
-                    .collect(),
-                Err(e) => {
-                    let reason = format!("status plugin status/{plugin} failed: {e}");
-                    keys.iter().map(|_| (Health::Unknown, reason.clone())).collect()
-                }
-            };
+            let judged: Vec<(Health, String)> =
+                match tokio::time::timeout(JUDGE_TIMEOUT, self.plugins.check_batch(&plugin, inputs)).await {
+                    Err(_) => {
+                        let reason =
+                            format!("status plugin status/{plugin} gave no verdict within {JUDGE_TIMEOUT:?}");
+                        keys.iter().map(|_| (Health::Unknown, reason.clone())).collect()
+                    }
+                    Ok(Ok(results)) if results.len() == keys.len() => results
+                        .into_iter()
+                        .map(|r| match r {
+                            Ok(v) => (v.status.into(), v.reason),
+                            Err(e) => (Health::Unknown, format!("status plugin failed: {e}")),
+                        })
+                        .collect(),
+                    Ok(Ok(results)) => {
+                        let reason = format!(
+                            "status plugin status/{plugin} answered {} of {} checks",
+                            results.len(),
+                            keys.len()
+                        );
+                        keys.iter().map(|_| (Health::Unknown, reason.clone())).collect()
+                    }
+                    Ok(Err(e)) => {
+                        let reason = format!("status plugin status/{plugin} failed: {e}");
+                        keys.iter().map(|_| (Health::Unknown, reason.clone())).collect()
+                    }
+                };
             verdicts.extend(keys.into_iter().zip(judged).map(|((index, generation), (health, reason))| {
                 Verdict { index, generation, health, reason }
             }));

@@ -129,6 +129,7 @@ impl CheckSchedule {
             self.flapping = self.history.is_flapping(self.flapping, config.flapping);
         }
         let tight = ms(config.tight);
+        let was_below_ceiling = self.interval_ms < ms(config.ceiling);
         if current.is_anomalous() || self.flapping {
             self.healthy_streak = 0;
             self.interval_ms = tight;
@@ -140,7 +141,16 @@ impl CheckSchedule {
                 tight
             };
         }
-        Decision { delay_ms: self.jittered(config, jitter_seed), changed, flapping: self.flapping }
+        let reached_ceiling = was_below_ceiling && self.interval_ms >= ms(config.ceiling);
+        let delay_ms = if reached_ceiling && config.jitter_pct > 0 {
+            // First step onto the ceiling: a phase drawn from the whole period, so
+            // instances registered together do not keep checking together in waves.
+            let (tight, ceiling) = (u64::from(tight), u64::from(ms(config.ceiling)));
+            tight + mix(jitter_seed) % (ceiling - tight + 1)
+        } else {
+            self.jittered(config, jitter_seed)
+        };
+        Decision { delay_ms, changed, flapping: self.flapping }
     }
 
     /// Jitter only ever shortens the tight interval (an anomaly is re-checked within it)
@@ -280,6 +290,24 @@ mod tests {
             let mut copy = s;
             let d = copy.on_result(&c, Some(Health::Healthy), Health::Healthy, seed).delay_ms;
             assert!((CEILING..=330_000).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn the_first_step_onto_the_ceiling_draws_a_phase_from_the_whole_period() {
+        let c = ScheduleConfig::default();
+        let first: Vec<u64> = (0..1_000)
+            .map(|seed| {
+                let mut s = CheckSchedule::new(&c);
+                delays(&c, &mut s, &[Health::Healthy; 7]);
+                assert_eq!(s.interval().as_millis() as u64, 160_000);
+                s.on_result(&c, Some(Health::Healthy), Health::Healthy, seed).delay_ms
+            })
+            .collect();
+        assert!(first.iter().all(|d| (TIGHT..=CEILING).contains(d)));
+        for bucket in 0..3 {
+            let n = first.iter().filter(|&&d| (d - TIGHT) * 3 / (CEILING - TIGHT + 1) == bucket).count();
+            assert!((250..420).contains(&n), "third {bucket}: {n}");
         }
     }
 

@@ -34,7 +34,7 @@ fn plan(quick: bool) -> Plan {
             instances: 10_000,
             tight: Duration::from_secs(1),
             ceiling: Duration::from_secs(12),
-            burst_window: Duration::from_secs(6),
+            burst_window: Duration::from_secs(16),
             batch_gets: 40,
         }
     } else {
@@ -42,7 +42,7 @@ fn plan(quick: bool) -> Plan {
             instances: 100_000,
             tight: Duration::from_secs(5),
             ceiling: Duration::from_secs(300),
-            burst_window: Duration::from_secs(20),
+            burst_window: Duration::from_secs(30),
             batch_gets: 200,
         }
     }
@@ -138,6 +138,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     }
     fleet.fault(&tenth, "healthy").await?;
     eprintln!("status: burst peak {peak:.0} checks/s");
+    eprintln!("{}", api.metrics().await?);
     api.wait(&tenth, Duration::from_secs(120), |v| v["status"] == "healthy").await?;
     tokio::time::sleep(p.tight * 2).await;
 
@@ -172,6 +173,16 @@ impl Api {
             bail!("{path} answered {status}: {body}");
         }
         Ok(body)
+    }
+
+    /// The scaler's own lines of `/metrics`, for the log.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        let text = self.client.get(format!("{}/metrics", self.base)).send().await?.text().await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("slipway_status") || l.starts_with("slipway_plugin"))
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
 
     async fn states(&self, ns: &[usize]) -> anyhow::Result<Vec<Value>> {
@@ -344,15 +355,18 @@ fn scaler_cpu_ticks(fleet: u32) -> u64 {
 }
 
 fn scaler_rss_kb(fleet: u32) -> u64 {
-    scaler_pids(fleet)
-        .into_iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .sum()
+    let mut total = 0;
+    for pid in scaler_pids(fleet) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            line.split_whitespace().nth(1).map(str::to_owned)
+        };
+        let rss: u64 = field("VmRSS:").and_then(|v| v.parse().ok()).unwrap_or(0);
+        eprintln!("status: pid {pid} ({}) RSS {} MB", field("Name:").unwrap_or_default(), rss / 1024);
+        total += rss;
+    }
+    total
 }
 
 fn clock_ticks_per_s() -> f64 {
