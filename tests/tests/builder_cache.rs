@@ -94,3 +94,25 @@ async fn git_sources_build_at_a_ref_with_the_commit_time() {
         .unwrap_err();
     assert!(err.to_string().contains("no-such-ref"), "{err}");
 }
+
+#[tokio::test]
+async fn components_build_in_parallel_with_their_own_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    let bad = tmp.path().join("bad");
+    write_tree(&good, &[("Dockerfile", "FROM scratch\nCOPY a.txt /\n"), ("a.txt", "a")]);
+    write_tree(&bad, &[("Dockerfile", "FROM scratch\nCOPY missing /\n")]);
+    let backend = native(&tmp.path().join("store"));
+    let mut builds = Vec::new();
+    for (name, dir) in [("web", &good), ("worker", &bad), ("api", &good)] {
+        let mut request = BuildRequest::new(SourceSpec::Dir(dir.clone()), "unused/parallel:latest");
+        request.push = false;
+        builds.push(slipway_builder::ComponentBuild { component: name.into(), backend: &backend, request });
+    }
+    let results = slipway_builder::build_components(builds, 2).await;
+    let summary: Vec<(String, bool)> =
+        results.iter().map(|r| (r.component.clone(), r.outcome.is_ok())).collect();
+    assert_eq!(summary, [("web".into(), true), ("worker".into(), false), ("api".into(), true)]);
+    assert!(results[1].log.lines().iter().any(|l| l.contains("build failed") && l.contains("missing")));
+    assert!(results[0].log.lines().iter().all(|l| !l.contains("missing")), "logs stay per component");
+}
