@@ -73,26 +73,13 @@ pub struct Snapshot(BTreeMap<String, Stamp>);
 
 impl Snapshot {
     pub fn take(root: &Path) -> Result<Snapshot> {
-        let mut map = BTreeMap::new();
-        walk(root, |rel, meta| {
-            map.insert(
-                rel.to_string(),
-                (meta.ino(), meta.ctime() * 1_000_000_000 + meta.ctime_nsec(), meta.size(), meta.mode()),
-            );
-        })?;
-        Ok(Snapshot(map))
+        stamps(root).map(Snapshot)
     }
 
     /// The entries that differ from the snapshot: new or changed paths as they are now, and
     /// whiteouts for removed paths (only the topmost removed directory).
     pub fn diff(&self, root: &Path) -> Result<Vec<LayerEntry>> {
-        let mut now = BTreeMap::new();
-        walk(root, |rel, meta| {
-            now.insert(
-                rel.to_string(),
-                (meta.ino(), meta.ctime() * 1_000_000_000 + meta.ctime_nsec(), meta.size(), meta.mode()),
-            );
-        })?;
+        let now = stamps(root)?;
         let mut entries = Vec::new();
         let mut removed_dir: Option<String> = None;
         for path in self.0.keys().filter(|p| !now.contains_key(*p)) {
@@ -118,6 +105,15 @@ impl Snapshot {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(entries)
     }
+}
+
+fn stamps(root: &Path) -> Result<BTreeMap<String, Stamp>> {
+    let mut map = BTreeMap::new();
+    walk(root, |rel, meta| {
+        let ctime = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+        map.insert(rel.to_string(), (meta.ino(), ctime, meta.size(), meta.mode()));
+    })?;
+    Ok(map)
 }
 
 /// Describes the file at `rel` as a layer entry; a second path to an inode already written
