@@ -10,6 +10,12 @@ use crate::package::{MANIFEST, pack};
 
 /// Shared Kubernetes rules, prepended to each `status/k8s-*` module.
 const K8S_RULES: &str = include_str!("../builtin/status/k8s-rules.js");
+/// Shared image-step helpers, prepended to the image-building component types.
+const IMAGE_RULES: &str = include_str!("../builtin/component/image-rules.js");
+const IMAGE_COMPONENTS: &[(&str, &str)] = &[
+    ("component/microservice.js", include_str!("../builtin/component/microservice.js")),
+    ("component/job.js", include_str!("../builtin/component/job.js")),
+];
 
 /// `status/<name>` → the kind it judges (`None`: any kind with a rule, the dispatcher).
 const K8S_CHECKS: &[(&str, Option<&str>)] = &[
@@ -29,8 +35,6 @@ const K8S_CHECKS: &[(&str, Option<&str>)] = &[
 
 const FILES: &[(&str, &str)] = &[
     (MANIFEST, include_str!("../builtin/plugin.toml")),
-    ("component/microservice.js", include_str!("../builtin/component/microservice.js")),
-    ("component/job.js", include_str!("../builtin/component/job.js")),
     ("component/helm.js", include_str!("../builtin/component/helm.js")),
     ("status/http.js", include_str!("../builtin/status/http.js")),
     ("status/tcp.js", include_str!("../builtin/status/tcp.js")),
@@ -56,8 +60,11 @@ pub fn builtin_package() -> Bytes {
                     (format!("status/{name}.js"), source)
                 })
                 .collect();
+            let images: Vec<(&str, String)> =
+                IMAGE_COMPONENTS.iter().map(|(path, source)| (*path, format!("{IMAGE_RULES}\n{source}"))).collect();
             let mut files: Vec<(&str, &[u8])> = FILES.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
             files.extend(k8s.iter().map(|(p, t)| (p.as_str(), t.as_bytes())));
+            files.extend(images.iter().map(|(p, t)| (*p, t.as_bytes())));
             pack(&files)
         })
         .clone()

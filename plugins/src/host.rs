@@ -65,8 +65,15 @@ impl PluginHost {
         let builtin = package::builtin_package();
         let parsed = package::parse(&builtin)?;
         if host.inner.store.package_digest(&parsed.name).await?.as_deref() != Some(parsed.digest.as_str()) {
-            host.install_parsed(parsed, builtin).await?;
-            tracing::info!("installed the built-in plugin package");
+            match host.install_parsed(parsed, builtin).await {
+                Ok(_) => tracing::info!("installed the built-in plugin package"),
+                // A build whose built-in scripts changed without new revisions must not keep
+                // the service from starting: the installed revisions stay in force.
+                Err(e @ Error::RevisionConflict { .. }) => {
+                    tracing::error!(error = %e, "the built-in plugin package of this build was not installed")
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(host)
     }

@@ -3,23 +3,10 @@
 // component: { name, path, params: { dockerfile?, build_args?, target?, command?, schedule?, backoff_limit? } }
 // plan    -> { steps: [{ kind: "image", ... }] }
 // package -> { type: "job", artifacts: [{ type: "image", ... }], metadata: { command, schedule, backoff_limit } }
+// (imagePlan and imageArtifact come from image-rules.js.)
 
 export function plan(component, ctx) {
-  const params = component.params || {};
-  const context = component.path || ".";
-  const dockerfile = params.dockerfile || "Dockerfile";
-  return {
-    steps: [
-      {
-        kind: "image",
-        name: component.name,
-        context,
-        dockerfile: context === "." ? dockerfile : `${context.replace(/\/+$/, "")}/${dockerfile}`,
-        build_args: params.build_args || {},
-        target: params.target || null,
-      },
-    ],
-  };
+  return imagePlan(component);
 }
 
 // `package` is a reserved word in strict code, so the function is exported under that name.
@@ -27,14 +14,12 @@ export { packageComponent as package };
 
 function packageComponent(component, results, ctx) {
   const params = component.params || {};
-  const image = ((results && results.steps) || []).find((s) => s.kind === "image");
-  if (!image || !image.digest) throw new Error(`component ${component.name}: the build produced no image digest`);
   if (params.command !== undefined && !Array.isArray(params.command)) {
     throw new TypeError(`component ${component.name}: params.command must be a list of strings`);
   }
   return {
     type: "job",
-    artifacts: [{ type: "image", name: component.name, reference: image.reference, digest: image.digest }],
+    artifacts: [imageArtifact(component, results)],
     metadata: {
       command: params.command || null,
       schedule: params.schedule || null,
