@@ -98,18 +98,15 @@ impl RegistryClient {
             registry: reference.registry().to_string(),
             reason: e.to_string(),
         };
-        self.client
-            .auth(&reference, &self.auth, oci_client::RegistryOperation::Push)
-            .await
-            .map_err(|e| fail(e))?;
+        self.client.auth(&reference, &self.auth, oci_client::RegistryOperation::Push).await.map_err(&fail)?;
         let mut report = PushReport::default();
         for blob in image.layers.iter().chain(std::iter::once(&image.config)) {
-            if self.client.blob_exists(&reference, &blob.digest).await.map_err(|e| fail(e))? {
+            if self.client.blob_exists(&reference, &blob.digest).await.map_err(&fail)? {
                 report.skipped_blobs += 1;
                 continue;
             }
             let data = store.blob(&blob.digest).await?;
-            self.client.push_blob(&reference, data, &blob.digest).await.map_err(|e| fail(e))?;
+            self.client.push_blob(&reference, data, &blob.digest).await.map_err(&fail)?;
             report.uploaded_blobs += 1;
             report.uploaded_bytes += blob.size;
         }
@@ -123,11 +120,11 @@ impl RegistryClient {
         self.client
             .push_manifest_raw(&by_digest, image.manifest.clone(), content_type.clone())
             .await
-            .map_err(|e| fail(e))?;
+            .map_err(&fail)?;
         self.client
             .push_manifest_raw(&reference, image.manifest.clone(), content_type)
             .await
-            .map_err(|e| fail(e))?;
+            .map_err(&fail)?;
         report.manifest_digest = digest;
         Ok(report)
     }

@@ -151,9 +151,9 @@ pub fn entry_for(root: &Path, rel: &str, inodes: &mut BTreeMap<u64, String>) -> 
 
 fn walk(root: &Path, mut f: impl FnMut(&str, &std::fs::Metadata)) -> Result<()> {
     let walker = walkdir::WalkDir::new(root).follow_links(false).min_depth(1).sort_by_file_name().into_iter();
-    let mut walker =
+    let walker =
         walker.filter_entry(|e| !(e.depth() == 1 && VIRTUAL.contains(&e.file_name().to_str().unwrap_or(""))));
-    while let Some(item) = walker.next() {
+    for item in walker {
         let item = item.map_err(|e| Error::Io { path: root.into(), source: e.into() })?;
         let rel = item.path().strip_prefix(root).unwrap_or(item.path());
         let meta = item.metadata().map_err(|e| Error::Io { path: item.path().into(), source: e.into() })?;

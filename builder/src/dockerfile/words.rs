@@ -74,7 +74,7 @@ pub fn name_values(rest: &str, escape: char, instruction: &str) -> Result<Vec<(S
     words
         .iter()
         .map(|w| match w.split_once('=') {
-            Some((k, _)) if k.is_empty() => Err(format!("{instruction} names can not be blank")),
+            Some(("", _)) => Err(format!("{instruction} names can not be blank")),
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
             None => Err(format!("Syntax error - can't find = in \"{w}\". Must be of the form: name=value")),
         })

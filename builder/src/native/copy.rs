@@ -58,7 +58,7 @@ impl Build<'_> {
         let mut dir_form = dest.ends_with('/') || dest.ends_with("/.") || dest == "." || sources.len() > 1;
 
         let from_root = match flags.from.as_deref() {
-            Some(from) => Some(self.from_root(&self.expand(from, &vars, step)?).await?),
+            Some(from) => Some(self.unpacked_source(&self.expand(from, &vars, step)?).await?),
             None => None,
         };
         let from_entries = match &from_root {
@@ -221,7 +221,7 @@ impl Build<'_> {
     }
 
     /// The unpacked root of `--from=<stage or image>`.
-    async fn from_root(&mut self, from: &str) -> Result<PathBuf> {
+    async fn unpacked_source(&mut self, from: &str) -> Result<PathBuf> {
         if let Some(index) = self.stage_index(from) {
             let mut stage = self.stages[index].take().expect("dependencies are built first");
             let root = stage.root(self).await.map(Path::to_path_buf);
