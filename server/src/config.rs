@@ -89,6 +89,8 @@ pub struct PipelineConfig {
     /// Directories on the server that build requests may name as local sources; none by
     /// default, so a request cannot read the server's files.
     pub source_roots: Vec<PathBuf>,
+    /// Whether this process runs builds, or only accepts them for other replicas to run.
+    pub run_builds: bool,
     pub max_parallel_builds: usize,
     pub max_parallel_components: usize,
     pub max_context_bytes: u64,
@@ -128,6 +130,7 @@ impl Default for PipelineConfig {
             insecure_registries: vec!["127.0.0.1:5000".into(), "localhost:5000".into()],
             backend: BuildBackendKind::Native,
             source_roots: Vec::new(),
+            run_builds: true,
             max_parallel_builds: 2,
             max_parallel_components: 2,
             max_context_bytes: 1 << 30,

@@ -39,7 +39,11 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(slipway_server::serve::run(config, slipway_server::serve::shutdown_signal())) {
+    let served = runtime.block_on(async {
+        let shutdown = slipway_server::serve::shutdown_signal();
+        slipway_server::serve::run(config, shutdown).await
+    });
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -45,7 +45,9 @@ impl AppState {
         let status = slipway_status::StatusService::open(db.clone(), plugins.clone(), config.status).await?;
         let pipeline =
             Pipeline::open(&config, db.clone(), objects.clone(), plugins.clone(), registry.clone()).await?;
-        pipeline.spawn_dispatcher();
+        if config.pipeline.run_builds {
+            pipeline.spawn_dispatcher();
+        }
         let triggers = Triggers::new(db.clone(), plugins.clone(), pipeline.clone(), &config.triggers);
         let tokens = TokenStore::new(db.clone());
         if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {

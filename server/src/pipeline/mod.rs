@@ -149,8 +149,10 @@ impl Pipeline {
         }
         let id = uuid::Uuid::now_v7().to_string();
         self.inner.store.insert(&id, app, &submission, by).await?;
+        // Read before waking the dispatcher, so the caller sees the build as it was accepted.
+        let accepted = self.inner.store.get(&id).await?;
         self.inner.wake.notify_one();
-        self.inner.store.get(&id).await
+        Ok(accepted)
     }
 
     pub async fn get(&self, id: &str) -> Result<BuildView, PipelineError> {

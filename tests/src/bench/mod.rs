@@ -6,11 +6,13 @@ mod builder;
 mod plugins;
 mod registry;
 mod registry_transfer;
+mod status;
+mod trigger;
 
 use serde_json::Value;
 
 /// Every benchmark by name, for `--help` and dispatch.
-pub const NAMES: &[&str] = &["api", "builder", "plugins", "registry"];
+pub const NAMES: &[&str] = &["api", "builder", "plugins", "registry", "status", "trigger"];
 
 pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
     match name {
@@ -18,6 +20,8 @@ pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
         "builder" => builder::run(quick).await,
         "plugins" => plugins::run(quick).await,
         "registry" => registry::run(quick).await,
+        "status" => status::run(quick).await,
+        "trigger" => trigger::run(quick).await,
         other => anyhow::bail!("unknown benchmark `{other}`; known: {}", NAMES.join(", ")),
     }
 }

@@ -1,0 +1,129 @@
+//! `trigger`: webhook deliveries accepted per second — authenticated, read by the adapter
+//! plugin, deduplicated and durably queued as builds — with 64 concurrent clients, their p99
+//! latency, and how closely the per-trigger rate limiter holds its configured rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::server::TestServer;
+
+const CLIENTS: usize = 64;
+
+pub async fn run(quick: bool) -> anyhow::Result<Value> {
+    let window = if quick { Duration::from_secs(5) } else { Duration::from_secs(20) };
+
+    // Throughput: limits far above what the machine can do, builds accepted but not run.
+    let server = start(1_000_000).await;
+    let (id, secret) = create_trigger(&server).await?;
+    eprintln!("trigger: {CLIENTS} clients for {window:?}, unique deliveries");
+    let (accepted, limited, latencies) = flood(&server, &id, &secret, window).await?;
+    anyhow::ensure!(limited == 0, "no delivery should be limited in the throughput phase");
+    let accepted_per_s = accepted as f64 / window.as_secs_f64();
+    let p99_ms = latencies.value_at_quantile(0.99) as f64 / 1000.0;
+    let queued: Value =
+        server.client().get(server.url("/v1/builds?limit=1&state=queued")).send().await?.json().await?;
+    anyhow::ensure!(queued["builds"].as_array().is_some_and(|b| !b.is_empty()), "accepted builds are queued");
+
+    // Limiter: a configured rate far below the offered load; accepted ≈ rate × time + burst.
+    let rate = 200u32;
+    let limit_window = Duration::from_secs(if quick { 3 } else { 10 });
+    let server = start(rate).await;
+    let (id, secret) = create_trigger(&server).await?;
+    eprintln!("trigger: limiter at {rate}/s for {limit_window:?}");
+    let (passed, limited, _) = flood(&server, &id, &secret, limit_window).await?;
+    let expected = rate as f64 * limit_window.as_secs_f64() + rate as f64;
+    let limiter_error_pct = ((passed as f64 - expected).abs() / expected) * 100.0;
+
+    Ok(json!({
+        "bench": "trigger",
+        "clients": CLIENTS,
+        "accepted": accepted,
+        "accepted_per_s": accepted_per_s.round(),
+        "p50_ms": latencies.value_at_quantile(0.50) as f64 / 1000.0,
+        "p99_ms": p99_ms,
+        "limiter_rate_per_s": rate,
+        "limiter_passed": passed,
+        "limiter_expected": expected,
+        "limiter_refused": limited,
+        "limiter_error_pct": (limiter_error_pct * 100.0).round() / 100.0,
+    }))
+}
+
+async fn start(per_trigger_per_s: u32) -> TestServer {
+    TestServer::start_with(
+        move |c| {
+            c.pipeline.run_builds = false;
+            c.triggers.per_trigger_per_s = per_trigger_per_s;
+            c.triggers.per_client_per_s = 1_000_000;
+        },
+        slipway_server::router::app,
+    )
+    .await
+}
+
+async fn create_trigger(server: &TestServer) -> anyhow::Result<(String, String)> {
+    let body: Value = server
+        .client()
+        .post(server.url("/v1/triggers"))
+        .json(&json!({
+            "app": "bench", "adapter": "generic", "tags": ["ci"],
+            "repository_url": "file:///srv/bench.git",
+            "components": [{"name": "app", "type": "microservice"}],
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = body["trigger"]["id"].as_str().ok_or_else(|| anyhow::anyhow!("no trigger: {body}"))?;
+    Ok((id.to_owned(), body["secret"].as_str().unwrap_or_default().to_owned()))
+}
+
+/// Sends deliveries back to back from `CLIENTS` clients for `window`, each with a commit of
+/// its own; returns (accepted, refused by the limiter, latency histogram in µs).
+async fn flood(
+    server: &TestServer,
+    id: &str,
+    secret: &str,
+    window: Duration,
+) -> anyhow::Result<(u64, u64, hdrhistogram::Histogram<u64>)> {
+    let url = server.url(&format!("/v1/triggers/{id}"));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let limited = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + window;
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let (url, secret) = (url.clone(), secret.to_owned());
+        let (accepted, limited) = (accepted.clone(), limited.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let commit = format!("{client:04x}{n:036x}");
+                let body = json!({"action": "build", "repository": "acme/shop", "ref": "refs/heads/main", "commit": commit});
+                let sent = Instant::now();
+                let response = http.post(&url).bearer_auth(&secret).json(&body).send().await?;
+                match response.status().as_u16() {
+                    202 => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        latencies.record(sent.elapsed().as_micros() as u64)?;
+                    }
+                    429 => {
+                        limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => anyhow::bail!("delivery answered {other}: {}", response.text().await?),
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut merged = hdrhistogram::Histogram::<u64>::new(3)?;
+    for task in tasks {
+        merged.add(task.await??)?;
+    }
+    Ok((accepted.load(Ordering::Relaxed), limited.load(Ordering::Relaxed), merged))
+}
