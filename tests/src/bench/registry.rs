@@ -26,7 +26,9 @@ use slipway_registry::version::VersionSpec;
 use crate::server::TestServer;
 
 const VERSIONS_PER_APP: u64 = 100;
-const CONNECTIONS: usize = 64;
+/// Clients of the headline query figures; `MANY_CONNECTIONS` is reported beside them.
+const CONNECTIONS: usize = 16;
+const MANY_CONNECTIONS: usize = 64;
 const HTTP_SAMPLE: u64 = 1_000;
 const SEED_TASKS: usize = 8;
 const QUERY: &str = "tags=stable,t0&latest=true";
@@ -39,67 +41,52 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
         TestServer::start_with(|c| c.database.max_connections = 8, slipway_server::router::app).await;
     let client = server.client();
 
-    let sample = HTTP_SAMPLE.min(apps * VERSIONS_PER_APP / 4);
-    eprintln!("registry: publishing {sample} packages through HTTP");
+    let total = apps * VERSIONS_PER_APP;
+    let sample = HTTP_SAMPLE.min(total / 4);
+    eprintln!("registry: seeding {} packages through Registry::publish_app_package", total - sample);
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..SEED_TASKS {
-        let (client, next, base) = (client.clone(), next.clone(), server.url(""));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= sample {
-                    return anyhow::Ok(());
-                }
-                let (app, version) = (n % apps, n / apps);
-                let body = publish_body(version);
-                let response =
-                    client.post(format!("{base}/v1/apps/app-{app}/packages")).json(&body).send().await?;
-                anyhow::ensure!(response.status() == 201, "publish answered {}", response.status());
+    let registry = server.state.registry.clone();
+    in_parallel(0..total - sample, move |n| {
+        let registry = registry.clone();
+        async move {
+            registry.publish_app_package(publish_request(&format!("app-{}", n % apps), n / apps)).await?;
+            if n % 10_000 == 0 {
+                eprintln!("registry: {n} packages");
             }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+            anyhow::Ok(())
+        }
+    })
+    .await?;
+    let seed_per_s = (total - sample) as f64 / started.elapsed().as_secs_f64();
+
+    eprintln!("registry: publishing the last {sample} packages through HTTP");
+    let started = Instant::now();
+    let base = server.url("");
+    let http = client.clone();
+    in_parallel(total - sample..total, move |n| {
+        let (client, url, body) =
+            (http.clone(), format!("{base}/v1/apps/app-{}/packages", n % apps), publish_body(n / apps));
+        async move {
+            let response = client.post(url).json(&body).send().await?;
+            anyhow::ensure!(response.status() == 201, "publish answered {}", response.status());
+            anyhow::Ok(())
+        }
+    })
+    .await?;
     let publish_per_s = sample as f64 / started.elapsed().as_secs_f64();
 
-    let total = apps * VERSIONS_PER_APP;
-    eprintln!(
-        "registry: seeding the other {} packages through Registry::publish_app_package",
-        total - sample
-    );
-    let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(sample));
-    let mut tasks = Vec::new();
-    for _ in 0..SEED_TASKS {
-        let (registry, next) = (server.state.registry.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    return anyhow::Ok(());
-                }
-                let (app, version) = (n % apps, n / apps);
-                registry.publish_app_package(publish_request(&format!("app-{app}"), version)).await?;
-                if n % 10_000 == 0 {
-                    eprintln!("registry: {n} packages");
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    eprintln!("registry: seeded in {:.0?}", started.elapsed());
-
-    eprintln!("registry: `{QUERY}` with {CONNECTIONS} connections for {query_time:?}");
     let auth = format!("Bearer {}", server.admin_token);
-    query_load(server.addr, &auth, apps, Duration::from_secs(1)).await?;
-    let started = Instant::now();
-    let histogram = query_load(server.addr, &auth, apps, query_time).await?;
-    let queries_per_s = histogram.len() as f64 / started.elapsed().as_secs_f64();
+    query_load(server.addr, &auth, apps, CONNECTIONS, Duration::from_secs(1)).await?;
+    let mut runs = Vec::new();
+    for connections in [CONNECTIONS, MANY_CONNECTIONS] {
+        eprintln!("registry: `{QUERY}` with {connections} connections for {query_time:?}");
+        let started = Instant::now();
+        let histogram = query_load(server.addr, &auth, apps, connections, query_time).await?;
+        runs.push((histogram.len() as f64 / started.elapsed().as_secs_f64(), histogram));
+    }
+    let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let (queries_per_s, histogram) = &runs[0];
+    let (many_per_s, many) = &runs[1];
 
     eprintln!("registry: {} MB upload and download", transfer_bytes >> 20);
     let transfer_mem_growth_mb = super::registry_transfer::measure(&server, &client, transfer_bytes).await?;
@@ -107,15 +94,44 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     Ok(json!({
         "bench": "registry",
         "packages": total,
-        "query_p50_ms": histogram.value_at_quantile(0.50) as f64 / 1000.0,
-        "query_p99_ms": histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        "query_p50_ms": ms(histogram, 0.50),
+        "query_p99_ms": ms(histogram, 0.99),
         "queries_per_s": queries_per_s.round(),
         "publish_per_s": publish_per_s.round(),
+        "seed_publish_per_s": seed_per_s.round(),
+        "query_p99_ms_at_64_connections": ms(many, 0.99),
+        "queries_per_s_at_64_connections": many_per_s.round(),
         "transfer_mem_growth_mb": transfer_mem_growth_mb,
         "transfer_bytes": transfer_bytes,
         "http_publish_sample": sample,
         "connections": CONNECTIONS,
     }))
+}
+
+/// Runs `job` for every number in `range` on `SEED_TASKS` concurrent tasks.
+async fn in_parallel<F, Fut>(range: std::ops::Range<u64>, job: F) -> anyhow::Result<()>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(range.start));
+    let mut tasks = Vec::new();
+    for _ in 0..SEED_TASKS {
+        let (next, job, end) = (next.clone(), job.clone(), range.end);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= end {
+                    return anyhow::Ok(());
+                }
+                job(n).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }
 
 /// Five tags per version: `stable`/`beta` alternate, `t0..t2`, `r0..r3`, `w0..w9`, and one
@@ -153,17 +169,18 @@ fn publish_request(app: &str, version: u64) -> PublishRequest {
     }
 }
 
-/// `CONNECTIONS` keep-alive clients asking for the latest "stable and t0" package of a
+/// `connections` keep-alive clients asking for the latest "stable and t0" package of a
 /// random app, back to back; returns the merged latency histogram in microseconds.
 async fn query_load(
     addr: std::net::SocketAddr,
     auth: &str,
     apps: u64,
+    connections: usize,
     duration: Duration,
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     let deadline = Instant::now() + duration;
-    let mut clients = Vec::with_capacity(CONNECTIONS);
-    for c in 0..CONNECTIONS {
+    let mut clients = Vec::with_capacity(connections);
+    for c in 0..connections {
         let auth = auth.to_owned();
         clients.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
