@@ -109,8 +109,9 @@ struct Inner {
     events: broadcast::Sender<Arc<TransitionEvent>>,
     clock: MonoClock,
     config: StatusConfig,
-    /// Bulk writes are serialised so validation sees the state they apply to.
-    writes: tokio::sync::Mutex<()>,
+    /// Bulk writes are serialised so validation sees the state they apply to, and with
+    /// the history writer so the two never contend for SQLite's single writer.
+    writes: Arc<tokio::sync::Mutex<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -157,19 +158,10 @@ impl StatusService {
             sink,
         }
         .spawn();
-        tasks.push(tokio::spawn(record(db.clone(), events.clone(), transitions)));
+        let writes = Arc::new(tokio::sync::Mutex::new(()));
+        tasks.push(tokio::spawn(record(db.clone(), writes.clone(), events.clone(), transitions)));
         Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                plugins,
-                scheduler,
-                clusters,
-                events,
-                clock,
-                config,
-                writes: tokio::sync::Mutex::new(()),
-                tasks,
-            }),
+            inner: Arc::new(Inner { db, plugins, scheduler, clusters, events, clock, config, writes, tasks }),
         })
     }
 
@@ -364,6 +356,7 @@ fn app_view(a: &AppEntry, s: &Scheduler) -> AppInstanceView {
 /// Writes transitions to the history and publishes them, in batches as they come.
 async fn record(
     db: AnyPool,
+    writes: Arc<tokio::sync::Mutex<()>>,
     events: broadcast::Sender<Arc<TransitionEvent>>,
     mut incoming: mpsc::UnboundedReceiver<Vec<TransitionEvent>>,
 ) {
@@ -372,7 +365,11 @@ async fn record(
             batch.extend(more);
         }
         let transitions: Vec<Transition> = batch.iter().map(|e| e.transition.clone()).collect();
-        if let Err(e) = store::record_transitions(&db, &transitions).await {
+        let written = {
+            let _write = writes.lock().await;
+            store::record_transitions(&db, &transitions).await
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, count = transitions.len(), "cannot record status transitions");
         }
         for event in batch {
