@@ -39,7 +39,7 @@ impl Default for FetchConfig {
         Self {
             timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(2),
-            max_idle_per_host: 512,
+            max_idle_per_host: 64,
             max_body_bytes: 64 * 1024,
             kube_list_ttl: Duration::from_secs(2),
         }
