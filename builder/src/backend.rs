@@ -14,6 +14,8 @@ use crate::registry::{Credentials, PushReport};
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub source: SourceSpec,
+    /// The build context's directory inside the source (a component's path; empty = root).
+    pub context_dir: String,
     /// The Dockerfile's path inside the context.
     pub dockerfile: String,
     pub build_args: BTreeMap<String, String>,
@@ -33,6 +35,7 @@ impl BuildRequest {
     pub fn new(source: SourceSpec, image: &str) -> Self {
         BuildRequest {
             source,
+            context_dir: String::new(),
             dockerfile: "Dockerfile".into(),
             build_args: BTreeMap::new(),
             target: None,

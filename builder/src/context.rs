@@ -59,6 +59,11 @@ pub struct BuildContext {
 impl BuildContext {
     /// Opens (and for archives and git, unpacks into `scratch`) a source and lists it.
     pub fn open(source: &SourceSpec, scratch: &Path, max_bytes: u64) -> Result<Self> {
+        Self::open_at(source, "", scratch, max_bytes)
+    }
+
+    /// Like `open`, with the context rooted at `subdir` of the source (a component's path).
+    pub fn open_at(source: &SourceSpec, subdir: &str, scratch: &Path, max_bytes: u64) -> Result<Self> {
         let (root, temp, commit_time) = match source {
             SourceSpec::Dir(dir) => (dir.clone(), None, None),
             SourceSpec::TarGz(file) => {
@@ -72,6 +77,7 @@ impl BuildContext {
                 (temp.path().to_path_buf(), Some(temp), Some(time))
             }
         };
+        let root = inside(&root, subdir)?;
         let ignore_text = std::fs::read_to_string(root.join(".dockerignore")).unwrap_or_default();
         let ignore = IgnoreRules::parse(&ignore_text);
         let entries = list(&root, &ignore, max_bytes)?;
@@ -113,6 +119,22 @@ pub fn relative_inside(path: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
+}
+
+/// `root/subdir`, refused when `..` or a symlink on the way leads out of `root`.
+fn inside(root: &Path, subdir: &str) -> Result<PathBuf> {
+    let bad = |reason: &str| Error::Context { path: subdir.into(), reason: reason.into() };
+    let rel = relative_inside(subdir).ok_or_else(|| bad("the context directory leaves the source"))?;
+    if rel.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    let real_root = root.canonicalize().map_err(Error::io(root))?;
+    let joined =
+        root.join(&rel).canonicalize().map_err(|e| bad(&format!("not a directory of the source: {e}")))?;
+    if !joined.starts_with(&real_root) || !joined.is_dir() {
+        return Err(bad("the context directory leaves the source or is not a directory"));
+    }
+    Ok(joined)
 }
 
 fn tempdir_in(scratch: &Path) -> Result<tempfile::TempDir> {

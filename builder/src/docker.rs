@@ -37,10 +37,10 @@ impl DockerBackend {
     }
 
     async fn run(&self, request: &BuildRequest, log: &BuildLog) -> Result<BuildOutcome> {
-        let (source, scratch, max) =
-            (request.source.clone(), self.settings.work_dir.clone(), self.settings.max_context_bytes);
+        let (source, subdir) = (request.source.clone(), request.context_dir.clone());
+        let (scratch, max) = (self.settings.work_dir.clone(), self.settings.max_context_bytes);
         let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-            let ctx = BuildContext::open(&source, &scratch, max)?;
+            let ctx = BuildContext::open_at(&source, &subdir, &scratch, max)?;
             context_tar(&ctx)
         })
         .await

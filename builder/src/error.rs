@@ -32,6 +32,8 @@ pub enum Error {
     BaseImage { image: String, reason: String },
     #[error("registry `{registry}`: {reason}")]
     Registry { registry: String, reason: String },
+    #[error("component `{component}`: build plan: {reason}")]
+    Plan { component: String, reason: String },
     #[error("docker daemon: {0}")]
     Docker(String),
     #[error("git source `{url}`: {reason}")]

@@ -6,7 +6,7 @@
 //! parsing and variable expansion, the native executor (layers, `RUN` isolation, image
 //! config), the layer cache in the object store, and pushes with `oci-client`.
 //! Must not know: HTTP routes, app packages and tags (the registry crate), health checks,
-//! plugins (callers pick the backend and Dockerfile a component uses).
+//! what a component kind means (its `component/<kind>` plugin plans the images, see [`plan`]).
 //!
 //! Main types: [`BuildRequest`] → [`BuildBackend::build`] → [`BuildOutcome`], with a
 //! [`BuildLog`] per component; backends [`NativeBackend`] and [`DockerBackend`].
@@ -24,6 +24,7 @@ pub mod layer_cache;
 pub mod log;
 pub mod native;
 pub mod parallel;
+pub mod plan;
 pub mod registry;
 pub mod rootfs;
 pub mod store;

@@ -71,9 +71,9 @@ impl NativeBackend {
     /// Builds the image into the blob store without pushing it.
     pub async fn build_local(&self, request: &BuildRequest, log: &BuildLog) -> Result<BuiltImage> {
         let settings = &self.settings;
-        let source = request.source.clone();
+        let (source, subdir) = (request.source.clone(), request.context_dir.clone());
         let (scratch, max) = (settings.work_dir.clone(), settings.max_context_bytes);
-        let ctx = tokio::task::spawn_blocking(move || BuildContext::open(&source, &scratch, max))
+        let ctx = tokio::task::spawn_blocking(move || BuildContext::open_at(&source, &subdir, &scratch, max))
             .await
             .map_err(|e| Error::ImageData(format!("context task failed: {e}")))??;
         let text = ctx.read_dockerfile(&request.dockerfile)?;
