@@ -91,7 +91,7 @@ async fn a_stuck_call_in_a_batch_fails_alone_and_the_rest_of_the_batch_runs() {
 async fn memory_bomb_hits_the_heap_limit() {
     let dir = tempfile::tempdir().unwrap();
     let host = support::open(dir.path()).await;
-    install(&host, "bomb", "export function check() {\n  const hoard = [];\n  for (;;) hoard.push(new Array(100000).fill(1));\n}\n").await;
+    install(&host, "bomb", "export function check() {\n  const hoard = [];\n  for (;;) hoard.push(new ArrayBuffer(1 << 20));\n}\n").await;
     let err = check(&host, "bomb").await.unwrap_err();
     assert!(matches!(err, Error::MemoryLimit { .. }), "{err}");
     assert_eq!(err.triple().unwrap().to_string(), "status/bomb/1");

@@ -1,6 +1,7 @@
 //! The conventions every endpoint shares, checked over real HTTP: the JSON error format,
 //! body limits, request ids, readiness, metrics and graceful shutdown.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +23,10 @@ fn assert_error(body: &Value, code: &str) {
     assert!(error["details"].is_object(), "{body}");
 }
 
+/// Set once the slow handler runs, so shutdown is signalled with a request truly in flight
+/// (a connection whose request was not read yet is idle, and shutdown closes it).
+static SLOW_STARTED: AtomicBool = AtomicBool::new(false);
+
 /// The real routes plus a few of the test's own, so the shared stack is checked on a JSON
 /// body, a slow handler and a panicking one.
 fn with_test_routes(state: AppState) -> Router {
@@ -29,6 +34,7 @@ fn with_test_routes(state: AppState) -> Router {
         Json(body)
     }
     async fn slow() -> &'static str {
+        SLOW_STARTED.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(800)).await;
         "finished"
     }
@@ -168,7 +174,9 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut server = TestServer::start_with(|_| {}, with_test_routes).await;
     let url = server.url("/test/slow");
     let in_flight = tokio::spawn(async move { client().get(url).send().await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    while !SLOW_STARTED.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let stopped = server.stop();
     let response = in_flight.await.unwrap().expect("in-flight request completes");
     assert_eq!(response.status(), 200);
