@@ -33,8 +33,11 @@ impl TestServer {
     /// from the opened state (use [`slipway_server::router::with_layers`] to add routes).
     pub async fn start_with(edit: impl FnOnce(&mut Config), app: impl FnOnce(AppState) -> Router) -> Self {
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let mut config =
-            Config { listen: "127.0.0.1:0".parse().unwrap(), data_dir: data_dir.path().into(), ..Config::default() };
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.path().into(),
+            ..Config::default()
+        };
         edit(&mut config);
         let listener = serve::bind(config.listen).await.expect("bind loopback");
         let addr = listener.local_addr().unwrap();
@@ -52,6 +55,25 @@ impl TestServer {
     /// An HTTP client that sends the admin token with every request.
     pub fn client(&self) -> reqwest::Client {
         Self::client_with_token(&self.admin_token)
+    }
+
+    /// `GET path` as the admin, answered with JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = self.client().get(self.url(path)).send().await.expect("GET");
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// Polls a build until it is neither queued nor running, and returns it.
+    pub async fn wait_build(&self, id: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            let build = self.get_json(&format!("/v1/builds/{id}")).await;
+            if !matches!(build["state"].as_str(), Some("queued" | "running")) {
+                return build;
+            }
+            assert!(std::time::Instant::now() < deadline, "build {id} unfinished after 300 s: {build}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     pub fn client_with_token(token: &str) -> reqwest::Client {

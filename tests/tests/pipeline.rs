@@ -43,26 +43,6 @@ async fn start(registry: &str, root: &Path) -> TestServer {
     .await
 }
 
-async fn wait_finished(server: &TestServer, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let build: Value = server
-            .client()
-            .get(server.url(&format!("/v1/builds/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !matches!(build["state"].as_str(), Some("queued" | "running")) {
-            return build;
-        }
-        assert!(Instant::now() < deadline, "build {id} still unfinished: {build}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn two_components_become_a_tagged_app_package() {
     let Some((registry, base)) = components() else { return };
@@ -102,7 +82,7 @@ async fn two_components_become_a_tagged_app_package() {
     assert_eq!(accepted["state"], "queued", "{accepted}");
     let id = accepted["id"].as_str().unwrap();
 
-    let build = wait_finished(&server, id).await;
+    let build = server.wait_build(id).await;
     assert_eq!(build["state"], "succeeded", "{build}");
     assert_eq!(build["requested_by"], "initial-admin");
     for component in build["components"].as_array().unwrap() {
@@ -112,27 +92,12 @@ async fn two_components_become_a_tagged_app_package() {
     }
     let version = build["package"]["version"].as_str().unwrap();
 
-    let latest: Value = server
-        .client()
-        .get(server.url("/v1/apps/pipeline-shop/packages?tags=stable,candidate&latest=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latest: Value =
+        server.get_json("/v1/apps/pipeline-shop/packages?tags=stable,candidate&latest=true").await;
     assert!(latest.to_string().contains(version), "{latest}");
     assert!(latest.to_string().contains(build["package"]["digest"].as_str().unwrap()), "{latest}");
 
-    let log: Value = server
-        .client()
-        .get(server.url(&format!("/v1/builds/{id}/logs?component=worker")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log: Value = server.get_json(&format!("/v1/builds/{id}/logs?component=worker")).await;
     assert!(
         log["lines"].as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("pushed sha256:")),
         "{log}"
@@ -176,7 +141,7 @@ async fn a_failing_component_fails_the_build_and_publishes_nothing() {
         .json()
         .await
         .unwrap();
-    let build = wait_finished(&server, accepted["id"].as_str().unwrap()).await;
+    let build = server.wait_build(accepted["id"].as_str().unwrap()).await;
     assert_eq!(build["state"], "failed", "{build}");
     assert!(build["reason"].as_str().unwrap().contains("broken"), "{build}");
     let broken = &build["components"][1];
@@ -223,8 +188,7 @@ async fn a_bad_request_is_refused_whole_and_names_each_problem() {
     assert_eq!(unknown_type.status(), 400);
     assert!(unknown_type.text().await.unwrap().contains("no-such-type"));
 
-    let builds: Value =
-        server.client().get(server.url("/v1/builds")).send().await.unwrap().json().await.unwrap();
+    let builds: Value = server.get_json("/v1/builds").await;
     assert_eq!(builds["builds"], json!([]), "nothing stored");
 }
 
@@ -248,15 +212,7 @@ async fn submit(server: &TestServer, app: &str, source: &Path, components: &[(&s
 async fn wait_component_running(server: &TestServer, id: &str, component: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let build: Value = server
-            .client()
-            .get(server.url(&format!("/v1/builds/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let build: Value = server.get_json(&format!("/v1/builds/{id}")).await;
         if build["components"][component]["state"] == "running" {
             return;
         }
@@ -284,15 +240,7 @@ async fn a_running_build_can_be_cancelled_and_publishes_nothing() {
 
     // Past the time the RUN would have taken: still cancelled, nothing published.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let build: Value = server
-        .client()
-        .get(server.url(&format!("/v1/builds/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let build: Value = server.get_json(&format!("/v1/builds/{id}")).await;
     assert_eq!(build["state"], "cancelled", "{build}");
     assert!(build["package"].is_null());
     let again = server.client().post(server.url(&format!("/v1/builds/{id}/cancel"))).send().await.unwrap();
@@ -310,7 +258,7 @@ async fn retry_rebuilds_only_the_failed_components() {
     write(source.path(), "late/Dockerfile", "FROM scratch\nCOPY flag.txt /flag.txt\n");
     let server = start(&registry, source.path()).await;
     let id = submit(&server, "pipeline-retry", source.path(), &[("ok", "ok"), ("late", "late")]).await;
-    let failed = wait_finished(&server, &id).await;
+    let failed = server.wait_build(&id).await;
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["components"][0]["state"], "succeeded");
     let ok_digest = failed["components"][0]["digest"].clone();
@@ -320,7 +268,7 @@ async fn retry_rebuilds_only_the_failed_components() {
     write(source.path(), "late/flag.txt", "here now\n");
     let retried = server.client().post(server.url(&format!("/v1/builds/{id}/retry"))).send().await.unwrap();
     assert_eq!(retried.status(), 200);
-    let done = wait_finished(&server, &id).await;
+    let done = server.wait_build(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["components"][0]["digest"], ok_digest, "the succeeded component was reused");
     assert!(done["package"]["version"].is_string());

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use slipway_server::triggers::verify::github_signature;
@@ -113,26 +112,6 @@ async fn deliver_github(
         .unwrap()
 }
 
-async fn wait_finished(server: &TestServer, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let build: Value = server
-            .client()
-            .get(server.url(&format!("/v1/builds/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !matches!(build["state"].as_str(), Some("queued" | "running")) {
-            return build;
-        }
-        assert!(Instant::now() < deadline, "build {id} unfinished: {build}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_signed_github_push_builds_once_and_replays_return_the_first_build() {
     let (repo, commit) = repository();
@@ -156,26 +135,17 @@ async fn a_signed_github_push_builds_once_and_replays_return_the_first_build() {
         assert_eq!(replay["duplicate"], true);
         assert_eq!(replay["build"]["id"], build_id.as_str());
     }
-    let builds: Value =
-        server.client().get(server.url("/v1/builds?app=hooked")).send().await.unwrap().json().await.unwrap();
+    let builds: Value = server.get_json("/v1/builds?app=hooked").await;
     assert_eq!(builds["builds"].as_array().unwrap().len(), 1, "{builds}");
 
     if std::env::var("SLIPWAY_TEST_REGISTRY").is_err() {
         eprintln!("skipped the build itself: SLIPWAY_TEST_REGISTRY is not set (run through tests/run.sh)");
         return;
     }
-    let build = wait_finished(&server, &build_id).await;
+    let build = server.wait_build(&build_id).await;
     assert_eq!(build["state"], "succeeded", "{build}");
     assert_eq!(build["tags"], json!(["ci"]));
-    let packages: Value = server
-        .client()
-        .get(server.url("/v1/apps/hooked/packages?tags=ci&latest=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let packages: Value = server.get_json("/v1/apps/hooked/packages?tags=ci&latest=true").await;
     assert!(packages.to_string().contains(build["package"]["digest"].as_str().unwrap()), "{packages}");
 }
 
@@ -214,8 +184,7 @@ async fn forged_rejected_and_filtered_deliveries_start_nothing() {
         reqwest::Client::new().post(server.url("/v1/triggers/nope")).body("{}").send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 
-    let builds: Value =
-        server.client().get(server.url("/v1/builds")).send().await.unwrap().json().await.unwrap();
+    let builds: Value = server.get_json("/v1/builds").await;
     assert_eq!(builds["builds"], json!([]), "nothing started");
 
     // A rejected delivery left no claim: the same delivery id, now a real push, is accepted.
@@ -302,8 +271,7 @@ async fn managing_triggers_needs_an_admin_token() {
         "{problems}"
     );
     let (id, _) = create_trigger(&server, "generic", repo.path()).await;
-    let listed: Value =
-        server.client().get(server.url("/v1/triggers")).send().await.unwrap().json().await.unwrap();
+    let listed: Value = server.get_json("/v1/triggers").await;
     assert_eq!(listed["triggers"][0]["id"], id.as_str());
     assert_eq!(
         server.client().delete(server.url(&format!("/v1/triggers/{id}"))).send().await.unwrap().status(),
