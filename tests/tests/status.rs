@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use slipway_tests::fleet::{Fleet, FleetConfig, Layout, Mode};
 use slipway_tests::server::TestServer;
 
+mod status_support;
+
 const LAYOUT: Layout = Layout { per_app: 2, apps: 3, clusters: 2 };
 
 struct Env {
@@ -19,15 +21,7 @@ struct Env {
 
 async fn start(instances: usize) -> Env {
     let fleet = Fleet::start(FleetConfig { instances, ports: 2, per_namespace: 1_000 }, 0).await.unwrap();
-    let server = TestServer::start_with(
-        |c| {
-            c.status.schedule.tight = Duration::from_millis(500);
-            c.status.schedule.ceiling = Duration::from_secs(4);
-            c.status.fetch.timeout = Duration::from_secs(1);
-        },
-        slipway_server::router::app,
-    )
-    .await;
+    let server = status_support::fast_server().await;
     let client = server.client();
     Env { server, fleet, client }
 }

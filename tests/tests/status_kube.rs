@@ -8,22 +8,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use slipway_tests::fleet::{Fleet, FleetConfig, Layout, Mode};
-use slipway_tests::server::TestServer;
+
+mod status_support;
 
 const LAYOUT: Layout = Layout { per_app: 5, apps: 2, clusters: 1 };
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deployments_in_one_namespace_share_one_list_per_cycle() {
     let fleet = Fleet::start(FleetConfig { instances: 200, ports: 1, per_namespace: 100 }, 0).await.unwrap();
-    let server = TestServer::start_with(
-        |c| {
-            c.status.schedule.tight = Duration::from_millis(500);
-            c.status.schedule.ceiling = Duration::from_secs(4);
-            c.status.fetch.timeout = Duration::from_secs(1);
-        },
-        slipway_server::router::app,
-    )
-    .await;
+    let server = status_support::fast_server().await;
     let client = server.client();
     let post = |path: &str, body: Value| {
         let request = client.post(server.url(path)).json(&body);
