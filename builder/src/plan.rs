@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use slipway_plugins::{PluginHost, ScriptKind};
+use slipway_plugins::{PluginHost, PluginTriple, ScriptKind};
 
 use crate::backend::BuildRequest;
 use crate::context::{SourceSpec, relative_inside};
@@ -36,8 +36,13 @@ fn default_dockerfile() -> String {
     "Dockerfile".into()
 }
 
-/// Calls `plan(component)` of `component/<kind>` and returns its image steps.
-pub async fn plan_images(host: &PluginHost, kind: &str, component: &Value) -> Result<Vec<ImageStep>> {
+/// Calls `plan(component)` of `component/<kind>` and returns its image steps, with the
+/// script revision that planned them (its `package` must be asked of the same revision).
+pub async fn plan_images(
+    host: &PluginHost,
+    kind: &str,
+    component: &Value,
+) -> Result<(PluginTriple, Vec<ImageStep>)> {
     let name = component["name"].as_str().unwrap_or_default().to_string();
     let bad = |reason: String| Error::Plan { component: name.clone(), reason };
     let output = host
@@ -45,11 +50,12 @@ pub async fn plan_images(host: &PluginHost, kind: &str, component: &Value) -> Re
         .await
         .map_err(|e| bad(e.to_string()))?;
     let steps = output.result["steps"].as_array().cloned().unwrap_or_default();
-    steps
+    let images = steps
         .into_iter()
         .filter(|s| s["kind"] == "image")
         .map(|s| serde_json::from_value(s).map_err(|e| bad(format!("image step: {e}"))))
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((output.triple, images))
 }
 
 impl ImageStep {

@@ -36,7 +36,8 @@ async fn microservice_plan_builds_from_the_component_path() {
         "path": "services/web",
         "params": { "dockerfile": "docker/Dockerfile.prod", "build_args": { "MSG": "hi" }, "target": "build" },
     });
-    let steps = plan_images(&host, "microservice", &component).await.unwrap();
+    let (triple, steps) = plan_images(&host, "microservice", &component).await.unwrap();
+    assert_eq!(triple.to_string(), "component/microservice/1");
     assert_eq!(steps.len(), 1);
     let request = steps[0].request(SourceSpec::Dir(source.clone()), "unused/web:latest").unwrap();
     assert_eq!(request.context_dir, "services/web");

@@ -2,12 +2,12 @@
 //! the builder, and packaged by the same plugin revision; when every component succeeded the
 //! app package is published with its tags in one step, otherwise nothing is published.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-use slipway_builder::{BuildBackend, BuildLog, BuildRequest, SourceSpec};
-use slipway_plugins::{CallOutput, ScriptKind};
+use serde_json::json;
+use slipway_builder::plan::{ImageStep, plan_images};
+use slipway_builder::{BuildBackend, BuildLog, SourceSpec};
+use slipway_plugins::ScriptKind;
 use slipway_registry::manifest::{ImageRef, Source};
 use slipway_registry::publish::{ComponentInput, PublishRequest};
 use slipway_registry::version::VersionSpec;
@@ -132,34 +132,25 @@ impl Pipeline {
         component: &ComponentSpec,
         log: &BuildLog,
     ) -> Result<BuiltComponent, String> {
-        let plugins = &self.inner.plugins;
         let subject = json!({ "name": component.name, "path": component.path, "params": component.params });
-        let plan = plugins
-            .call(
-                ScriptKind::Component,
-                &component.component_type,
-                None,
-                "plan",
-                vec![subject.clone(), json!({})],
-            )
+        let (triple, plan) = plan_images(&self.inner.plugins, &component.component_type, &subject)
             .await
-            .map_err(|e| format!("planning with component/{}: {e}", component.component_type))?;
-        let CallOutput { result: plan, triple } = plan;
+            .map_err(|e| e.to_string())?;
         log.line(format!("planned by {triple}"));
+        if plan.is_empty() {
+            return Err(format!("{triple} planned no image"));
+        }
         let root = self.source_root(&component.source)?;
         let mut steps = Vec::new();
         let mut images = Vec::new();
-        for step in plan["steps"].as_array().ok_or("the plan has no `steps` list")? {
-            match step["kind"].as_str() {
-                Some("image") => {
-                    let image = self.build_image(build, component, &root, step, log).await?;
-                    steps.push(json!({ "kind": "image", "name": step["name"], "reference": image.reference, "digest": image.digest }));
-                    images.push(image);
-                }
-                other => return Err(format!("plan step kind {other:?} is not supported by this server")),
-            }
+        for step in &plan {
+            let image = self.build_image(build, component, &root, step, log).await?;
+            steps.push(json!({ "kind": "image", "name": step.name, "reference": image.reference, "digest": image.digest }));
+            images.push(image);
         }
-        let packaged = plugins
+        let packaged = self
+            .inner
+            .plugins
             .call(
                 ScriptKind::Component,
                 &triple.name,
@@ -169,9 +160,6 @@ impl Pipeline {
             )
             .await
             .map_err(|e| format!("packaging with {triple}: {e}"))?;
-        if images.is_empty() {
-            return Err("the plan built no image".into());
-        }
         let parameters = json!({ "params": component.params, "package": packaged.result });
         Ok(BuiltComponent { images, parameters, plugin: triple.to_string() })
     }
@@ -181,33 +169,12 @@ impl Pipeline {
         build: &BuildView,
         component: &ComponentSpec,
         root: &SourceSpec,
-        step: &Value,
+        step: &ImageStep,
         log: &BuildLog,
     ) -> Result<ImageRef, String> {
-        let context = step["context"].as_str().unwrap_or(".");
-        let dockerfile = step["dockerfile"].as_str().unwrap_or("Dockerfile");
-        let dockerfile = relative_to(dockerfile, context)
-            .ok_or_else(|| format!("the Dockerfile {dockerfile} lies outside the build context {context}"))?;
-        let source = match root {
-            SourceSpec::Dir(dir) => SourceSpec::Dir(dir.join(context)),
-            git if matches!(context.trim_matches('/'), "" | ".") => git.clone(),
-            _ => {
-                return Err(format!(
-                    "a git source builds from the repository root; context `{context}` is not supported"
-                ));
-            }
-        };
         let config = &self.inner.config;
         let reference = format!("{}/{}/{}:{}", config.registry, build.app, component.name, build.id);
-        let mut request = BuildRequest::new(source, &reference);
-        request.dockerfile = dockerfile;
-        request.target = step["target"].as_str().map(str::to_owned);
-        if let Some(args) = step["build_args"].as_object() {
-            request.build_args = args
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-                .collect();
-        }
+        let mut request = step.request(root.clone(), &reference).map_err(|e| e.to_string())?;
         request.labels.insert("dev.slipway.app".into(), build.app.clone());
         request.labels.insert("dev.slipway.component".into(), component.name.clone());
         log.line(format!("building {reference} with the {} backend", self.inner.backend.name()));
@@ -236,16 +203,6 @@ impl Pipeline {
     }
 }
 
-/// A path given relative to the source root, made relative to the build context.
-fn relative_to(path: &str, context: &str) -> Option<String> {
-    let context = context.trim_matches('/');
-    if context.is_empty() || context == "." {
-        return Some(path.trim_start_matches("./").to_owned());
-    }
-    let rest = PathBuf::from(path.trim_start_matches("./"));
-    rest.strip_prefix(context).ok().map(|p| p.to_string_lossy().into_owned())
-}
-
 fn source_of<'a>(mut components: impl Iterator<Item = &'a ComponentSpec>) -> Source {
     match components.next().map(|c| &c.source) {
         Some(SourceRequest::Git { url, reference }) => {
@@ -255,22 +212,6 @@ fn source_of<'a>(mut components: impl Iterator<Item = &'a ComponentSpec>) -> Sou
             Source { repository: path.display().to_string(), commit: String::new() }
         }
         None => Source::default(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::relative_to;
-
-    #[test]
-    fn dockerfiles_are_found_relative_to_their_context() {
-        assert_eq!(relative_to("Dockerfile", ".").as_deref(), Some("Dockerfile"));
-        assert_eq!(relative_to("web/Dockerfile", "web").as_deref(), Some("Dockerfile"));
-        assert_eq!(
-            relative_to("web/docker/Dockerfile.prod", "web/").as_deref(),
-            Some("docker/Dockerfile.prod")
-        );
-        assert_eq!(relative_to("api/Dockerfile", "web"), None);
     }
 }
 
