@@ -28,8 +28,10 @@ async fn first_start_writes_a_private_admin_token_once() {
     assert_eq!(mode, 0o600);
     assert!(server.admin_token.starts_with("slw_"));
 
-    let tokens: Value = server.client().get(server.url("/v1/tokens")).send().await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = tokens["tokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let tokens: Value =
+        server.client().get(server.url("/v1/tokens")).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> =
+        tokens["tokens"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["initial-admin"]);
 
     // Reopening the same data directory keeps the one token and the file as they were.
@@ -79,8 +81,10 @@ async fn a_scope_that_does_not_allow_the_call_is_403() {
 #[tokio::test]
 async fn expired_revoked_and_rotated_tokens() {
     let server = TestServer::start().await;
-    let (_, expired) = create_token(&server, json!({"name": "short", "scopes": ["admin"], "expires_in_s": 0})).await;
-    let response = TestServer::client_with_token(&expired).get(server.url("/v1/tokens")).send().await.unwrap();
+    let (_, expired) =
+        create_token(&server, json!({"name": "short", "scopes": ["admin"], "expires_in_s": 0})).await;
+    let response =
+        TestServer::client_with_token(&expired).get(server.url("/v1/tokens")).send().await.unwrap();
     assert_eq!(code_of(response).await, (401, "token_expired".into()));
 
     let (id, secret) = create_token(&server, json!({"name": "deployer", "scopes": ["admin"]})).await;
@@ -118,7 +122,11 @@ async fn bad_token_requests_are_refused_clearly() {
     let response =
         client.post(server.url("/v1/tokens")).json(&json!({"name": "x", "scopes": []})).send().await.unwrap();
     assert_eq!(code_of(response).await, (400, "invalid_request".into()));
-    let response =
-        client.post(server.url("/v1/tokens")).json(&json!({"name": "x", "scopes": ["root"]})).send().await.unwrap();
+    let response = client
+        .post(server.url("/v1/tokens"))
+        .json(&json!({"name": "x", "scopes": ["root"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code_of(response).await, (400, "invalid_json".into()));
 }

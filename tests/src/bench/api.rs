@@ -38,14 +38,18 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
 
 /// Runs `CONNECTIONS` clients, each sending requests back to back on one connection, and
 /// returns the merged latency histogram in microseconds.
-async fn load(addr: std::net::SocketAddr, duration: Duration) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+async fn load(
+    addr: std::net::SocketAddr,
+    duration: Duration,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     let deadline = Instant::now() + duration;
     let mut clients = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
         clients.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
             let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
             while Instant::now() < deadline {
