@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use builder_support::*;
-use slipway_builder::{BuildLog, BuildRequest, SourceSpec};
+use slipway_builder::{BuildBackend, BuildLog, BuildRequest, SourceSpec};
 
 const DOCKERFILE: &str = "FROM scratch\nCOPY a.txt /a.txt\nARG V=1\nCOPY b.txt /b.txt\nCOPY . /ctx/\n";
 
@@ -115,4 +115,45 @@ async fn components_build_in_parallel_with_their_own_logs() {
     assert_eq!(summary, [("web".into(), true), ("worker".into(), false), ("api".into(), true)]);
     assert!(results[1].log.lines().iter().any(|l| l.contains("build failed") && l.contains("missing")));
     assert!(results[0].log.lines().iter().all(|l| !l.contains("missing")), "logs stay per component");
+}
+
+#[tokio::test]
+async fn a_changed_base_image_digest_rebuilds_the_layers_above_it() {
+    if !registry_ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = native(&tmp.path().join("store"));
+    let base = format!("{}:latest", unique("cache-base"));
+    // Pushes a base image whose content is `text` under the same tag each time.
+    let push_base = |text: &'static str| {
+        let dir = tmp.path().join(format!("base-{}", text.len()));
+        write_tree(&dir, &[("Dockerfile", "FROM scratch\nCOPY base.txt /base.txt\n"), ("base.txt", text)]);
+        let request = BuildRequest::new(SourceSpec::Dir(dir), &base);
+        let backend = &backend;
+        async move {
+            let log = BuildLog::new("base");
+            backend.build(&request, &log).await.unwrap_or_else(|e| panic!("{e}\n{:#?}", log.lines()))
+        }
+    };
+    let first = push_base("one").await;
+
+    let ctx = tmp.path().join("app");
+    write_tree(&ctx, &[("Dockerfile", &format!("FROM {base}\nCOPY app.txt /app.txt\n")), ("app.txt", "app")]);
+    let build_app = || async {
+        let request = BuildRequest::new(SourceSpec::Dir(ctx.clone()), "unused/app:latest");
+        let log = BuildLog::new("app");
+        backend
+            .build_local(&request, &log)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{:#?}", log.lines()))
+            .layers_built
+    };
+    assert_eq!(build_app().await, 1);
+    assert_eq!(build_app().await, 0, "same base digest: all cached");
+
+    let second = push_base("two, longer").await;
+    assert_ne!(first.digest, second.digest, "the tag now names another image");
+    assert_eq!(build_app().await, 1, "a new base digest rebuilds the layer above it");
+    assert_eq!(build_app().await, 0);
 }
