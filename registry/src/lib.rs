@@ -75,11 +75,34 @@ pub struct Registry {
     store: Arc<dyn ObjectStore>,
     config: RegistryConfig,
     local_root: Option<PathBuf>,
+    /// Queues this process's write transactions first come, first served. SQLite admits one
+    /// writer and lets the others poll for the lock, which under steady load can starve one
+    /// past its busy timeout; waiting here in order instead costs nothing on PostgreSQL.
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction holding its place in the writer queue until it commits or drops.
+pub(crate) struct WriteTx {
+    pub tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    /// Commits and gives the next writer its turn.
+    pub(crate) async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
 }
 
 impl Registry {
     pub fn new(db: AnyPool, store: Arc<dyn ObjectStore>, config: RegistryConfig) -> Self {
-        Self { db, store, config, local_root: None }
+        Self { db, store, config, local_root: None, writes: Arc::default() }
+    }
+
+    /// Opens a write transaction once this process's earlier writers are done.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+        let turn = self.writes.clone().lock_owned().await;
+        Ok(WriteTx { tx: self.db.begin().await?, _turn: turn })
     }
 
     /// Names the directory behind a local-disk object store. A process killed mid-upload

@@ -22,8 +22,9 @@ use crate::query::PackageSummary;
 use crate::version::{VersionSpec, bump_patch, parse_version, version_key};
 use crate::{Registry, names, now_ms, tags};
 
-/// How often `auto` re-reads the highest version when a concurrent publish took it.
-const AUTO_ATTEMPTS: usize = 5;
+/// How often `auto` re-reads the highest version when a concurrent publish took it: with
+/// n publishes of one app racing, the last wins on its n-th attempt.
+const AUTO_ATTEMPTS: usize = 32;
 const MAX_FILE_PATH: usize = 255;
 
 /// One component's build result, the input of a component package.
@@ -169,7 +170,7 @@ impl Registry {
     ) -> Result<PackageSummary> {
         let app = manifest.app.as_str();
         let app_key = version_key(&parse_version(&manifest.version)?);
-        let mut tx = self.db.begin().await?;
+        let mut write = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO registry_app_packages
                 (app, version_key, version, digest, size_bytes, manifest, creator, created_at_ms)
@@ -183,10 +184,10 @@ impl Registry {
         .bind(serde_json::to_string(manifest).expect("manifest serializes"))
         .bind(&manifest.creator)
         .bind(manifest.created_at_ms)
-        .execute(&mut *tx)
+        .execute(&mut *write.tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            drop(tx);
+            drop(write);
             self.refuse_existing(app, &parse_version(&manifest.version)?).await?;
             return Err(Error::VersionExists {
                 app: app.into(),
@@ -195,12 +196,12 @@ impl Registry {
             });
         }
         for (component, entry) in components.iter().zip(&manifest.components) {
-            insert_component(&mut tx, component, entry, &app_key).await?;
+            insert_component(&mut write.tx, component, entry, &app_key).await?;
         }
         for tag in &manifest.tags {
-            tags::apply_tag(&mut tx, app, &app_key, &manifest.version, tag, &manifest.creator).await?;
+            tags::apply_tag(&mut write.tx, app, &app_key, &manifest.version, tag, &manifest.creator).await?;
         }
-        tx.commit().await?;
+        write.commit().await?;
         metrics::counter!("slipway_registry_publishes_total").increment(1);
         metrics::counter!("slipway_registry_published_bytes_total").increment(blob.size_bytes);
         tracing::info!(app, version = %manifest.version, digest = %blob.digest, "published app package");

@@ -22,11 +22,11 @@ impl Registry {
     /// Deletes the untagged versions of `app` beyond the newest `keep`; returns them.
     pub async fn apply_retention(&self, app: &str, keep: u32, actor: &str) -> Result<Vec<Deletion>> {
         names::check_app(app)?;
-        let mut tx = self.db.begin().await?;
+        let mut write = self.begin_write().await?;
         // A no-op write first takes SQLite's write lock before the read (see tags.rs).
         sqlx::query("UPDATE registry_app_packages SET size_bytes = size_bytes WHERE app = $1 AND 1 = 0")
             .bind(app)
-            .execute(&mut *tx)
+            .execute(&mut *write.tx)
             .await?;
         let doomed: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT p.version_key, p.version, p.digest FROM registry_app_packages p
@@ -38,7 +38,7 @@ impl Registry {
         )
         .bind(app)
         .bind(i64::from(keep))
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *write.tx)
         .await?;
         let reason = format!("retention: keep the newest {keep} versions");
         let at_ms = now_ms();
@@ -48,7 +48,7 @@ impl Registry {
                 "DELETE FROM registry_app_packages WHERE app = $1 AND version_key = $2",
                 "DELETE FROM registry_app_package_components WHERE app = $1 AND app_version_key = $2",
             ] {
-                sqlx::query(statement).bind(app).bind(&key).execute(&mut *tx).await?;
+                sqlx::query(statement).bind(app).bind(&key).execute(&mut *write.tx).await?;
             }
             sqlx::query(
                 "INSERT INTO registry_deletions (id, app, version, digest, reason, actor, at_ms)
@@ -61,7 +61,7 @@ impl Registry {
             .bind(&reason)
             .bind(actor)
             .bind(at_ms)
-            .execute(&mut *tx)
+            .execute(&mut *write.tx)
             .await?;
             deleted.push(Deletion {
                 app: app.into(),
@@ -81,9 +81,9 @@ impl Registry {
                   AND l.component_version_key = registry_component_packages.version_key)",
         )
         .bind(app)
-        .execute(&mut *tx)
+        .execute(&mut *write.tx)
         .await?;
-        tx.commit().await?;
+        write.commit().await?;
         if !deleted.is_empty() {
             metrics::counter!("slipway_registry_retention_deletions_total").increment(deleted.len() as u64);
             tracing::info!(app, deleted = deleted.len(), keep, "retention deleted app packages");

@@ -10,7 +10,7 @@ use sqlx::AnyConnection;
 
 use crate::error::{Error, Result};
 use crate::version::{parse_version, version_key};
-use crate::{Registry, names, now_ms};
+use crate::{Registry, WriteTx, names, now_ms};
 
 /// What a tag `PUT` changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -44,17 +44,17 @@ impl Registry {
     /// Adds `tag` to `version` of `app`; for an exclusive tag, in the same transaction,
     /// removes it from whichever version held it.
     pub async fn add_tag(&self, app: &str, version: &str, tag: &str, actor: &str) -> Result<TagChange> {
-        let (mut tx, key, version) = self.begin_tag_change(app, version, tag, actor).await?;
-        let change = apply_tag(&mut tx, app, &key, &version, tag, actor).await?;
-        tx.commit().await?;
+        let (mut write, key, version) = self.begin_tag_change(app, version, tag, actor).await?;
+        let change = apply_tag(&mut write.tx, app, &key, &version, tag, actor).await?;
+        write.commit().await?;
         Ok(change)
     }
 
     /// Removes `tag` from `version`; returns whether the version had it.
     pub async fn remove_tag(&self, app: &str, version: &str, tag: &str, actor: &str) -> Result<bool> {
-        let (mut tx, key, version) = self.begin_tag_change(app, version, tag, actor).await?;
-        let removed = delete_tag(&mut tx, app, &key, &version, tag, actor).await?;
-        tx.commit().await?;
+        let (mut write, key, version) = self.begin_tag_change(app, version, tag, actor).await?;
+        let removed = delete_tag(&mut write.tx, app, &key, &version, tag, actor).await?;
+        write.commit().await?;
         Ok(removed)
     }
 
@@ -65,13 +65,13 @@ impl Registry {
         version: &str,
         tag: &str,
         actor: &str,
-    ) -> Result<(sqlx::Transaction<'static, sqlx::Any>, String, String)> {
+    ) -> Result<(WriteTx, String, String)> {
         names::check_tag(tag)?;
         names::check_actor(actor)?;
-        let mut tx = self.db.begin().await?;
-        lock_tag(&mut tx, app, tag).await?;
-        let (key, version) = package_key(&mut tx, app, version).await?;
-        Ok((tx, key, version))
+        let mut write = self.begin_write().await?;
+        lock_tag(&mut write.tx, app, tag).await?;
+        let (key, version) = package_key(&mut write.tx, app, version).await?;
+        Ok((write, key, version))
     }
 
     /// Marks `tag` exclusive in `app` (at most one version holds it after the next `PUT`),
