@@ -50,7 +50,7 @@ fn plan(quick: bool) -> Plan {
 
 pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let p = plan(quick);
-    let mut fleet = RemoteFleet::spawn(p.instances).await?;
+    let fleet = RemoteFleet::spawn(p.instances).await?;
     let server = TestServer::start_with(
         |c| {
             c.status.schedule.tight = p.tight;
@@ -143,7 +143,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     tokio::time::sleep(p.tight * 2).await;
 
     let batch_p99 = api.batch_get_p99_ms(p.instances, p.batch_gets).await?;
-    fleet.stop();
+    drop(fleet);
     Ok(json!({
         "bench": "status",
         "instances": p.instances,
@@ -316,6 +316,13 @@ impl RemoteFleet {
     fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A run that fails half way must not leave the simulator behind.
+impl Drop for RemoteFleet {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
