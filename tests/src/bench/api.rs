@@ -3,11 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use crate::server::TestServer;
@@ -36,36 +31,9 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     Ok(result)
 }
 
-/// Runs `CONNECTIONS` clients, each sending requests back to back on one connection, and
-/// returns the merged latency histogram in microseconds.
 async fn load(
     addr: std::net::SocketAddr,
     duration: Duration,
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-    let deadline = Instant::now() + duration;
-    let mut clients = Vec::with_capacity(CONNECTIONS);
-    for _ in 0..CONNECTIONS {
-        clients.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
-            while Instant::now() < deadline {
-                let request = Request::get("/healthz").header("host", "bench").body(Empty::<Bytes>::new())?;
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                anyhow::ensure!(response.status().is_success(), "healthz answered {}", response.status());
-                response.into_body().collect().await?;
-                histogram.record(sent.elapsed().as_micros() as u64)?;
-            }
-            anyhow::Ok(histogram)
-        }));
-    }
-    let mut merged = hdrhistogram::Histogram::<u64>::new(3)?;
-    for client in clients {
-        merged.add(client.await.context("client task")??)?;
-    }
-    Ok(merged)
+    super::http_load::run(addr, CONNECTIONS, duration, None, |_| || "/healthz".to_owned()).await
 }

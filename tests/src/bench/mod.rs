@@ -3,6 +3,7 @@
 
 mod api;
 mod builder;
+mod http_load;
 mod plugins;
 mod registry;
 mod registry_transfer;

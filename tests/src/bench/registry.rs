@@ -13,11 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use slipway_registry::manifest::Source;
 use slipway_registry::publish::{ComponentInput, PublishRequest};
@@ -178,39 +173,14 @@ async fn query_load(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-    let deadline = Instant::now() + duration;
-    let mut clients = Vec::with_capacity(connections);
-    for c in 0..connections {
-        let auth = auth.to_owned();
-        clients.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
-            let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
-            let mut app = c as u64 * 7919;
-            while Instant::now() < deadline {
-                app = (app * 6364136223846793005 + 1442695040888963407) % apps.max(1);
-                let path = format!("/v1/apps/app-{app}/packages?{QUERY}");
-                let request = Request::get(path)
-                    .header("host", "bench")
-                    .header("authorization", &auth)
-                    .body(Empty::<Bytes>::new())?;
-                let sent = Instant::now();
-                let response = sender.send_request(request).await?;
-                anyhow::ensure!(response.status().is_success(), "query answered {}", response.status());
-                response.into_body().collect().await?;
-                histogram.record(sent.elapsed().as_micros() as u64)?;
-            }
-            anyhow::Ok(histogram)
-        }));
-    }
-    let mut merged = hdrhistogram::Histogram::<u64>::new(3)?;
-    for client in clients {
-        merged.add(client.await.context("query client")??)?;
-    }
-    Ok(merged)
+    super::http_load::run(addr, connections, duration, Some(auth), |client| {
+        let mut app = client as u64 * 7919;
+        move || {
+            app = (app * 6364136223846793005 + 1442695040888963407) % apps.max(1);
+            format!("/v1/apps/app-{app}/packages?{QUERY}")
+        }
+    })
+    .await
 }
 
 /// Reads `/proc/self/status` VmRSS in kilobytes.
