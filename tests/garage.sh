@@ -40,9 +40,14 @@ EOF
     garage -c "$dir/garage.toml" server >"$dir/garage.log" 2>&1 &
     local pid=$!
     local g=(garage -c "$dir/garage.toml")
+    # `node id` reads a local file and answers before the server listens; `status` asks the
+    # server itself, so the layout commands below find it up.
     local node=""
-    for _ in $(seq 1 100); do
-        node=$("${g[@]}" node id -q 2>/dev/null | cut -d@ -f1) && [ -n "$node" ] && break
+    for _ in $(seq 1 150); do
+        if "${g[@]}" status >/dev/null 2>&1; then
+            node=$("${g[@]}" node id -q 2>/dev/null | cut -d@ -f1)
+            [ -n "$node" ] && break
+        fi
         sleep 0.2
     done
     [ -n "$node" ] || { echo "garage did not start; log: $dir/garage.log" >&2; kill "$pid"; exit 1; }
