@@ -25,7 +25,12 @@ curl -s "http://$listen/readyz"
 echo
 cat <<TXT
 
+An admin API token was written to .slipway/admin-token on the first start.
+
 Try:
+  token=\$(cat .slipway/admin-token)
+  curl -s -H "Authorization: Bearer \$token" http://$listen/v1/plugins        # the built-in plugins
+  curl -s -H "Authorization: Bearer \$token" http://$listen/v1/builds
   curl -s http://$listen/healthz
   curl -s http://$listen/readyz
   curl -s http://$listen/metrics | grep slipway_
