@@ -32,6 +32,27 @@ pub struct PackageSummary {
     pub created_at_ms: i64,
 }
 
+impl PackageSummary {
+    /// From the columns `registry_app_packages` stores (sizes as BIGINT).
+    fn from_row(
+        app: &str,
+        version: String,
+        digest: String,
+        size: i64,
+        creator: String,
+        created_at_ms: i64,
+    ) -> Self {
+        PackageSummary {
+            app: app.to_owned(),
+            version,
+            digest,
+            size_bytes: size as u64,
+            creator,
+            created_at_ms,
+        }
+    }
+}
+
 /// One app package with its current tags and its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PackageDetails {
@@ -156,13 +177,8 @@ impl Registry {
         };
         let items = rows
             .into_iter()
-            .map(|(version, _, digest, size, creator, created_at_ms)| PackageSummary {
-                app: app.to_owned(),
-                version,
-                digest,
-                size_bytes: size as u64,
-                creator,
-                created_at_ms,
+            .map(|(version, _, digest, size, creator, created_at_ms)| {
+                PackageSummary::from_row(app, version, digest, size, creator, created_at_ms)
             })
             .collect();
         Ok(Page { items, next_cursor })
@@ -191,14 +207,7 @@ impl Registry {
         .fetch_all(&self.db)
         .await?;
         Ok(PackageDetails {
-            summary: PackageSummary {
-                app: app.to_owned(),
-                version,
-                digest,
-                size_bytes: size as u64,
-                creator,
-                created_at_ms,
-            },
+            summary: PackageSummary::from_row(app, version, digest, size, creator, created_at_ms),
             tags: tags.into_iter().map(|(t,)| t).collect(),
             manifest: AppManifest::from_json(manifest.as_bytes())?,
         })

@@ -61,15 +61,7 @@ async fn upload_activate_dry_run_and_uninstall() {
         listed["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["acme", "builtin"]);
 
-    let revisions: Value = server
-        .client()
-        .get(server.url("/v1/plugins/status/ping"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revisions: Value = server.get_json("/v1/plugins/status/ping").await;
     assert_eq!(revisions["active"], 1);
     assert_eq!(revisions["revisions"].as_array().unwrap().len(), 2);
 
