@@ -18,6 +18,7 @@ pub mod events;
 pub mod fetch;
 pub mod flapping;
 pub mod health;
+pub mod heatmap;
 pub mod model;
 mod runner;
 pub mod schedule;

@@ -307,6 +307,12 @@ impl StatusService {
             .collect())
     }
 
+    /// Every instance's status grouped by app and cluster (see [`crate::heatmap`]).
+    pub fn heatmap(&self) -> Vec<crate::heatmap::HeatmapGroup> {
+        let cells = crate::heatmap::cells(&self.inner.scheduler.lock().table);
+        crate::heatmap::group(cells)
+    }
+
     /// Instances registered now.
     pub fn len(&self) -> usize {
         self.inner.scheduler.lock().table.len()

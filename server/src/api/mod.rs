@@ -2,6 +2,7 @@
 
 mod builds;
 mod health;
+mod heatmap;
 mod instances;
 mod ops;
 mod plugins;
@@ -17,6 +18,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(ops::routes())
         .merge(health::routes())
+        .merge(heatmap::routes())
         .merge(instances::routes())
         .merge(plugins::routes())
         .merge(registry::routes())
