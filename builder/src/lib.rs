@@ -19,6 +19,7 @@ pub mod dockerfile;
 pub mod dockerignore;
 pub mod error;
 pub mod image;
+pub mod inputs;
 pub mod layer;
 pub mod layer_cache;
 pub mod log;

@@ -88,6 +88,24 @@ impl RegistryClient {
         Ok(BaseImage { manifest_digest, config, layers })
     }
 
+    /// The manifest digest `image` resolves to now, without pulling anything.
+    pub async fn manifest_digest(&self, image: &str) -> Result<String> {
+        let bad = |reason: String| Error::BaseImage { image: image.to_string(), reason };
+        let reference: Reference = image.parse().map_err(|e| bad(format!("not an image reference: {e}")))?;
+        self.client.fetch_manifest_digest(&reference, &self.auth).await.map_err(|e| bad(e.to_string()))
+    }
+
+    /// Whether the registry still serves `image`'s repository at manifest `digest`.
+    pub async fn has_manifest(&self, image: &str, digest: &str) -> Result<bool> {
+        let bad = |reason: String| Error::BaseImage { image: image.to_string(), reason };
+        let reference: Reference = image.parse().map_err(|e| bad(format!("not an image reference: {e}")))?;
+        let pinned =
+            Reference::with_digest(reference.registry().into(), reference.repository().into(), digest.into());
+        let found =
+            self.client.fetch_manifest_digest(&pinned, &self.auth).await.map_err(|e| bad(e.to_string()))?;
+        Ok(found == digest)
+    }
+
     /// Pushes `image` to `target` (`registry/repo:tag`).
     pub async fn push(&self, target: &str, image: &ImageToPush, store: &BlobStore) -> Result<PushReport> {
         let reference: Reference = target.parse().map_err(|e| Error::Registry {

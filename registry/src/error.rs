@@ -15,6 +15,8 @@ pub enum Error {
     InvalidPackage(String),
     #[error("app {app} has no package {version}")]
     PackageNotFound { app: String, version: String },
+    #[error("app {app} has no component package {component} {version}")]
+    ComponentNotFound { app: String, component: String, version: String },
     #[error("app {app} already has version {version} (digest {digest})")]
     VersionExists { app: String, version: String, digest: String },
     #[error("app {app} already has component package {component} {version} with digest {digest}")]

@@ -3,8 +3,9 @@
 //!
 //! Owns: package formats ([`manifest`], [`archive`]), version ordering ([`version`],
 //! [`range`]), name and tag rules ([`names`]), publish atomicity ([`publish`], [`blobs`]),
-//! tags and exclusive tags ([`tags`]), tag queries ([`query`]), retention ([`retention`]) and
-//! offline packages ([`offline`]).
+//! tags and exclusive tags ([`tags`]), tag queries ([`query`]), retention ([`retention`]),
+//! reuse of component packages built from the same inputs ([`reuse`]) and offline packages
+//! ([`offline`]).
 //! Must not know: HTTP routes, how images are built, instance health. The database pool and
 //! object store are handed in by the server; the only network peer it talks to itself is
 //! an OCI image registry, for offline export and import.
@@ -23,6 +24,7 @@ pub mod publish;
 pub mod query;
 pub mod range;
 pub mod retention;
+pub mod reuse;
 mod schema;
 pub mod tags;
 pub mod version;

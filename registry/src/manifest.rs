@@ -53,6 +53,11 @@ pub struct ComponentManifest {
     pub plugin: String,
     pub created_at_ms: i64,
     pub creator: String,
+    /// Digest of everything the build read (source tree, Dockerfile, build args, plugin
+    /// revision, platform, base image digests): a later build with the same inputs reuses
+    /// this package instead of building. Absent for packages not built by the pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_digest: Option<String>,
 }
 
 /// One component package inside an app package.

@@ -40,6 +40,8 @@ pub struct ComponentInput {
     pub plugin: String,
     /// Files the component type adds (a Helm chart, configuration), by relative path.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// What the build read, recorded so a build with the same inputs can reuse the package.
+    pub inputs_digest: Option<String>,
 }
 
 impl ComponentInput {
@@ -53,8 +55,41 @@ impl ComponentInput {
             parameters: Value::Object(Default::default()),
             plugin: plugin.into(),
             files: BTreeMap::new(),
+            inputs_digest: None,
         }
     }
+}
+
+/// A component of a new app package: a new component package made from build results, or
+/// one an earlier app package already holds, carried over byte for byte.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PackageComponent {
+    New(ComponentInput),
+    Existing(ExistingComponent),
+}
+
+impl From<ComponentInput> for PackageComponent {
+    fn from(input: ComponentInput) -> Self {
+        PackageComponent::New(input)
+    }
+}
+
+impl PackageComponent {
+    pub fn name(&self) -> &str {
+        match self {
+            PackageComponent::New(input) => &input.component,
+            PackageComponent::Existing(existing) => &existing.manifest.component,
+        }
+    }
+}
+
+/// A stored component package, as [`Registry::component_package`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingComponent {
+    pub manifest: ComponentManifest,
+    pub digest: String,
+    /// The component package's `.tar.gz`, exactly as stored.
+    pub bytes: Bytes,
 }
 
 /// Everything an app package is made from.
@@ -65,7 +100,7 @@ pub struct PublishRequest {
     pub tags: Vec<String>,
     pub creator: String,
     pub source: Source,
-    pub components: Vec<ComponentInput>,
+    pub components: Vec<PackageComponent>,
 }
 
 /// A built app package: its manifests and its deterministic `.tar.gz` bytes.
@@ -230,8 +265,9 @@ async fn insert_component(
     let key = version_key(&parse_version(&component.version)?);
     sqlx::query(
         "INSERT INTO registry_component_packages
-            (app, component, version_key, version, component_type, digest, size_bytes, manifest, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (app, component, version_key) DO NOTHING",
+            (app, component, version_key, version, component_type, digest, size_bytes, manifest, created_at_ms,
+             inputs_digest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (app, component, version_key) DO NOTHING",
     )
     .bind(&component.app)
     .bind(&component.component)
@@ -242,6 +278,7 @@ async fn insert_component(
     .bind(entry.size_bytes as i64)
     .bind(serde_json::to_string(component).expect("manifest serializes"))
     .bind(component.created_at_ms)
+    .bind(&component.inputs_digest)
     .execute(&mut *tx)
     .await?;
     let (digest,): (String,) = sqlx::query_as(
@@ -280,12 +317,23 @@ fn check_request(request: &PublishRequest) -> Result<()> {
         names::check_tag(tag)?;
     }
     for (i, c) in request.components.iter().enumerate() {
-        names::check_component(&c.component)?;
-        if request.components[..i].iter().any(|o| o.component == c.component) {
-            return Err(Error::invalid_package(format!("component {} given twice", c.component)));
+        names::check_component(c.name())?;
+        if request.components[..i].iter().any(|o| o.name() == c.name()) {
+            return Err(Error::invalid_package(format!("component {} given twice", c.name())));
         }
-        for path in c.files.keys() {
-            check_file_path(path)?;
+        match c {
+            PackageComponent::New(input) => {
+                for path in input.files.keys() {
+                    check_file_path(path)?;
+                }
+            }
+            PackageComponent::Existing(existing) if existing.manifest.app != request.app => {
+                return Err(Error::AppMismatch {
+                    expected: request.app.clone(),
+                    found: existing.manifest.app.clone(),
+                });
+            }
+            PackageComponent::Existing(_) => {}
         }
     }
     Ok(())
@@ -316,25 +364,12 @@ fn check_file_path(path: &str) -> Result<()> {
 pub fn build_package(request: &PublishRequest, version: &Version, now_ms: i64) -> BuiltPackage {
     let mut components = Vec::new();
     let mut entries_meta = Vec::new();
-    let mut component_files: Vec<(String, Vec<u8>)> = Vec::new();
-    for input in &request.components {
-        let manifest = ComponentManifest {
-            format: COMPONENT_FORMAT.into(),
-            app: request.app.clone(),
-            component_type: input.component_type.clone(),
-            component: input.component.clone(),
-            version: input.version.as_ref().unwrap_or(version).to_string(),
-            images: input.images.clone(),
-            parameters: input.parameters.clone(),
-            source: request.source.clone(),
-            plugin: input.plugin.clone(),
-            created_at_ms: now_ms,
-            creator: request.creator.clone(),
+    let mut component_files: Vec<(String, Bytes)> = Vec::new();
+    for component in &request.components {
+        let (manifest, bytes) = match component {
+            PackageComponent::New(input) => new_component(request, input, version, now_ms),
+            PackageComponent::Existing(existing) => (existing.manifest.clone(), existing.bytes.clone()),
         };
-        let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-        let mut entries: Vec<(String, &[u8])> = vec![(MANIFEST_FILE.into(), &manifest_json)];
-        entries.extend(input.files.iter().map(|(p, c)| (format!("files/{p}"), c.as_slice())));
-        let bytes = write_tar_gz(&entries);
         entries_meta.push(ComponentEntry {
             component_type: manifest.component_type.clone(),
             component: manifest.component.clone(),
@@ -358,6 +393,34 @@ pub fn build_package(request: &PublishRequest, version: &Version, now_ms: i64) -
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     let mut entries: Vec<(String, &[u8])> = vec![(MANIFEST_FILE.into(), &manifest_json)];
-    entries.extend(component_files.iter().map(|(p, c)| (p.clone(), c.as_slice())));
+    entries.extend(component_files.iter().map(|(p, c)| (p.clone(), c.as_ref())));
     BuiltPackage { manifest, components, bytes: Bytes::from(write_tar_gz(&entries)) }
+}
+
+/// A new component package (manifest and `.tar.gz`) from one component's build results.
+fn new_component(
+    request: &PublishRequest,
+    input: &ComponentInput,
+    version: &Version,
+    now_ms: i64,
+) -> (ComponentManifest, Bytes) {
+    let manifest = ComponentManifest {
+        format: COMPONENT_FORMAT.into(),
+        app: request.app.clone(),
+        component_type: input.component_type.clone(),
+        component: input.component.clone(),
+        version: input.version.as_ref().unwrap_or(version).to_string(),
+        images: input.images.clone(),
+        parameters: input.parameters.clone(),
+        source: request.source.clone(),
+        plugin: input.plugin.clone(),
+        created_at_ms: now_ms,
+        creator: request.creator.clone(),
+        inputs_digest: input.inputs_digest.clone(),
+    };
+    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let mut entries: Vec<(String, &[u8])> = vec![(MANIFEST_FILE.into(), &manifest_json)];
+    entries.extend(input.files.iter().map(|(p, c)| (format!("files/{p}"), c.as_slice())));
+    let bytes = Bytes::from(write_tar_gz(&entries));
+    (manifest, bytes)
 }

@@ -6,9 +6,10 @@
 //! index scan, and every further tag of an "all of" query is one primary-key probe.
 
 /// Database migrations of this crate, applied in order by the server at start.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "registry-0001-packages",
-    "CREATE TABLE registry_app_packages (
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "registry-0001-packages",
+        "CREATE TABLE registry_app_packages (
         app TEXT NOT NULL,
         version_key TEXT NOT NULL,
         version TEXT NOT NULL,
@@ -79,4 +80,13 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
         at_ms BIGINT NOT NULL
     );
     CREATE INDEX registry_deletions_app ON registry_deletions (app, at_ms)",
-)];
+    ),
+    // The build inputs a component package was made from (see `ComponentManifest::inputs_digest`),
+    // so a pipeline finds the package it would build again and reuses it.
+    (
+        "registry-0002-component-inputs",
+        "ALTER TABLE registry_component_packages ADD COLUMN inputs_digest TEXT;
+        CREATE INDEX registry_component_packages_inputs
+            ON registry_component_packages (app, component, inputs_digest)",
+    ),
+];

@@ -142,6 +142,7 @@ fn registry_status_and_code(e: &slipway_registry::Error) -> (StatusCode, &'stati
         E::InvalidCursor(_) => (StatusCode::BAD_REQUEST, "invalid_cursor"),
         E::InvalidPackage(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_package"),
         E::PackageNotFound { .. } => (StatusCode::NOT_FOUND, "package_not_found"),
+        E::ComponentNotFound { .. } => (StatusCode::NOT_FOUND, "component_package_not_found"),
         E::VersionExists { .. } => (StatusCode::CONFLICT, "version_exists"),
         E::ComponentVersionExists { .. } => (StatusCode::CONFLICT, "component_version_exists"),
         E::DigestMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
@@ -162,6 +163,9 @@ fn registry_details(e: &slipway_registry::Error) -> Value {
         E::InvalidName { what, value, rule } => json!({ "what": what, "value": value, "rule": rule }),
         E::InvalidVersion { value, .. } | E::InvalidRange { value, .. } => json!({ "value": value }),
         E::PackageNotFound { app, version } => json!({ "app": app, "version": version }),
+        E::ComponentNotFound { app, component, version } => {
+            json!({ "app": app, "component": component, "version": version })
+        }
         E::VersionExists { app, version, digest } => {
             json!({ "app": app, "version": version, "digest": digest })
         }

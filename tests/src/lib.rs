@@ -4,4 +4,5 @@
 
 pub mod bench;
 pub mod fleet;
+pub mod pipeline;
 pub mod server;

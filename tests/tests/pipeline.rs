@@ -7,41 +7,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use slipway_tests::pipeline::{registry_and_base as components, start, write};
 use slipway_tests::server::TestServer;
-
-/// The registry and base image `tests/run.sh` provides; `None` (with the reason printed)
-/// when they are not there.
-fn components() -> Option<(String, String)> {
-    let (Ok(registry), Ok(base)) =
-        (std::env::var("SLIPWAY_TEST_REGISTRY"), std::env::var("SLIPWAY_TEST_BASE_IMAGE"))
-    else {
-        eprintln!(
-            "skipped: SLIPWAY_TEST_REGISTRY and SLIPWAY_TEST_BASE_IMAGE are not set (run through tests/run.sh)"
-        );
-        return None;
-    };
-    Some((registry, base))
-}
-
-fn write(root: &Path, path: &str, text: &str) {
-    let path = root.join(path);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
-async fn start(registry: &str, root: &Path) -> TestServer {
-    let registry = registry.to_owned();
-    let root = root.to_path_buf();
-    TestServer::start_with(
-        move |c| {
-            c.pipeline.registry = registry.clone();
-            c.pipeline.insecure_registries = vec![registry];
-            c.pipeline.source_roots = vec![root];
-        },
-        slipway_server::router::app,
-    )
-    .await
-}
 
 #[tokio::test]
 async fn two_components_become_a_tagged_app_package() {
@@ -198,15 +165,7 @@ async fn submit(server: &TestServer, app: &str, source: &Path, components: &[(&s
         .iter()
         .map(|(name, path)| json!({"name": name, "type": "microservice", "source": dir, "path": path}))
         .collect();
-    let response = server
-        .client()
-        .post(server.url(&format!("/v1/apps/{app}/builds")))
-        .json(&json!({ "components": components }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    slipway_tests::pipeline::submit(server, app, Value::Array(components)).await
 }
 
 async fn wait_component_running(server: &TestServer, id: &str, component: usize) {

@@ -3,6 +3,7 @@
 //! with bounded parallelism; components are planned and packaged by their component type's
 //! plugin, built by the builder, and published together by the registry.
 
+mod avoid;
 mod logs;
 mod model;
 mod run;
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use slipway_builder::inputs::InputsSettings;
 use slipway_builder::{DockerBackend, DockerSettings, NativeBackend, NativeSettings};
 use slipway_plugins::PluginHost;
 use slipway_registry::Registry;
@@ -66,6 +68,8 @@ struct Inner {
     plugins: PluginHost,
     registry: Registry,
     backend: run::SharedBackend,
+    /// Where and how component inputs are read for build avoidance.
+    inputs: InputsSettings,
     logs: LogBook,
     build_slots: Arc<Semaphore>,
     /// Builds running in this process, so a cancel can stop them.
@@ -86,6 +90,11 @@ impl Pipeline {
     ) -> Result<Self, PipelineError> {
         let settings = &config.pipeline;
         let work_dir = config.data_dir.join("build-work");
+        let inputs = InputsSettings {
+            work_dir: work_dir.join("inputs"),
+            max_context_bytes: settings.max_context_bytes,
+            insecure_registries: settings.insecure_registries.clone(),
+        };
         let backend: run::SharedBackend = match settings.backend {
             BuildBackendKind::Native => Arc::new(NativeBackend::new(
                 objects.clone(),
@@ -115,6 +124,7 @@ impl Pipeline {
                 plugins,
                 registry,
                 backend,
+                inputs,
                 logs: LogBook::new(objects),
                 build_slots: Arc::new(Semaphore::new(settings.max_parallel_builds.max(1))),
                 running: Mutex::new(HashMap::new()),

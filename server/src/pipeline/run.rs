@@ -1,15 +1,17 @@
 //! Running one build: each component is planned by its component type's plugin, built by
-//! the builder, and packaged by the same plugin revision; when every component succeeded the
-//! app package is published with its tags in one step, otherwise nothing is published.
+//! the builder, and packaged by the same plugin revision (or, when an earlier build had the
+//! same inputs, its component package is reused: see `avoid`); when every component finished
+//! the app package is published with its tags in one step, otherwise nothing is published.
 
 use std::sync::Arc;
 
 use serde_json::json;
-use slipway_builder::plan::{ImageStep, plan_images};
-use slipway_builder::{BuildBackend, BuildLog, SourceSpec};
+use slipway_builder::inputs::host_architecture;
+use slipway_builder::plan::plan_images;
+use slipway_builder::{BuildBackend, BuildLog, BuildRequest, SourceSpec};
 use slipway_plugins::ScriptKind;
 use slipway_registry::manifest::{ImageRef, Source};
-use slipway_registry::publish::{ComponentInput, PublishRequest};
+use slipway_registry::publish::{ComponentInput, PackageComponent, PublishRequest};
 use slipway_registry::version::VersionSpec;
 
 use super::model::{BuildState, BuildView, ComponentSpec, PublishedPackage, SourceRequest, allowed_dir};
@@ -31,47 +33,39 @@ impl Pipeline {
         });
         let results = futures::future::join_all(runs).await;
 
-        let mut inputs = Vec::new();
+        let mut finished = Vec::new();
         let mut failures = Vec::new();
         for ((component, _), result) in components.iter().zip(results) {
-            let (done, reason) = match &result {
+            match result {
                 Ok(built) => {
                     let image = built.images.first();
                     let done = ComponentResult {
-                        state: BuildState::Succeeded,
-                        reason: None,
+                        state: if built.skipped.is_some() {
+                            BuildState::Skipped
+                        } else {
+                            BuildState::Succeeded
+                        },
+                        reason: built.skipped.as_deref(),
                         plugin: Some(&built.plugin),
                         image: image.map(|i| i.reference.as_str()),
                         digest: image.map(|i| i.digest.as_str()),
-                        built: Some(built),
+                        built: Some(&built),
                     };
-                    (done, None)
+                    self.inner.store.finish_component(id, &component.name, done).await?;
+                    finished.push((component, built));
                 }
                 Err(reason) => {
                     let failed = ComponentResult {
                         state: BuildState::Failed,
-                        reason: Some(reason),
+                        reason: Some(&reason),
                         plugin: None,
                         image: None,
                         digest: None,
                         built: None,
                     };
-                    (failed, Some(reason))
+                    self.inner.store.finish_component(id, &component.name, failed).await?;
+                    failures.push(format!("{}: {reason}", component.name));
                 }
-            };
-            self.inner.store.finish_component(id, &component.name, done).await?;
-            match (result.as_ref(), reason) {
-                (Ok(built), _) => inputs.push(ComponentInput {
-                    component_type: component.component_type.clone(),
-                    component: component.name.clone(),
-                    version: None,
-                    images: built.images.clone(),
-                    parameters: built.parameters.clone(),
-                    plugin: built.plugin.clone(),
-                    files: Default::default(),
-                }),
-                (Err(_), Some(reason)) => failures.push(format!("{}: {reason}", component.name)),
-                (Err(_), None) => unreachable!("a failure always has a reason"),
             }
         }
         if !failures.is_empty() {
@@ -84,13 +78,23 @@ impl Pipeline {
             tracing::warn!(%reason, "build failed; nothing published");
             return self.inner.store.finish(id, BuildState::Failed, Some(&reason), None).await;
         }
+        let mut parts = Vec::new();
+        for (component, built) in finished {
+            match self.package_component(&build.app, component, built).await {
+                Ok(part) => parts.push(part),
+                Err(e) => {
+                    let reason = format!("component {}: {e}", component.name);
+                    return self.inner.store.finish(id, BuildState::Failed, Some(&reason), None).await;
+                }
+            }
+        }
         let request = PublishRequest {
             app: build.app.clone(),
             version: VersionSpec::parse(&build.version)?,
             tags: build.tags.clone(),
             creator: build.requested_by.clone(),
             source: source_of(components.iter().map(|(spec, _)| spec)),
-            components: inputs,
+            components: parts,
         };
         match self.inner.registry.publish_app_package(request).await {
             Ok(summary) => {
@@ -105,7 +109,32 @@ impl Pipeline {
         }
     }
 
-    /// Builds one component; the error is the reason a person reads.
+    /// What the app package holds for a finished component: the reused package as it is, or
+    /// a new one from the build's results.
+    async fn package_component(
+        &self,
+        app: &str,
+        component: &ComponentSpec,
+        built: BuiltComponent,
+    ) -> Result<PackageComponent, slipway_registry::Error> {
+        if let Some(version) = &built.reused_version {
+            let existing = self.inner.registry.component_package(app, &component.name, version).await?;
+            return Ok(PackageComponent::Existing(existing));
+        }
+        Ok(PackageComponent::New(ComponentInput {
+            component_type: component.component_type.clone(),
+            component: component.name.clone(),
+            version: None,
+            images: built.images,
+            parameters: built.parameters,
+            plugin: built.plugin,
+            files: Default::default(),
+            inputs_digest: built.inputs_digest,
+        }))
+    }
+
+    /// Builds one component, or reuses what an identical earlier build made; the error is
+    /// the reason a person reads.
     async fn run_component(
         &self,
         build: &BuildView,
@@ -141,10 +170,22 @@ impl Pipeline {
             return Err(format!("{triple} planned no image"));
         }
         let root = self.source_root(&component.source)?;
+        let config = &self.inner.config;
+        let reference = format!("{}/{}/{}:{}", config.registry, build.app, component.name, build.id);
+        let requests = plan
+            .iter()
+            .map(|step| step.request(root.clone(), &reference).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let inputs = self.component_inputs(component, &triple, &requests).await?;
+        if let Some(reused) = self.reusable(build, component, &inputs).await? {
+            log.line(format!("{}; nothing built", reused.skipped.as_deref().unwrap_or_default()));
+            return Ok(reused);
+        }
+        log.line(format!("inputs {inputs}: no package has them, building"));
         let mut steps = Vec::new();
         let mut images = Vec::new();
-        for step in &plan {
-            let image = self.build_image(build, component, &root, step, log).await?;
+        for (step, request) in plan.iter().zip(requests) {
+            let image = self.build_image(build, component, request, log).await?;
             steps.push(json!({ "kind": "image", "name": step.name, "reference": image.reference, "digest": image.digest }));
             images.push(image);
         }
@@ -161,34 +202,36 @@ impl Pipeline {
             .await
             .map_err(|e| format!("packaging with {triple}: {e}"))?;
         let parameters = json!({ "params": component.params, "package": packaged.result });
-        Ok(BuiltComponent { images, parameters, plugin: triple.to_string() })
+        Ok(BuiltComponent {
+            images,
+            parameters,
+            plugin: triple.to_string(),
+            inputs_digest: Some(inputs),
+            skipped: None,
+            reused_version: None,
+        })
     }
 
     async fn build_image(
         &self,
         build: &BuildView,
         component: &ComponentSpec,
-        root: &SourceSpec,
-        step: &ImageStep,
+        mut request: BuildRequest,
         log: &BuildLog,
     ) -> Result<ImageRef, String> {
-        let config = &self.inner.config;
-        let reference = format!("{}/{}/{}:{}", config.registry, build.app, component.name, build.id);
-        let mut request = step.request(root.clone(), &reference).map_err(|e| e.to_string())?;
         request.labels.insert("dev.slipway.app".into(), build.app.clone());
         request.labels.insert("dev.slipway.component".into(), component.name.clone());
-        log.line(format!("building {reference} with the {} backend", self.inner.backend.name()));
+        log.line(format!("building {} with the {} backend", request.image, self.inner.backend.name()));
         let outcome = self.inner.backend.build(&request, log).await.map_err(|e| e.to_string())?;
         log.line(format!(
             "pushed {} ({} layers built, {} cached)",
             outcome.digest, outcome.layers_built, outcome.layers_cached
         ));
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
-        Ok(ImageRef { reference, digest: outcome.digest, architectures: vec![architecture.into()] })
+        Ok(ImageRef {
+            reference: request.image,
+            digest: outcome.digest,
+            architectures: vec![host_architecture().into()],
+        })
     }
 
     fn source_root(&self, source: &SourceRequest) -> Result<SourceSpec, String> {

@@ -68,12 +68,23 @@ pub struct ComponentResult<'a> {
     pub built: Option<&'a BuiltComponent>,
 }
 
-/// A succeeded component's package input, kept so a retry reuses it.
+/// A finished component's package input, kept so a retry reuses it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuiltComponent {
     pub images: Vec<ImageRef>,
     pub parameters: serde_json::Value,
     pub plugin: String,
+    /// What the build read; recorded with the component package so a later build with the
+    /// same inputs reuses it.
+    #[serde(default)]
+    pub inputs_digest: Option<String>,
+    /// Why nothing was built (an existing package reused, prebuilt images): the component
+    /// ends `skipped` with this reason.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// The version of the component package reused; the app package carries it unchanged.
+    #[serde(default)]
+    pub reused_version: Option<String>,
 }
 
 #[derive(Clone)]
@@ -149,7 +160,8 @@ impl BuildStore {
         Ok(claimed == 1)
     }
 
-    /// The components in order, each with its kept result when an earlier run built it.
+    /// The components in order, each with its kept result when an earlier run finished it
+    /// (built or skipped).
     pub async fn components(
         &self,
         id: &str,
@@ -162,7 +174,9 @@ impl BuildStore {
         .await?;
         rows.into_iter()
             .map(|(spec, state, result)| {
-                let kept = match (state == BuildState::Succeeded.as_str(), result) {
+                let finished =
+                    state == BuildState::Succeeded.as_str() || state == BuildState::Skipped.as_str();
+                let kept = match (finished, result) {
                     (true, Some(result)) => Some(serde_json::from_str(&result)?),
                     _ => None,
                 };
@@ -202,7 +216,7 @@ impl BuildStore {
     }
 
     /// Queues a failed or cancelled build again; only its components that did not succeed
-    /// will run. False when the build is in another state.
+    /// (or were skipped) will run. False when the build is in another state.
     pub async fn requeue(&self, id: &str) -> Result<bool, PipelineError> {
         let mut tx = self.db.begin().await?;
         let changed = sqlx::query(
@@ -216,11 +230,12 @@ impl BuildStore {
         .await?
         .rows_affected();
         sqlx::query(
-            "UPDATE build_components SET state = $1, reason = NULL WHERE build_id = $2 AND state <> $3",
+            "UPDATE build_components SET state = $1, reason = NULL WHERE build_id = $2 AND state NOT IN ($3, $4)",
         )
         .bind(BuildState::Queued.as_str())
         .bind(id)
         .bind(BuildState::Succeeded.as_str())
+        .bind(BuildState::Skipped.as_str())
         .execute(&mut *tx)
         .await?;
         if changed == 1 {

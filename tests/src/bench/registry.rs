@@ -157,10 +157,13 @@ fn publish_request(app: &str, version: u64) -> PublishRequest {
         tags: tags(version),
         creator: "bench".into(),
         source: Source::default(),
-        components: vec![ComponentInput {
-            files: [("values.yaml".to_owned(), b"replicas: 2\n".to_vec())].into(),
-            ..ComponentInput::new("helm", "web", "component/helm/1")
-        }],
+        components: vec![
+            ComponentInput {
+                files: [("values.yaml".to_owned(), b"replicas: 2\n".to_vec())].into(),
+                ..ComponentInput::new("helm", "web", "component/helm/1")
+            }
+            .into(),
+        ],
     }
 }
 

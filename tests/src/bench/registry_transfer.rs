@@ -86,6 +86,7 @@ fn build_package(dir: &std::path::Path, out: &std::path::Path, bytes: u64) -> an
         plugin: "component/helm/1".into(),
         created_at_ms: 0,
         creator: "bench".into(),
+        inputs_digest: None,
     };
     write_tar_gz(
         &component_path,

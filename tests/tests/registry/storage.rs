@@ -28,10 +28,13 @@ pub fn package_bytes(app: &str, version: &str, payload: usize) -> Bytes {
         tags: vec!["uploaded".into()],
         creator: "client".into(),
         source: Source::default(),
-        components: vec![ComponentInput {
-            files: BTreeMap::from([("blob.bin".to_owned(), incompressible(payload))]),
-            ..ComponentInput::new("helm", "web", "component/helm/1")
-        }],
+        components: vec![
+            ComponentInput {
+                files: BTreeMap::from([("blob.bin".to_owned(), incompressible(payload))]),
+                ..ComponentInput::new("helm", "web", "component/helm/1")
+            }
+            .into(),
+        ],
     };
     build_package(&request, &version, 1_700_000_000_000).bytes
 }

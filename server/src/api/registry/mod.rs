@@ -159,7 +159,9 @@ async fn publish(
                 parameters: c.parameters,
                 plugin: c.plugin,
                 files: c.files.into_iter().map(|(p, text)| (p, text.into_bytes())).collect(),
-            })
+                inputs_digest: None,
+            }
+            .into())
         })
         .collect::<Result<Vec<_>, slipway_registry::Error>>()?;
     let request = PublishRequest {
