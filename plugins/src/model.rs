@@ -7,6 +7,7 @@ use crate::triple::{HealthStatus, PluginTriple, ScriptKind};
 
 /// What a script function returned, and which revision ran it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallOutput {
     pub result: Value,
     pub triple: PluginTriple,
@@ -34,6 +35,7 @@ pub struct CheckVerdict {
 
 /// An installed plugin package with its scripts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageInfo {
     pub name: String,
     pub version: String,
@@ -46,6 +48,7 @@ pub struct PackageInfo {
 
 /// One script revision of a package.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScriptInfo {
     pub triple: PluginTriple,
     /// Path of the module inside the package.
@@ -57,6 +60,7 @@ pub struct ScriptInfo {
 
 /// Every installed revision of one kind+name, and the active one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScriptRevisions {
     pub kind: ScriptKind,
     pub name: String,
@@ -65,6 +69,7 @@ pub struct ScriptRevisions {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevisionInfo {
     pub revision: u32,
     pub package: String,

@@ -11,6 +11,7 @@ use crate::Error;
 /// What a script is for; each kind exports its own functions (see `plugins/README.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ScriptKind {
     /// `plan(component, ctx)` and `package(component, results, ctx)`: how to build.
     Component,
@@ -93,6 +94,21 @@ impl FromStr for PluginTriple {
         Ok(PluginTriple { kind, name: name.to_owned(), revision })
     }
 }
+
+/// On the wire a triple is its text form, so its schema is a string.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for PluginTriple {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some("A script revision, `kind/name/revision`"))
+            .examples(["status/http/3"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for PluginTriple {}
 
 impl Serialize for PluginTriple {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -20,6 +20,7 @@ pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
 /// An image a component runs, pinned by digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageRef {
     /// Where it was pushed, e.g. `registry.example:5000/shop/web:1.4.0`.
     pub reference: String,
@@ -32,6 +33,7 @@ pub struct ImageRef {
 /// Where a package was built from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     pub repository: String,
     pub commit: String,
@@ -39,6 +41,7 @@ pub struct Source {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ComponentManifest {
     pub format: String,
     pub app: String,
@@ -63,6 +66,7 @@ pub struct ComponentManifest {
 /// One component package inside an app package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ComponentEntry {
     pub component_type: String,
     pub component: String,
@@ -75,6 +79,7 @@ pub struct ComponentEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppManifest {
     pub format: String,
     pub app: String,

@@ -23,6 +23,7 @@ pub const MAX_PAGE: u32 = 500;
 
 /// One app package as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageSummary {
     pub app: String,
     pub version: String,
@@ -55,6 +56,7 @@ impl PackageSummary {
 
 /// One app package with its current tags and its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PackageDetails {
     #[serde(flatten)]
     pub summary: PackageSummary,
@@ -82,6 +84,7 @@ pub struct PackageQuery {
 
 /// One page of results and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

@@ -9,6 +9,7 @@ use crate::{Registry, names, now_ms};
 
 /// One deleted app package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deletion {
     pub app: String,
     pub version: String,

@@ -23,6 +23,7 @@ pub struct TagChange {
 
 /// One recorded tag change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TagEvent {
     pub tag: String,
     pub version: String,
@@ -34,6 +35,7 @@ pub struct TagEvent {
 
 /// A tag in use in an app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TagInfo {
     pub tag: String,
     pub exclusive: bool,

@@ -259,6 +259,24 @@ fn plugin_details(e: &slipway_plugins::Error) -> Value {
     Value::Object(details)
 }
 
+/// The body of every error answer (the `ApiError` schema of the OpenAPI document).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ApiError)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `package_not_found`; each error response of an
+    /// operation lists the codes it may carry.
+    code: &'static str,
+    /// For people; the wording may change.
+    message: String,
+    /// Facts about this failure that depend on the code, e.g. `problems` or `retry_after_s`.
+    details: Value,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
@@ -266,7 +284,7 @@ impl IntoResponse for ApiError {
             tracing::error!(code, error = %self, "request failed");
         }
         let body =
-            json!({ "error": { "code": code, "message": self.to_string(), "details": self.details() } });
+            ErrorBody { error: ErrorDetail { code, message: self.to_string(), details: self.details() } };
         let mut response = (status, axum::Json(body)).into_response();
         if let ApiError::Trigger(TriggerError::RateLimited { retry_after_s, .. }) = &self {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_s).into());

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod openapi;
 pub mod pipeline;
 pub mod router;
 pub mod serve;

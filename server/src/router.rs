@@ -20,7 +20,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete application: every API route behind the shared layers.
 pub fn app(state: AppState) -> Router {
-    with_layers(crate::api::routes(), state)
+    with_layers(crate::api::routes().split().0, state)
 }
 
 /// Wraps `routes` in the shared stack. Public so tests can check the stack itself on a

@@ -17,6 +17,7 @@ pub struct ComponentHealth<'a> {
 
 /// The health of an app instance with the reasons of the components that made it so.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppHealth {
     pub status: Health,
     /// `component: reason` of every component at the worst status, in component order.
@@ -44,6 +45,7 @@ pub fn app_health<'a>(components: impl IntoIterator<Item = ComponentHealth<'a>>)
 
 /// Counts per status, in severity order, for one group of a summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusCounts {
     pub total: u64,
     #[serde(flatten)]

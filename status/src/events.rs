@@ -8,6 +8,7 @@ use crate::table::Instance;
 /// One change of an instance's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transition {
     pub instance_id: String,
     pub app_instance: String,

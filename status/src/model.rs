@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// A deployed app: one package version of an app in one unit, cluster, namespace and stage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppInstanceSpec {
     pub id: String,
     pub app: String,
@@ -30,6 +31,7 @@ pub struct AppInstanceSpec {
 /// One component of an app instance and how its health is pulled and judged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ComponentInstanceSpec {
     pub id: String,
     pub app_instance: String,
@@ -41,6 +43,7 @@ pub struct ComponentInstanceSpec {
 /// The `status/<plugin>` script that judges the observation, with its parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusCheckSpec {
     pub plugin: String,
     #[serde(default = "empty_object")]
@@ -54,6 +57,7 @@ fn empty_object() -> serde_json::Value {
 /// What the host observes for an instance (the script itself never opens a socket).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Observe {
     Http { url: String },
     Tcp { address: String },
@@ -62,6 +66,7 @@ pub enum Observe {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KubeObjectRef {
     pub cluster: String,
     pub api_version: String,
@@ -73,6 +78,7 @@ pub struct KubeObjectRef {
 /// One bulk request: upserts and deletes, applied all together or not at all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkRequest {
     #[serde(default)]
     pub app_instances: Vec<AppInstanceSpec>,
@@ -96,6 +102,7 @@ impl BulkRequest {
 /// stored, never logged, and never returned (only [`ClusterInfo`] is).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterSpec {
     pub name: String,
     pub kubeconfig: String,
@@ -109,6 +116,7 @@ impl std::fmt::Debug for ClusterSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterInfo {
     pub name: String,
     pub server: String,

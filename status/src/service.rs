@@ -51,6 +51,7 @@ impl Default for StatusConfig {
 /// One component instance as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceView {
     pub id: String,
     pub app_instance: String,
@@ -69,6 +70,7 @@ pub struct InstanceView {
 /// An app instance with its aggregated health and components.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppInstanceView {
     pub id: String,
     pub app: String,
@@ -83,6 +85,7 @@ pub struct AppInstanceView {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GroupBy {
     App,
     Cluster,
@@ -90,6 +93,7 @@ pub enum GroupBy {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkOutcome {
     pub upserted_app_instances: usize,
     pub upserted_instances: usize,

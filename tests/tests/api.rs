@@ -41,7 +41,8 @@ fn with_test_routes(state: AppState) -> Router {
     async fn boom() -> &'static str {
         panic!("deliberate test panic")
     }
-    let routes = slipway_server::api::routes()
+    let (routes, _) = slipway_server::api::routes().split();
+    let routes = routes
         .route("/test/echo", post(echo))
         .route("/test/slow", get(slow))
         .route("/test/panic", get(boom));

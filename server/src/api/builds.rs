@@ -1,32 +1,39 @@
 //! Builds: submit (answered 202 once stored), look, list, and read component logs.
 
-use axum::Router;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use std::convert::Infallible;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, ErrorBody, Json};
+use crate::openapi::ApiRouter;
 use crate::pipeline::{BuildState, BuildSubmission, BuildView};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/apps/{app}/builds", post(submit))
-        .route("/v1/builds", get(list))
-        .route("/v1/builds/{id}", get(get_build))
-        .route("/v1/builds/{id}/logs", get(logs))
-        .route("/v1/builds/{id}/cancel", post(cancel))
-        .route("/v1/builds/{id}/retry", post(retry))
+pub fn routes() -> ApiRouter {
+    ApiRouter::new()
+        .routes(routes!(submit))
+        .routes(routes!(list))
+        .routes(routes!(get_build))
+        .routes(routes!(logs))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
 }
 
+/// Stores a build request and answers at once; the build runs in the background.
+#[utoipa::path(post, path = "/v1/apps/{app}/builds", tag = "builds", params(("app" = String, Path)),
+    request_body = BuildSubmission, responses(
+    (status = 202, description = "Accepted and queued", body = BuildView),
+    (status = 400, description = "`invalid_build_request`: `details.problems` lists every problem", body = ErrorBody),
+    (status = 503, description = "`database_failed`", body = ErrorBody)))]
 async fn submit(
     State(state): State<AppState>,
     Path(app): Path<String>,
@@ -38,6 +45,11 @@ async fn submit(
     Ok((StatusCode::ACCEPTED, Json(build)))
 }
 
+/// Cancels a queued or running build.
+#[utoipa::path(post, path = "/v1/builds/{id}/cancel", tag = "builds", params(("id" = String, Path)), responses(
+    (status = 200, body = BuildView),
+    (status = 404, description = "`build_not_found`", body = ErrorBody),
+    (status = 409, description = "`build_state_conflict`: the build already finished", body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -46,10 +58,18 @@ async fn cancel(
     Ok(Json(state.pipeline.cancel(&id, &principal.name).await?))
 }
 
+/// Queues a finished build again, same request.
+#[utoipa::path(post, path = "/v1/builds/{id}/retry", tag = "builds", params(("id" = String, Path)), responses(
+    (status = 200, body = BuildView),
+    (status = 404, description = "`build_not_found`", body = ErrorBody),
+    (status = 409, description = "`build_state_conflict`: the build has not finished", body = ErrorBody)))]
 async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<BuildView>, ApiError> {
     Ok(Json(state.pipeline.retry(&id).await?))
 }
 
+#[utoipa::path(get, path = "/v1/builds/{id}", tag = "builds", params(("id" = String, Path)), responses(
+    (status = 200, body = BuildView),
+    (status = 404, description = "`build_not_found`", body = ErrorBody)))]
 async fn get_build(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -57,19 +77,26 @@ async fn get_build(
     Ok(Json(state.pipeline.get(&id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
     app: Option<String>,
+    /// queued, running, succeeded, failed, cancelled or skipped.
     state: Option<String>,
+    /// 1 to 500, default 50.
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct BuildList {
     builds: Vec<BuildView>,
 }
 
+/// Builds, newest first, optionally of one app and in one state.
+#[utoipa::path(get, path = "/v1/builds", tag = "builds", params(ListParams), responses(
+    (status = 200, body = BuildList),
+    (status = 400, description = "`invalid_request`: unknown state or parameter", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
@@ -86,7 +113,8 @@ async fn list(
     Ok(Json(BuildList { builds: state.pipeline.list(params.app.as_deref(), wanted, limit).await? }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LogParams {
     component: String,
@@ -95,13 +123,21 @@ struct LogParams {
     follow: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LogLines {
     build: String,
     component: String,
     lines: Vec<String>,
 }
 
+/// A component's build log: all lines so far, or with `follow=true` a server-sent event
+/// stream of `line` events until the component finishes.
+#[utoipa::path(get, path = "/v1/builds/{id}/logs", tag = "builds", params(("id" = String, Path), LogParams),
+    responses(
+    (status = 200, description = "The lines, or with `follow=true` `text/event-stream` of `line` events",
+        content((LogLines = "application/json"), (String = "text/event-stream"))),
+    (status = 400, description = "`invalid_request`: no `component` parameter", body = ErrorBody),
+    (status = 404, description = "`build_not_found`", body = ErrorBody)))]
 async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,

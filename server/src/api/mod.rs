@@ -1,4 +1,6 @@
-//! The routes of the HTTP API, one module per area of the domain.
+//! The routes of the HTTP API, one module per area of the domain. Each area adds its
+//! annotated handlers with `routes!` (see [`crate::openapi`]), so its routes and their
+//! OpenAPI operations come from one place.
 
 mod builds;
 mod health;
@@ -6,17 +8,17 @@ mod heatmap;
 mod instances;
 mod ops;
 mod plugins;
+mod reference;
 mod registry;
 mod tokens;
 mod triggers;
 
-use axum::Router;
+use crate::openapi::ApiRouter;
 
-use crate::state::AppState;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> ApiRouter {
+    ApiRouter::new()
         .merge(ops::routes())
+        .merge(reference::routes())
         .merge(health::routes())
         .merge(heatmap::routes())
         .merge(instances::routes())
@@ -25,4 +27,10 @@ pub fn routes() -> Router<AppState> {
         .merge(tokens::routes())
         .merge(builds::routes())
         .merge(triggers::routes())
+}
+
+/// The OpenAPI document of [`routes`], built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| routes().split().1)
 }

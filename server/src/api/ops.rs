@@ -2,35 +2,38 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{Value, json};
+use utoipa_axum::routes;
 
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, ErrorBody, Json};
+use crate::openapi::ApiRouter;
 use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn routes() -> axum::Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn routes() -> ApiRouter {
+    ApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(metrics))
 }
 
 /// Liveness: the process answers. Says nothing of its dependencies, so an orchestrator does
 /// not restart a healthy process because the database blinked.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "Alive", body = Object, example = json!({ "status": "ok" }))))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the database answers and the object store takes a write, a read and a delete.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses(
+    (status = 200, description = "Ready", body = Object,
+        example = json!({ "status": "ready", "checks": { "database": "ok", "object_store": "ok" } })),
+    (status = 503, description = "`not_ready`: `details.checks` says what failed", body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (database, objects) = tokio::join!(check_database(&state), check_object_store(&state));
     let checks = json!({
@@ -80,6 +83,9 @@ async fn check_object_store(state: &AppState) -> Result<(), String> {
     }
 }
 
+/// Prometheus text exposition of every counter and histogram.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -2,24 +2,22 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use crate::auth::{Scope, TokenInfo};
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, ErrorBody, Json};
+use crate::openapi::ApiRouter;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tokens", get(list).post(create))
-        .route("/v1/tokens/{id}/rotate", post(rotate))
-        .route("/v1/tokens/{id}", delete(revoke))
+pub fn routes() -> ApiRouter {
+    ApiRouter::new().routes(routes!(list, create)).routes(routes!(rotate)).routes(routes!(revoke))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
     name: String,
@@ -28,18 +26,22 @@ struct CreateToken {
     expires_in_s: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenWithSecret {
     token: TokenInfo,
     /// Shown only in this response; store it now.
     secret: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenList {
     tokens: Vec<TokenInfo>,
 }
 
+/// Creates a token; its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken, responses(
+    (status = 201, body = TokenWithSecret),
+    (status = 400, description = "`invalid_request`: no name or no scope, `invalid_json`", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateToken>,
@@ -50,10 +52,15 @@ async fn create(
     Ok((StatusCode::CREATED, Json(TokenWithSecret { token, secret })))
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", responses((status = 200, body = TokenList)))]
 async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     Ok(Json(TokenList { tokens: state.tokens.list().await? }))
 }
 
+/// Replaces the token's secret; the old one stops working at once.
+#[utoipa::path(post, path = "/v1/tokens/{id}/rotate", tag = "tokens", params(("id" = String, Path)), responses(
+    (status = 200, body = TokenWithSecret),
+    (status = 404, description = "`token_not_found`", body = ErrorBody)))]
 async fn rotate(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -63,6 +70,9 @@ async fn rotate(
     Ok(Json(TokenWithSecret { token, secret }))
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)), responses(
+    (status = 200, description = "The revoked token", body = TokenInfo),
+    (status = 404, description = "`token_not_found`", body = ErrorBody)))]
 async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenInfo>, ApiError> {
     let token = state.tokens.revoke(&id).await?;
     tracing::info!(token = %token.id, "API token revoked");

@@ -3,25 +3,24 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, ErrorBody, Json};
+use crate::openapi::ApiRouter;
+use crate::pipeline::BuildView;
 use crate::state::AppState;
 use crate::triggers::{AuthMode, Delivery, Trigger, TriggerComponent, TriggerConfig};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/triggers", get(list).post(create))
-        .route("/v1/triggers/{id}", get(get_trigger).post(deliver).delete(delete_trigger))
+pub fn routes() -> ApiRouter {
+    ApiRouter::new().routes(routes!(list, create)).routes(routes!(get_trigger, deliver, delete_trigger))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTrigger {
     app: String,
@@ -38,13 +37,18 @@ struct CreateTrigger {
     components: Vec<TriggerComponent>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TriggerWithSecret {
     trigger: Trigger,
     /// Shown only in this response: configure it in the CI system's webhook now.
     secret: String,
 }
 
+/// Creates a trigger; its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/triggers", tag = "triggers", request_body = CreateTrigger, responses(
+    (status = 201, body = TriggerWithSecret),
+    (status = 400, description = "`invalid_trigger`: `details.problems` lists every problem", body = ErrorBody),
+    (status = 404, description = "`plugin_not_found`: no such adapter", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateTrigger>,
@@ -60,10 +64,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(TriggerWithSecret { trigger, secret })))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "triggers": state.triggers.list().await? })))
+#[derive(Serialize, ToSchema)]
+struct TriggerList {
+    triggers: Vec<Trigger>,
 }
 
+#[utoipa::path(get, path = "/v1/triggers", tag = "triggers", responses((status = 200, body = TriggerList)))]
+
+async fn list(State(state): State<AppState>) -> Result<Json<TriggerList>, ApiError> {
+    Ok(Json(TriggerList { triggers: state.triggers.list().await? }))
+}
+
+#[utoipa::path(get, path = "/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path)), responses(
+    (status = 200, body = Trigger),
+    (status = 404, description = "`trigger_not_found`", body = ErrorBody)))]
 async fn get_trigger(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -71,6 +85,9 @@ async fn get_trigger(
     Ok(Json(state.triggers.get(&id).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path)), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "`trigger_not_found`", body = ErrorBody)))]
 async fn delete_trigger(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -79,21 +96,53 @@ async fn delete_trigger(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Serialize, ToSchema)]
+struct DeliveryAnswer {
+    /// The build the delivery started (for a replay, the first delivery's); null if ignored.
+    build: Option<BuildView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    /// Why an authentic delivery started nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ignored: Option<String>,
+}
+
 /// A webhook delivery: 202 with the build it started, 200 with the first build for a
 /// replay, 200 with the reason when it was filtered out.
+///
+/// Authenticated by the trigger's own secret in the way its `auth` mode names (not by an
+/// API token); the body is the CI system's payload, read by the trigger's adapter plugin.
+#[utoipa::path(post, path = "/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path)),
+    request_body(content = Object, description = "The CI system's webhook payload, as it sends it"),
+    security(("trigger_github_signature" = []), ("trigger_gitlab_token" = []), ("trigger_bearer" = [])),
+    responses(
+    (status = 202, description = "A build was started", body = DeliveryAnswer),
+    (status = 200, description = "A replay (`duplicate: true`, the first build) or filtered out (`ignored`)",
+        body = DeliveryAnswer),
+    (status = 400, description = "`invalid_build_request`: the adapter's build request is invalid", body = ErrorBody),
+    (status = 401, description = "`trigger_unauthentic`: signature, token or bearer secret wrong or missing", body = ErrorBody),
+    (status = 404, description = "`trigger_not_found`", body = ErrorBody),
+    (status = 409, description = "`delivery_in_progress`: the same delivery is being handled", body = ErrorBody),
+    (status = 422, description = "`trigger_rejected`, or `plugin_*` when the adapter failed", body = ErrorBody),
+    (status = 429, description = "`rate_limited`: see `Retry-After` and `details.retry_after_s`", body = ErrorBody),
+    (status = 503, description = "`database_failed`", body = ErrorBody)))]
 async fn deliver(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<DeliveryAnswer>), ApiError> {
+    let built =
+        |build, duplicate| DeliveryAnswer { build: Some(build), duplicate: Some(duplicate), ignored: None };
     Ok(match state.triggers.deliver(&id, client.ip(), &headers, &body).await? {
         Delivery::Started(build) => {
             tracing::info!(trigger = %id, build = %build.id, "delivery started a build");
-            (StatusCode::ACCEPTED, Json(json!({ "build": build, "duplicate": false })))
+            (StatusCode::ACCEPTED, Json(built(build, false)))
         }
-        Delivery::Duplicate(build) => (StatusCode::OK, Json(json!({ "build": build, "duplicate": true }))),
-        Delivery::Ignored { reason } => (StatusCode::OK, Json(json!({ "build": null, "ignored": reason }))),
+        Delivery::Duplicate(build) => (StatusCode::OK, Json(built(build, true))),
+        Delivery::Ignored { reason } => {
+            (StatusCode::OK, Json(DeliveryAnswer { build: None, duplicate: None, ignored: Some(reason) }))
+        }
     })
 }

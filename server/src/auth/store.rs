@@ -23,7 +23,7 @@ const PREFIX: &str = "slw_";
 const CACHE_TTL: Duration = Duration::from_secs(1);
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,

@@ -11,7 +11,7 @@ use slipway_registry::names;
 use super::PipelineError;
 
 /// `POST /v1/apps/{app}/builds`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSubmission {
     /// `auto` (highest version, patch bumped) or an exact semantic version.
@@ -26,7 +26,7 @@ fn auto() -> String {
     "auto".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentSpec {
     pub name: String,
@@ -46,16 +46,19 @@ fn dot() -> String {
     ".".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceRequest {
     /// A directory on the server, inside one of the configured source roots.
-    Dir { path: PathBuf },
+    Dir {
+        #[schema(value_type = String)]
+        path: PathBuf,
+    },
     /// A git repository at a branch, tag or commit.
     Git { url: String, reference: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildState {
     Queued,
@@ -86,7 +89,7 @@ impl BuildState {
 }
 
 /// A build as callers see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BuildView {
     pub id: String,
     pub app: String,
@@ -102,13 +105,13 @@ pub struct BuildView {
     pub components: Vec<ComponentView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PublishedPackage {
     pub version: String,
     pub digest: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ComponentView {
     pub name: String,
     #[serde(rename = "type")]

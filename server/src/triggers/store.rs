@@ -30,7 +30,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
 )];
 
 /// What a trigger turns an accepted delivery into.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     /// Branch patterns that start builds (`*` matches within a segment, `**` across); empty:
@@ -47,7 +47,7 @@ pub struct TriggerConfig {
     pub components: Vec<TriggerComponent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerComponent {
     pub name: String,
@@ -58,7 +58,7 @@ pub struct TriggerComponent {
 }
 
 /// A trigger as the API shows it: never its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Trigger {
     pub id: String,
     pub app: String,

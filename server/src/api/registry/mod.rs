@@ -7,35 +7,44 @@ mod transfer;
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{get, put};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use slipway_registry::manifest::{ImageRef, Source};
+use slipway_registry::manifest::{ComponentManifest, ImageRef, Source};
 use slipway_registry::names::parse_tag_list;
 use slipway_registry::publish::{ComponentInput, PublishRequest};
-use slipway_registry::query::{DEFAULT_PAGE, Order, PackageQuery};
+use slipway_registry::query::{DEFAULT_PAGE, Order, PackageDetails, PackageQuery, PackageSummary, Page};
 use slipway_registry::range::KeyRange;
+use slipway_registry::retention::Deletion;
+use slipway_registry::tags::{TagEvent, TagInfo};
 use slipway_registry::version::{VersionSpec, parse_version};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, Json, Query};
+use crate::error::{ApiError, ErrorBody, Json, Query};
+use crate::openapi::ApiRouter;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/apps/{app}/packages", get(list_packages).post(publish))
-        .route("/v1/apps/{app}/packages/{version}", get(get_package))
-        .route("/v1/apps/{app}/packages/{version}/tags/{tag}", put(add_tag).delete(remove_tag))
-        .route("/v1/apps/{app}/components/{component}/packages", get(list_component_packages))
-        .route("/v1/apps/{app}/tags", get(list_tags))
-        .route("/v1/apps/{app}/tags/{tag}", put(set_tag_mode))
-        .route("/v1/apps/{app}/tag-events", get(tag_events))
-        .route("/v1/apps/{app}/deletions", get(deletions))
+pub fn routes() -> ApiRouter {
+    ApiRouter::new()
+        .routes(routes!(list_packages, publish))
+        .routes(routes!(get_package))
+        .routes(routes!(add_tag, remove_tag))
+        .routes(routes!(list_component_packages))
+        .routes(routes!(list_tags))
+        .routes(routes!(set_tag_mode))
+        .routes(routes!(tag_events))
+        .routes(routes!(deletions))
         .merge(transfer::routes())
+}
+
+/// A list answer without paging (the lists are bounded by `limit` or small by nature).
+#[derive(Serialize, ToSchema)]
+struct Items<T> {
+    items: Vec<T>,
 }
 
 /// The acting person or system: the name of the API token the auth layer accepted.
@@ -53,24 +62,42 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
+    /// Comma-separated tags a package must all carry, e.g. `prod,stable`.
     tags: Option<String>,
+    /// A version range, e.g. `>=1.2.0 <2.0.0`.
     version: Option<String>,
+    /// `version` (default) or `created`; both newest first.
     order: Option<String>,
+    /// Answer with the newest match alone.
     latest: Option<bool>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
 
-/// `GET /v1/apps/{app}/packages`: packages carrying all `tags`, within the `version`
-/// range, newest first; `latest=true` answers with the single newest match (404 if none).
+/// A page of packages, or with `latest=true` the newest one alone.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum PackageListing {
+    Page(Page<PackageSummary>),
+    Latest(PackageSummary),
+}
+
+/// Packages carrying all `tags`, within the `version` range, newest first; `latest=true`
+/// answers with the single newest match (404 if none).
+#[utoipa::path(get, path = "/v1/apps/{app}/packages", tag = "packages", params(("app" = String, Path), ListParams),
+    responses(
+    (status = 200, body = PackageListing),
+    (status = 400, description = "`invalid_name`, `invalid_version_range`, `invalid_cursor`, `invalid_request`", body = ErrorBody),
+    (status = 404, description = "`package_not_found`: `latest=true` and nothing matches", body = ErrorBody)))]
 async fn list_packages(
     State(state): State<AppState>,
     Path(app): Path<String>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PackageListing>, ApiError> {
     let order = match params.order.as_deref() {
         None | Some("version") => Order::Version,
         Some("created") => Order::Created,
@@ -95,19 +122,24 @@ async fn list_packages(
                 app: app.clone(),
                 version: format!("latest with tags [{}]", query.tags.join(",")),
             })?;
-        return Ok(Json(json!(newest)));
+        return Ok(Json(PackageListing::Latest(newest)));
     }
-    Ok(Json(json!(page)))
+    Ok(Json(PackageListing::Page(page)))
 }
 
+/// One package with its current tags and manifest.
+#[utoipa::path(get, path = "/v1/apps/{app}/packages/{version}", tag = "packages",
+    params(("app" = String, Path), ("version" = String, Path)), responses(
+    (status = 200, body = PackageDetails),
+    (status = 404, description = "`package_not_found`", body = ErrorBody)))]
 async fn get_package(
     State(state): State<AppState>,
     Path((app, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.registry.get_package(&app, &version).await?)))
+) -> Result<Json<PackageDetails>, ApiError> {
+    Ok(Json(state.registry.get_package(&app, &version).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     /// `auto` or a semantic version.
@@ -119,7 +151,7 @@ struct PublishBody {
     components: Vec<ComponentBody>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ComponentBody {
     component_type: String,
@@ -139,14 +171,21 @@ fn empty_object() -> Value {
     json!({})
 }
 
-/// `POST /v1/apps/{app}/packages`: builds and publishes an app package from component
-/// build results (what the build pipeline does in-process).
+/// Builds and publishes an app package from component build results (what the build
+/// pipeline does in-process).
+#[utoipa::path(post, path = "/v1/apps/{app}/packages", tag = "packages", params(("app" = String, Path)),
+    request_body = PublishBody, responses(
+    (status = 201, body = PackageSummary),
+    (status = 400, description = "`invalid_name`, `invalid_version`", body = ErrorBody),
+    (status = 409, description = "`version_exists`, `component_version_exists`", body = ErrorBody),
+    (status = 422, description = "`invalid_package`", body = ErrorBody),
+    (status = 503, description = "`database_failed`, `object_store_failed`", body = ErrorBody)))]
 async fn publish(
     State(state): State<AppState>,
     Path(app): Path<String>,
     Actor(actor): Actor,
     Json(body): Json<PublishBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PackageSummary>), ApiError> {
     let components = body
         .components
         .into_iter()
@@ -173,10 +212,16 @@ async fn publish(
         components,
     };
     let published = state.registry.publish_app_package(request).await?;
-    Ok((StatusCode::CREATED, Json(json!(published))))
+    Ok((StatusCode::CREATED, Json(published)))
 }
 
-/// `PUT …/packages/{version}/tags/{tag}`: adds the tag (moving it, if exclusive).
+/// Adds the tag (moving it, if exclusive).
+#[utoipa::path(put, path = "/v1/apps/{app}/packages/{version}/tags/{tag}", tag = "tags",
+    params(("app" = String, Path), ("version" = String, Path), ("tag" = String, Path)), responses(
+    (status = 200, description = "`{app, version, tag, added, moved_from}`: `added` is false when it had the tag; \
+        `moved_from` the versions an exclusive tag left", body = Object),
+    (status = 400, description = "`invalid_name`", body = ErrorBody),
+    (status = 404, description = "`package_not_found`", body = ErrorBody)))]
 async fn add_tag(
     State(state): State<AppState>,
     Path((app, version, tag)): Path<(String, String, String)>,
@@ -188,6 +233,12 @@ async fn add_tag(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/apps/{app}/packages/{version}/tags/{tag}", tag = "tags",
+    params(("app" = String, Path), ("version" = String, Path), ("tag" = String, Path)), responses(
+    (status = 200, description = "`{app, version, tag, removed}`: `removed` is false when it did not have the tag",
+        body = Object),
+    (status = 400, description = "`invalid_name`", body = ErrorBody),
+    (status = 404, description = "`package_not_found`", body = ErrorBody)))]
 async fn remove_tag(
     State(state): State<AppState>,
     Path((app, version, tag)): Path<(String, String, String)>,
@@ -197,13 +248,17 @@ async fn remove_tag(
     Ok(Json(json!({ "app": app, "version": version, "tag": tag, "removed": removed })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagMode {
     exclusive: bool,
 }
 
-/// `PUT /v1/apps/{app}/tags/{tag}` with `{"exclusive": true}`: at most one version holds it.
+/// Makes a tag exclusive (`{"exclusive": true}`: at most one version holds it) or not.
+#[utoipa::path(put, path = "/v1/apps/{app}/tags/{tag}", tag = "tags",
+    params(("app" = String, Path), ("tag" = String, Path)), request_body = TagMode, responses(
+    (status = 200, description = "`{app, tag, exclusive}`", body = Object),
+    (status = 400, description = "`invalid_name`", body = ErrorBody)))]
 async fn set_tag_mode(
     State(state): State<AppState>,
     Path((app, tag)): Path<(String, String)>,
@@ -214,46 +269,71 @@ async fn set_tag_mode(
     Ok(Json(json!({ "app": app, "tag": tag, "exclusive": mode.exclusive })))
 }
 
-async fn list_tags(State(state): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "items": state.registry.list_tags(&app).await? })))
+/// The tags in use in an app, with how many versions carry each.
+#[utoipa::path(get, path = "/v1/apps/{app}/tags", tag = "tags", params(("app" = String, Path)), responses(
+    (status = 200, body = Items<TagInfo>),
+    (status = 400, description = "`invalid_name`", body = ErrorBody)))]
+async fn list_tags(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+) -> Result<Json<Items<TagInfo>>, ApiError> {
+    Ok(Json(Items { items: state.registry.list_tags(&app).await? }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PageParams {
     cursor: Option<String>,
     limit: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LimitParams {
+    /// Default 100, at most 1000.
     limit: Option<u32>,
 }
 
+/// Every tag change of an app, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/tag-events", tag = "tags", params(("app" = String, Path), LimitParams),
+    responses(
+    (status = 200, body = Items<TagEvent>),
+    (status = 400, description = "`invalid_name`, `invalid_request`", body = ErrorBody)))]
 async fn tag_events(
     State(state): State<AppState>,
     Path(app): Path<String>,
     Query(params): Query<LimitParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<TagEvent>>, ApiError> {
     let limit = params.limit.unwrap_or(100).min(1000);
-    Ok(Json(json!({ "items": state.registry.tag_events(&app, limit).await? })))
+    Ok(Json(Items { items: state.registry.tag_events(&app, limit).await? }))
 }
 
+/// Packages removed by retention, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/deletions", tag = "packages", params(("app" = String, Path), LimitParams),
+    responses(
+    (status = 200, body = Items<Deletion>),
+    (status = 400, description = "`invalid_name`, `invalid_request`", body = ErrorBody)))]
 async fn deletions(
     State(state): State<AppState>,
     Path(app): Path<String>,
     Query(params): Query<LimitParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<Deletion>>, ApiError> {
     let limit = params.limit.unwrap_or(100).min(1000);
-    Ok(Json(json!({ "items": state.registry.deletions(&app, limit).await? })))
+    Ok(Json(Items { items: state.registry.deletions(&app, limit).await? }))
 }
 
+/// Component packages of one component of an app, newest first.
+#[utoipa::path(get, path = "/v1/apps/{app}/components/{component}/packages", tag = "packages",
+    params(("app" = String, Path), ("component" = String, Path), PageParams), responses(
+    (status = 200, body = Page<ComponentManifest>),
+    (status = 400, description = "`invalid_name`, `invalid_cursor`, `invalid_request`", body = ErrorBody)))]
 async fn list_component_packages(
     State(state): State<AppState>,
     Path((app, component)): Path<(String, String)>,
     Query(params): Query<PageParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<ComponentManifest>>, ApiError> {
     let page = state
         .registry
         .list_component_packages(
@@ -263,5 +343,5 @@ async fn list_component_packages(
             params.limit.unwrap_or(DEFAULT_PAGE),
         )
         .await?;
-    Ok(Json(json!(page)))
+    Ok(Json(page))
 }

@@ -2,38 +2,52 @@
 //! digest) and single-range `Range` support, offline export and import. Bodies stream
 //! through; nothing holds a whole package in memory.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use slipway_registry::query::ByteRange;
+use slipway_registry::query::{ByteRange, PackageSummary};
+use utoipa::IntoParams;
+use utoipa_axum::router::UtoipaMethodRouterExt;
+use utoipa_axum::routes;
 
-use crate::error::{ApiError, Json, Query};
+use crate::error::{ApiError, ErrorBody, Json, Query};
+use crate::openapi::ApiRouter;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/apps/{app}/packages:upload", post(upload).layer(DefaultBodyLimit::disable()))
-        .route("/v1/apps/{app}/packages/{version}/download", get(download))
-        .route("/v1/apps/{app}/packages:import", post(import).layer(DefaultBodyLimit::disable()))
-        .route("/v1/apps/{app}/packages/{version}/export", get(export))
+pub fn routes() -> ApiRouter {
+    ApiRouter::new()
+        .routes(routes!(upload).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(download))
+        .routes(routes!(import).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(export))
 }
 
-/// `POST /v1/apps/{app}/packages:import` with an offline archive as body.
+/// Imports an offline archive (from `export`): the package and its images.
+#[utoipa::path(post, path = "/v1/apps/{app}/packages:import", tag = "packages", params(("app" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "An offline archive"),
+    responses(
+    (status = 201, body = PackageSummary),
+    (status = 400, description = "`invalid_name`, `upload_interrupted`", body = ErrorBody),
+    (status = 409, description = "`version_exists`", body = ErrorBody),
+    (status = 422, description = "`bad_archive`, `invalid_package`, `app_mismatch`, `digest_mismatch`", body = ErrorBody),
+    (status = 502, description = "`image_registry_failed`", body = ErrorBody)))]
 async fn import(
     State(state): State<AppState>,
     Path(app): Path<String>,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PackageSummary>), ApiError> {
     let imported = state.registry.import_offline(&app, body.into_data_stream()).await?;
-    Ok((StatusCode::CREATED, Json(json!(imported))))
+    Ok((StatusCode::CREATED, Json(imported)))
 }
 
-/// `GET …/packages/{version}/export`: the package and all its images as one tar archive.
+/// The package and all its images as one tar archive, for an offline site.
+#[utoipa::path(get, path = "/v1/apps/{app}/packages/{version}/export", tag = "packages",
+    params(("app" = String, Path), ("version" = String, Path)), responses(
+    (status = 200, description = "The offline archive", content_type = "application/x-tar", body = Vec<u8>),
+    (status = 404, description = "`package_not_found`", body = ErrorBody),
+    (status = 502, description = "`image_registry_failed`", body = ErrorBody)))]
 async fn export(
     State(state): State<AppState>,
     Path((app, version)): Path<(String, String)>,
@@ -47,26 +61,46 @@ async fn export(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UploadParams {
     /// The digest the client computed; a mismatch refuses the upload.
     digest: Option<String>,
 }
 
-/// `POST /v1/apps/{app}/packages:upload[?digest=sha256:…]` with the `.tar.gz` as body.
+/// Publishes an app package built by the client (`.tar.gz` body, streamed).
+#[utoipa::path(post, path = "/v1/apps/{app}/packages:upload", tag = "packages",
+    params(("app" = String, Path), UploadParams),
+    request_body(content = Vec<u8>, content_type = "application/gzip", description = "The package `.tar.gz`"),
+    responses(
+    (status = 201, body = PackageSummary),
+    (status = 400, description = "`invalid_name`, `upload_interrupted`", body = ErrorBody),
+    (status = 409, description = "`version_exists`, `component_version_exists`", body = ErrorBody),
+    (status = 422, description = "`bad_archive`, `invalid_package`, `app_mismatch`, `digest_mismatch`", body = ErrorBody)))]
 async fn upload(
     State(state): State<AppState>,
     Path(app): Path<String>,
     Query(params): Query<UploadParams>,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PackageSummary>), ApiError> {
     let published =
         state.registry.upload_app_package(&app, body.into_data_stream(), params.digest.as_deref()).await?;
-    Ok((StatusCode::CREATED, Json(json!(published))))
+    Ok((StatusCode::CREATED, Json(published)))
 }
 
-/// `GET …/packages/{version}/download`: the package blob, `ETag` = digest, `Range` honoured.
+/// The package blob: `ETag` is its digest (`If-None-Match` answers 304), a single `Range`
+/// is honoured (206).
+#[utoipa::path(get, path = "/v1/apps/{app}/packages/{version}/download", tag = "packages",
+    params(("app" = String, Path), ("version" = String, Path),
+        ("Range" = Option<String>, Header, description = "One `bytes=` range"),
+        ("If-None-Match" = Option<String>, Header, description = "The digest in quotes, as `ETag` gave it")),
+    responses(
+    (status = 200, description = "The package", content_type = "application/gzip", body = Vec<u8>),
+    (status = 206, description = "The requested range", content_type = "application/gzip", body = Vec<u8>),
+    (status = 304, description = "Not modified"),
+    (status = 404, description = "`package_not_found`", body = ErrorBody),
+    (status = 416, description = "`range_not_satisfiable`", body = ErrorBody)))]
 async fn download(
     State(state): State<AppState>,
     Path((app, version)): Path<(String, String)>,
