@@ -17,6 +17,7 @@ use crate::table::InstanceTable;
 /// between reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeatmapGroup {
     pub app: String,
     /// `None` for app instances registered without a cluster.
