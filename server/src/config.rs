@@ -47,6 +47,30 @@ pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty means `slipway.db` in the data directory.
     pub url: String,
     pub max_connections: u32,
+    /// How long a SQLite statement waits for another connection's write lock before it fails
+    /// with "database is locked".
+    pub busy_timeout_ms: u64,
+    /// SQLite's `synchronous` setting. `full` (the default) syncs the write-ahead log at
+    /// every commit, so an acknowledged write survives a power loss; `normal` syncs only at
+    /// checkpoints: still safe against a killed process, but a power loss may drop the last
+    /// commits.
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+impl SqliteSynchronous {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,7 +190,12 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: String::new(), max_connections: 8 }
+        Self {
+            url: String::new(),
+            max_connections: 8,
+            busy_timeout_ms: 5_000,
+            sqlite_synchronous: SqliteSynchronous::Full,
+        }
     }
 }
 

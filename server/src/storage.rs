@@ -9,7 +9,7 @@ use object_store::ObjectStore;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-use crate::config::{Config, ObjectStoreKind};
+use crate::config::{Config, DatabaseConfig, ObjectStoreKind};
 
 /// One crate's ordered migrations: `(id, sql)`. Ids are never reused or edited once
 /// released; a change to the schema is a new migration.
@@ -50,13 +50,45 @@ pub async fn open_database(config: &Config) -> Result<AnyPool, StorageError> {
         })?;
     }
     let masked = config.masked().database_url();
+    let session: Arc<str> = sqlite_session(&config.database).into();
     let pool = AnyPoolOptions::new()
         .max_connections(config.database.max_connections)
+        .after_connect(move |conn, _| {
+            let session = session.clone();
+            Box::pin(async move {
+                if conn.backend_name() == SQLITE {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(session)).execute(conn).await?;
+                }
+                Ok(())
+            })
+        })
         .connect(&url)
         .await
-        .map_err(|source| StorageError::Database { url: masked, source })?;
+        .map_err(|source| StorageError::Database { url: masked.clone(), source })?;
+    if url.starts_with("sqlite:") {
+        // Write-ahead logging lets readers run beside the one writer and makes a commit one
+        // append (and one fsync) instead of a rollback journal's several. The mode is stored
+        // in the file, so it is set once here, before the pool is shared.
+        sqlx::raw_sql("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await
+            .map_err(|source| StorageError::Database { url: masked, source })?;
+    }
     migrate(&pool, &all_migrations()).await?;
     Ok(pool)
+}
+
+/// The backend name sqlx gives SQLite connections.
+const SQLITE: &str = "SQLite";
+
+/// Settings SQLite keeps per connection, run on each new one. The busy timeout replaces
+/// sqlx's fixed five seconds with the configured wait.
+fn sqlite_session(database: &DatabaseConfig) -> String {
+    format!(
+        "PRAGMA synchronous = {}; PRAGMA busy_timeout = {}",
+        database.sqlite_synchronous.as_str(),
+        database.busy_timeout_ms
+    )
 }
 
 /// Applies migrations in order, each in its own transaction with its record, so a crash
@@ -146,5 +178,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(recorded, 1);
+    }
+
+    #[tokio::test]
+    async fn sqlite_runs_in_wal_mode_with_the_configured_sync_and_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().into(), ..Config::default() };
+        config.database.busy_timeout_ms = 1234;
+        let pool = open_database(&config).await.unwrap();
+        // Every connection of the pool, not only the first, carries the settings.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = pool.acquire().await.unwrap();
+            let (mode,): (String,) =
+                sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut *conn).await.unwrap();
+            let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(&mut *conn).await.unwrap();
+            let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout").fetch_one(&mut *conn).await.unwrap();
+            assert_eq!((mode.as_str(), sync, busy), ("wal", 2, 1234), "2 is FULL");
+            held.push(conn);
+        }
     }
 }
