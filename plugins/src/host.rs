@@ -7,9 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
-use serde::Deserialize;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use sqlx::AnyPool;
 
 use crate::config::HostConfig;
@@ -17,10 +15,11 @@ use crate::error::Error;
 use crate::memo::{self, Memo};
 use crate::model::{CallOutput, CheckInput, CheckVerdict, PackageInfo, ScriptRevisions};
 use crate::package::{self, ParsedPackage};
-use crate::pool::{Batch, Pool};
+use crate::pool::{Batch, CallOutcome, Pool};
 use crate::protocol::WorkerStats;
 use crate::store::{Store, StoredScript};
 use crate::triple::{HealthStatus, PluginTriple, ScriptKind};
+use crate::wire;
 
 /// Runs plugin scripts in sandboxed worker processes. Cheap to clone; clones share the
 /// pool and caches.
@@ -227,12 +226,10 @@ impl PluginHost {
         args: Vec<Value>,
     ) -> Result<CallOutput, Error> {
         let triple = self.resolve(kind, name, revision)?;
-        let args =
-            serde_json::value::to_raw_value(&args).map_err(|e| Error::Worker(format!("arguments: {e}")))?;
+        let args = encode_args(&Value::Array(args))?;
         let mut results = self.run(&triple, function, vec![args]).await?;
         let result = results.pop().expect("one result per call")?;
-        let result: Value = serde_json::from_str(result.get())
-            .map_err(|e| wrong_shape(&triple, function, format!("not JSON: {e}")))?;
+        let result = wire::decode(&result).map_err(|e| wrong_shape(&triple, function, e.to_string()))?;
         check_shape(&triple, function, &result)?;
         metrics::counter!("slipway_plugin_calls_total", "kind" => kind.as_str()).increment(1);
         Ok(CallOutput { result, triple })
@@ -252,15 +249,19 @@ impl PluginHost {
         let mut pending = Vec::new();
         let mut calls = Vec::new();
         for input in inputs {
-            // The arguments are written once: their text is both the digest's input and the wire format.
-            let args = serde_json::to_string(&(&input.instance, &input.observation))
-                .map_err(|e| Error::Worker(format!("arguments: {e}")))?;
-            let digest = memo::digest(args.as_bytes());
+            // The arguments are encoded once: the bytes are both the digest's input and what is sent.
+            let mut args = Vec::with_capacity(512);
+            args.push(wire::ARRAY);
+            let encoded = wire::encode(&input.instance, &mut args)
+                .and_then(|()| wire::encode(&input.observation, &mut args));
+            encoded.map_err(|e| Error::Worker(format!("arguments of {}: {e}", input.instance_id)))?;
+            args.push(wire::END);
+            let digest = memo::digest(&args);
             match self.inner.memo.get(&input.instance_id, &triple, &digest) {
                 Some(verdict) => out.push(Some(Ok(verdict))),
                 None => {
                     pending.push((out.len(), input.instance_id, digest));
-                    calls.push(RawValue::from_string(args).map_err(|e| Error::Worker(e.to_string()))?);
+                    calls.push(args);
                     out.push(None);
                 }
             }
@@ -271,7 +272,11 @@ impl PluginHost {
         if !pending.is_empty() {
             let results = self.run(&triple, "check", calls).await?;
             for ((index, instance_id, digest), result) in pending.into_iter().zip(results) {
-                let verdict = result.and_then(|text| wire_verdict(&triple, &text));
+                let verdict = result.and_then(|bytes| {
+                    let value =
+                        wire::decode(&bytes).map_err(|e| wrong_shape(&triple, "check", e.to_string()))?;
+                    verdict(&triple, value)
+                });
                 if let Ok(v) = &verdict {
                     self.inner.memo.remember(instance_id, digest, v);
                 }
@@ -286,8 +291,8 @@ impl PluginHost {
         &self,
         triple: &PluginTriple,
         function: &str,
-        calls: Vec<Box<RawValue>>,
-    ) -> Result<Vec<Result<Box<RawValue>, Error>>, Error> {
+        calls: Vec<Vec<u8>>,
+    ) -> Result<Vec<CallOutcome>, Error> {
         let script = self.script(triple).await?;
         let bytecode = self.bytecode(&script).await?;
         let module = script.module_name();
@@ -298,7 +303,7 @@ impl PluginHost {
         let mut calls = calls.into_iter();
         let mut pieces = Vec::new();
         loop {
-            let piece: Vec<Box<RawValue>> = calls.by_ref().take(chunk).collect();
+            let piece: Vec<Vec<u8>> = calls.by_ref().take(chunk).collect();
             if piece.is_empty() {
                 break;
             }
@@ -317,6 +322,13 @@ impl PluginHost {
         }
         Ok(results)
     }
+}
+
+/// A call's arguments (one array) in the wire form.
+fn encode_args(args: &Value) -> Result<Vec<u8>, Error> {
+    let mut bytes = Vec::with_capacity(256);
+    wire::encode(args, &mut bytes).map_err(|e| Error::Worker(format!("arguments: {e}")))?;
+    Ok(bytes)
 }
 
 /// moka shares one error among concurrent loaders; when others still hold it, describe it.
@@ -340,32 +352,6 @@ fn check_shape(triple: &PluginTriple, function: &str, result: &Value) -> Result<
             Err(wrong_shape(triple, function, format!("expected an object, got {}", kind_of(result))))
         }
         _ => Ok(()),
-    }
-}
-
-/// A verdict as it usually arrives; anything else takes the slow path for a precise error.
-#[derive(Deserialize)]
-struct WireVerdict {
-    status: HealthStatus,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    details: Value,
-}
-
-fn wire_verdict(triple: &PluginTriple, text: &RawValue) -> Result<CheckVerdict, Error> {
-    match serde_json::from_str::<WireVerdict>(text.get()) {
-        Ok(v) => Ok(CheckVerdict {
-            status: v.status,
-            reason: v.reason.unwrap_or_default(),
-            details: v.details,
-            triple: triple.clone(),
-        }),
-        Err(_) => {
-            let value = serde_json::from_str(text.get())
-                .map_err(|e| wrong_shape(triple, "check", format!("not JSON: {e}")))?;
-            verdict(triple, value)
-        }
     }
 }
 

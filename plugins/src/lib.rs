@@ -37,6 +37,7 @@ mod pool;
 mod protocol;
 mod store;
 mod triple;
+mod wire;
 pub mod worker;
 
 pub use config::HostConfig;

@@ -12,14 +12,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use crate::config::HostConfig;
 use crate::error::{Error, ScriptLocation};
 use crate::protocol::{
-    CallResult, FailureKind, Request, RequestRef, Response, RunBatch, ScriptFailure, WorkerLimits,
-    WorkerStats, encode_frame,
+    CallResult, FailureKind, Request, Response, RunBatch, ScriptFailure, WorkerLimits, WorkerStats,
+    encode_run,
 };
 use crate::triple::{PluginTriple, ScriptKind};
 use process::{RecvError, WorkerProcess};
@@ -54,9 +53,12 @@ pub struct Batch<'a> {
     pub code_hash: &'a str,
     pub bytecode: &'a [u8],
     pub function: &'a str,
-    /// Each call's arguments as one JSON array.
-    pub calls: Vec<Box<RawValue>>,
+    /// Each call's arguments as one array in the wire form.
+    pub calls: Vec<Vec<u8>>,
 }
+
+/// One call's result in the wire form, or why it failed.
+pub type CallOutcome = Result<Vec<u8>, Error>;
 
 impl Pool {
     pub fn new(config: &HostConfig) -> Result<Self, Error> {
@@ -151,7 +153,7 @@ impl Pool {
     }
 
     /// Runs every call of the batch; the result list has one entry per call, in order.
-    pub async fn run(&self, batch: Batch<'_>) -> Result<Vec<Result<Box<RawValue>, Error>>, Error> {
+    pub async fn run(&self, batch: Batch<'_>) -> Result<Vec<CallOutcome>, Error> {
         let total = batch.calls.len();
         let mut request = RunBatch {
             triple: batch.triple.clone(),
@@ -163,12 +165,10 @@ impl Pool {
             report_each: false,
         };
         // Encoded before waiting for a worker, so encoding overlaps the batches running now.
-        let encode = |request: &RunBatch| {
-            encode_frame(&RequestRef::Run(request)).map_err(|e| Error::Worker(e.to_string()))
-        };
+        let encode = |request: &RunBatch| encode_run(request).map_err(|e| Error::Worker(e.to_string()));
         let mut frame = Some(encode(&request)?);
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        let mut results: Vec<Result<Box<RawValue>, Error>> = Vec::with_capacity(total);
+        let mut results: Vec<CallOutcome> = Vec::with_capacity(total);
         while !request.calls.is_empty() {
             let mut worker = self.checkout().await?;
             let encoded = match frame.take() {
@@ -219,7 +219,7 @@ impl Pool {
         request: &mut RunBatch,
         frame: &[u8],
         bytecode: &[u8],
-        results: &mut Vec<Result<Box<RawValue>, Error>>,
+        results: &mut Vec<CallOutcome>,
     ) -> Result<(), RecvError> {
         let died = |e: std::io::Error| RecvError::Died(e.to_string());
         worker.send_encoded(frame).await.map_err(died)?;
@@ -227,7 +227,10 @@ impl Pool {
             match worker.recv(self.stall_deadline).await? {
                 Response::NeedCode => {
                     request.bytecode = Some(hex::encode(bytecode));
-                    let sent = worker.send(&RequestRef::Run(request)).await;
+                    let sent = match encode_run(request) {
+                        Ok(frame) => worker.send_encoded(&frame).await,
+                        Err(e) => Err(e),
+                    };
                     request.bytecode = None;
                     sent.map_err(died)?;
                 }
@@ -241,12 +244,7 @@ impl Pool {
         }
     }
 
-    fn collect(
-        &self,
-        request: &RunBatch,
-        chunk: Vec<CallResult>,
-        results: &mut Vec<Result<Box<RawValue>, Error>>,
-    ) {
+    fn collect(&self, request: &RunBatch, chunk: Vec<CallResult>, results: &mut Vec<CallOutcome>) {
         for CallResult { outcome, logs } in chunk {
             for line in logs {
                 let triple = &request.triple;

@@ -6,11 +6,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::protocol::{MAX_FRAME_BYTES, Response, WorkerLimits, encode_frame};
+use crate::protocol::{
+    Request, Response, WorkerLimits, decode_response, encode_json, encode_request, frame_len,
+};
 
 pub struct WorkerProcess {
     child: Child,
@@ -42,15 +43,15 @@ impl WorkerProcess {
         let stdin = child.stdin.take().expect("stdin is piped");
         let stdout = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("stdout is piped"));
         let mut worker = Self { child, stdin, stdout, buf: Vec::with_capacity(4096) };
-        worker.send(limits).await?;
+        worker.send_encoded(&encode_json(limits)?).await?;
         Ok(worker)
     }
 
-    pub async fn send<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
-        self.send_encoded(&encode_frame(message)?).await
+    pub async fn send(&mut self, request: &Request) -> io::Result<()> {
+        self.send_encoded(&encode_request(request)?).await
     }
 
-    /// Sends a frame made by [`encode_frame`].
+    /// Sends a frame made by [`encode_request`].
     pub async fn send_encoded(&mut self, frame: &[u8]) -> io::Result<()> {
         self.stdin.write_all(frame).await?;
         self.stdin.flush().await
@@ -65,13 +66,11 @@ impl WorkerProcess {
     }
 
     async fn read_frame(&mut self) -> io::Result<Response> {
-        let len = self.stdout.read_u32_le().await? as usize;
-        if len > MAX_FRAME_BYTES {
-            return Err(io::Error::other(format!("frame of {len} bytes exceeds the limit")));
-        }
-        self.buf.resize(len, 0);
+        let mut prefix = [0u8; 4];
+        self.stdout.read_exact(&mut prefix).await?;
+        self.buf.resize(frame_len(prefix)?, 0);
         self.stdout.read_exact(&mut self.buf).await?;
-        serde_json::from_slice(&self.buf).map_err(io::Error::other)
+        decode_response(&self.buf)
     }
 
     /// Names how the process ended (signal or exit code) when it is gone.

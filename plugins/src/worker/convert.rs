@@ -1,13 +1,15 @@
 //! Moves values between the wire and the engine without building intermediate trees.
 //!
-//! Into the engine, each call's arguments arrive as one JSON array and are parsed by the
-//! engine's own JSON parser straight into engine values (the text is the wire format
-//! already; decoding it into Rust values first and rebuilding them was measured to cost
-//! more than twice as much). Out of the engine, a returned value is written as JSON text by
-//! walking it with an explicit stack: depth and size are bounded, cycles are rejected, and
-//! a throwing getter surfaces as the engine error it raised.
+//! Into the engine, each call's arguments arrive in the compact [`crate::wire`] form and
+//! are built straight into engine objects with the engine's own calls (no JSON text to
+//! tokenise: its parser was the largest cost of a call). Out of the engine, a returned value
+//! is written, in the wire form or as JSON text, by walking it with an explicit stack:
+//! depth and size are bounded, cycles are rejected, and a throwing getter surfaces as the
+//! engine error it raised.
 
-use rquickjs::{Array, Ctx, Object, Type, Value};
+use rquickjs::{Array, Atom, Ctx, Object, Type, Value, qjs};
+
+use crate::wire::{self, Reader, WireError};
 
 /// Deepest nesting and most values a script may return.
 pub const MAX_DEPTH: usize = 64;
@@ -33,17 +35,230 @@ pub fn parse<'js>(ctx: &Ctx<'js>, text: &str) -> rquickjs::Result<Value<'js>> {
     ctx.json_parse(text)
 }
 
+/// Builds the items of a wire-form array (a call's arguments) as engine values.
+pub fn from_wire_args<'js>(ctx: &Ctx<'js>, bytes: &[u8]) -> Result<Vec<Value<'js>>, FromWire> {
+    let mut reader = Reader::new(bytes);
+    if reader.u8()? != wire::ARRAY {
+        return Err(FromWire::Wire(WireError::Tag(bytes.first().copied().unwrap_or_default())));
+    }
+    let mut args = Vec::with_capacity(2);
+    while reader.peek()? != wire::END {
+        args.push(from_wire(ctx, &mut reader, 1)?);
+    }
+    Ok(args)
+}
+
+/// Why arguments could not be built.
+#[derive(Debug)]
+pub enum FromWire {
+    Wire(WireError),
+    Engine(rquickjs::Error),
+}
+
+impl From<WireError> for FromWire {
+    fn from(e: WireError) -> Self {
+        FromWire::Wire(e)
+    }
+}
+
+impl From<rquickjs::Error> for FromWire {
+    fn from(e: rquickjs::Error) -> Self {
+        FromWire::Engine(e)
+    }
+}
+
+fn from_wire<'js>(ctx: &Ctx<'js>, reader: &mut Reader<'_>, depth: usize) -> Result<Value<'js>, FromWire> {
+    let raw = ctx.as_raw().as_ptr();
+    Ok(match reader.u8()? {
+        wire::NULL => Value::new_null(ctx.clone()),
+        wire::FALSE => Value::new_bool(ctx.clone(), false),
+        wire::TRUE => Value::new_bool(ctx.clone(), true),
+        wire::INT => Value::new_int(ctx.clone(), reader.i32()?),
+        wire::FLOAT => Value::new_float(ctx.clone(), reader.f64()?),
+        wire::STRING => {
+            let bytes = reader.str_body()?;
+            // SAFETY: the engine copies `len` bytes from the pointer; an exception is checked.
+            let value = unsafe { qjs::JS_NewStringLen(raw, bytes.as_ptr().cast(), bytes.len() as _) };
+            owned(ctx, value)?
+        }
+        tag @ (wire::ARRAY | wire::OBJECT) => {
+            if depth >= wire::MAX_DEPTH {
+                return Err(WireError::TooDeep.into());
+            }
+            let is_array = tag == wire::ARRAY;
+            // SAFETY: creates a fresh value owned by the wrapper below.
+            let container =
+                owned(ctx, unsafe { if is_array { qjs::JS_NewArray(raw) } else { qjs::JS_NewObject(raw) } })?;
+            let mut index = 0u32;
+            loop {
+                let atom = if is_array {
+                    if reader.peek()? == wire::END {
+                        reader.u8()?;
+                        break;
+                    }
+                    // SAFETY: an index atom needs no freeing beyond the one below.
+                    unsafe { qjs::JS_NewAtomUInt32(raw, index) }
+                } else {
+                    let Some(key) = reader.key()? else { break };
+                    // SAFETY: the engine copies the key; the atom is freed below.
+                    unsafe { qjs::JS_NewAtomLen(raw, key.as_ptr().cast(), key.len() as _) }
+                };
+                if atom == qjs::JS_ATOM_NULL {
+                    return Err(FromWire::Engine(rquickjs::Error::Exception));
+                }
+                let item = match from_wire(ctx, reader, depth + 1) {
+                    Ok(item) => item,
+                    Err(e) => {
+                        // SAFETY: the atom made above is released once.
+                        unsafe { qjs::JS_FreeAtom(raw, atom) };
+                        return Err(e);
+                    }
+                };
+                // Defined, not assigned: a key such as `__proto__` stays an own property, as
+                // `JSON.parse` makes it. The definition takes a reference of its own (the
+                // wrapper is dropped, not forgotten: it also holds the context).
+                // SAFETY: `container` is an object of this context; the atom is released once.
+                let defined = unsafe {
+                    let defined = qjs::JS_DefinePropertyValue(
+                        raw,
+                        container.as_raw(),
+                        atom,
+                        qjs::JS_DupValue(raw, item.as_raw()),
+                        qjs::JS_PROP_C_W_E as _,
+                    );
+                    qjs::JS_FreeAtom(raw, atom);
+                    defined
+                };
+                if defined < 0 {
+                    return Err(FromWire::Engine(rquickjs::Error::Exception));
+                }
+                index += 1;
+            }
+            container
+        }
+        other => return Err(WireError::Tag(other).into()),
+    })
+}
+
+/// Wraps a value the engine just returned, turning its exception marker into an error.
+fn owned<'js>(ctx: &Ctx<'js>, value: qjs::JSValue) -> rquickjs::Result<Value<'js>> {
+    // SAFETY: `value` was just created and is owned by the wrapper.
+    if unsafe { qjs::JS_IsException(value) } {
+        return Err(rquickjs::Error::Exception);
+    }
+    Ok(unsafe { Value::from_raw(ctx.clone(), value) })
+}
+
+/// What a returned value is written into: JSON text or the wire form.
+pub trait Sink {
+    fn null(&mut self);
+    fn bool(&mut self, b: bool);
+    fn int(&mut self, i: i32);
+    /// A finite number.
+    fn float(&mut self, f: f64);
+    fn string(&mut self, s: &[u8]);
+    fn open(&mut self, array: bool);
+    /// Before each item of an array or key of an object after the first.
+    fn separator(&mut self);
+    fn key(&mut self, key: &[u8]);
+    fn close(&mut self, array: bool);
+    fn len(&self) -> usize;
+}
+
+/// JSON text, as `JSON.stringify` writes it.
+pub struct JsonText(pub Vec<u8>);
+
+impl Sink for JsonText {
+    fn null(&mut self) {
+        self.0.extend_from_slice(b"null");
+    }
+    fn bool(&mut self, b: bool) {
+        self.0.extend_from_slice(if b { b"true" } else { b"false" });
+    }
+    fn int(&mut self, i: i32) {
+        self.0.extend_from_slice(i.to_string().as_bytes());
+    }
+    fn float(&mut self, f: f64) {
+        if f.fract() == 0.0 && f.abs() < 9.0e15 {
+            self.0.extend_from_slice((f as i64).to_string().as_bytes());
+        } else {
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.0, &f);
+        }
+    }
+    fn string(&mut self, s: &[u8]) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, &*String::from_utf8_lossy(s));
+    }
+    fn open(&mut self, array: bool) {
+        self.0.push(if array { b'[' } else { b'{' });
+    }
+    fn separator(&mut self) {
+        self.0.push(b',');
+    }
+    fn key(&mut self, key: &[u8]) {
+        self.string(key);
+        self.0.push(b':');
+    }
+    fn close(&mut self, array: bool) {
+        self.0.push(if array { b']' } else { b'}' });
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// The [`crate::wire`] form.
+pub struct WireBytes(pub Vec<u8>);
+
+impl Sink for WireBytes {
+    fn null(&mut self) {
+        self.0.push(wire::NULL);
+    }
+    fn bool(&mut self, b: bool) {
+        self.0.push(if b { wire::TRUE } else { wire::FALSE });
+    }
+    fn int(&mut self, i: i32) {
+        wire::write_int(&mut self.0, i);
+    }
+    fn float(&mut self, f: f64) {
+        wire::write_float(&mut self.0, f);
+    }
+    fn string(&mut self, s: &[u8]) {
+        wire::write_bytes(&mut self.0, s);
+    }
+    fn open(&mut self, array: bool) {
+        self.0.push(if array { wire::ARRAY } else { wire::OBJECT });
+    }
+    fn separator(&mut self) {}
+    fn key(&mut self, key: &[u8]) {
+        wire::write_bytes(&mut self.0, key);
+    }
+    fn close(&mut self, _array: bool) {
+        self.0.push(wire::END);
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// A container being written while its children are converted.
 enum Frame<'js> {
     Array { source: Array<'js>, next: usize, len: usize },
-    Object { source: Object<'js>, keys: Vec<String>, next: usize, wrote: bool },
+    Object { source: Object<'js>, keys: Vec<Atom<'js>>, next: usize, wrote: bool },
 }
 
-/// Writes a returned value as JSON the way `JSON.stringify` would see it: functions,
-/// symbols and `undefined` are dropped from objects and become `null` in arrays;
-/// non-finite numbers become `null`; `BigInt` and promises are refused.
+/// Writes a returned value as JSON text (see [`write`]).
 pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
-    let mut out: Vec<u8> = Vec::with_capacity(256);
+    let mut out = JsonText(Vec::with_capacity(256));
+    write(value, &mut out)?;
+    String::from_utf8(out.0).map_err(|e| Unconvertible::Shape(e.to_string()))
+}
+
+/// Writes a returned value the way `JSON.stringify` would see it: functions, symbols and
+/// `undefined` are dropped from objects and become `null` in arrays; non-finite numbers
+/// become `null`; `BigInt` and promises are refused.
+pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible> {
     let mut nodes = 0usize;
     let mut stack: Vec<Frame<'_>> = Vec::new();
     // Objects on the path from the root to the current frame: meeting one again is a cycle.
@@ -55,7 +270,7 @@ pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
             if nodes > MAX_NODES {
                 return Err(Unconvertible::Shape(format!("more than {MAX_NODES} values")));
             }
-            if !write_leaf(&value, &mut out)? {
+            if !write_leaf(&value, out)? {
                 if stack.len() >= MAX_DEPTH {
                     return Err(Unconvertible::Shape(format!("nested deeper than {MAX_DEPTH} levels")));
                 }
@@ -64,42 +279,39 @@ pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
                     return Err(Unconvertible::Shape("the value contains a cycle".into()));
                 }
                 path.push(id);
-                stack.push(open(value, &mut out)?);
+                stack.push(open(value, out)?);
             }
             if out.len() > MAX_TEXT_BYTES {
                 return Err(Unconvertible::Shape(format!("more than {MAX_TEXT_BYTES} bytes of JSON")));
             }
         }
-        let Some(top) = stack.last_mut() else {
-            return String::from_utf8(out).map_err(|e| Unconvertible::Shape(e.to_string()));
-        };
+        let Some(top) = stack.last_mut() else { return Ok(()) };
         // Advance the innermost container: hand out its next child, or close it.
         match top {
             Frame::Array { source, next, len } => {
                 if *next < *len {
                     let child: Value = source.get(*next)?;
                     if *next > 0 {
-                        out.push(b',');
+                        out.separator();
                     }
                     *next += 1;
                     if skipped(&child) {
-                        out.extend_from_slice(b"null");
+                        out.null();
                     } else {
                         current = Some(child);
                     }
                     continue;
                 }
-                out.push(b']');
+                out.close(true);
             }
             Frame::Object { source, keys, next, wrote } => {
                 while *next < keys.len() && current.is_none() {
-                    let child: Value = source.get(keys[*next].as_str())?;
+                    let child: Value = source.get(keys[*next].clone())?;
                     if !skipped(&child) {
                         if *wrote {
-                            out.push(b',');
+                            out.separator();
                         }
-                        write_str(&mut out, &keys[*next]);
-                        out.push(b':');
+                        out.key(keys[*next].to_string()?.as_bytes());
                         *wrote = true;
                         current = Some(child);
                     }
@@ -108,7 +320,7 @@ pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
                 if current.is_some() {
                     continue;
                 }
-                out.push(b'}');
+                out.close(false);
             }
         }
         stack.pop();
@@ -124,23 +336,21 @@ fn skipped(value: &Value<'_>) -> bool {
 }
 
 /// Writes a non-container value; returns `false` for an array or object.
-fn write_leaf(value: &Value<'_>, out: &mut Vec<u8>) -> Result<bool, Unconvertible> {
+fn write_leaf(value: &Value<'_>, out: &mut impl Sink) -> Result<bool, Unconvertible> {
     match value.type_of() {
         Type::Null
         | Type::Undefined
         | Type::Uninitialized
         | Type::Symbol
         | Type::Function
-        | Type::Constructor => out.extend_from_slice(b"null"),
-        Type::Bool => {
-            out.extend_from_slice(if value.as_bool().unwrap_or_default() { b"true" } else { b"false" })
-        }
-        Type::Int => out.extend_from_slice(value.as_int().unwrap_or_default().to_string().as_bytes()),
-        Type::Float => write_float(out, value.as_float().unwrap_or(f64::NAN)),
-        Type::String => {
-            let s: String = value.get()?;
-            write_str(out, &s);
-        }
+        | Type::Constructor => out.null(),
+        Type::Bool => out.bool(value.as_bool().unwrap_or_default()),
+        Type::Int => out.int(value.as_int().unwrap_or_default()),
+        Type::Float => match value.as_float() {
+            Some(f) if f.is_finite() => out.float(f),
+            _ => out.null(),
+        },
+        Type::String => with_string_text(value, |text| out.string(text))?,
         Type::BigInt => return Err(Unconvertible::Shape("a BigInt cannot be represented in JSON".into())),
         Type::Promise => {
             return Err(Unconvertible::Shape("a Promise; plugin functions must return plain values".into()));
@@ -151,30 +361,28 @@ fn write_leaf(value: &Value<'_>, out: &mut Vec<u8>) -> Result<bool, Unconvertibl
     Ok(true)
 }
 
-fn write_float(out: &mut Vec<u8>, f: f64) {
-    if !f.is_finite() {
-        out.extend_from_slice(b"null");
-    } else if f.fract() == 0.0 && f.abs() < 9.0e15 {
-        out.extend_from_slice((f as i64).to_string().as_bytes());
-    } else {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &f);
+/// Hands the UTF-8 bytes of a string value to `f` without copying them into a `String`.
+fn with_string_text<R>(value: &Value<'_>, f: impl FnOnce(&[u8]) -> R) -> rquickjs::Result<R> {
+    let ctx = value.ctx().as_raw().as_ptr();
+    let mut len = 0usize;
+    // SAFETY: the engine returns a buffer of `len` bytes it owns until JS_FreeCString.
+    let ptr = unsafe { qjs::JS_ToCStringLen(ctx, &mut len as *mut usize as *mut _, value.as_raw()) };
+    if ptr.is_null() {
+        return Err(rquickjs::Error::Exception);
     }
+    let result = f(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) });
+    unsafe { qjs::JS_FreeCString(ctx, ptr) };
+    Ok(result)
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn open<'js>(value: Value<'js>, out: &mut Vec<u8>) -> Result<Frame<'js>, Unconvertible> {
+fn open<'js>(value: Value<'js>, out: &mut impl Sink) -> Result<Frame<'js>, Unconvertible> {
     if let Some(array) = value.as_array() {
-        out.push(b'[');
+        out.open(true);
         return Ok(Frame::Array { source: array.clone(), next: 0, len: array.len() });
     }
     let object = value.into_object().expect("only objects reach open");
-    let keys = object.keys::<String>().collect::<rquickjs::Result<Vec<_>>>()?;
-    out.push(b'{');
+    let keys = object.keys::<Atom>().collect::<rquickjs::Result<Vec<_>>>()?;
+    out.open(false);
     Ok(Frame::Object { source: object, keys, next: 0, wrote: false })
 }
 

@@ -18,11 +18,9 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
-
 use crate::protocol::{
-    CallResult, FailureKind, Request, Response, RunBatch, ScriptFailure, WorkerLimits, WorkerStats,
-    read_frame, write_frame,
+    CallResult, FailureKind, Request, Response, RunBatch, WorkerLimits, WorkerStats, decode_json,
+    decode_request, read_frame, write_response,
 };
 use crate::triple::PluginTriple;
 use sandbox::ScriptRuntime;
@@ -60,10 +58,13 @@ extern "C" fn become_worker_if_asked() {
 pub fn main() -> io::Result<()> {
     let mut input = BufReader::new(io::stdin().lock());
     let mut output = BufWriter::new(io::stdout().lock());
-    let Some(limits) = read_frame::<WorkerLimits>(&mut input)? else { return Ok(()) };
-    let mut worker = Worker::new(limits);
-    while let Some(request) = read_frame::<Request>(&mut input)? {
-        match request {
+    let mut frame = Vec::with_capacity(64 * 1024);
+    if read_frame(&mut input, &mut frame)?.is_none() {
+        return Ok(());
+    }
+    let mut worker = Worker::new(decode_json::<WorkerLimits>(&frame)?);
+    while read_frame(&mut input, &mut frame)?.is_some() {
+        match decode_request(&frame)? {
             Request::Compile { kind, file, source } => {
                 let response = match ScriptRuntime::compile(&worker.limits, kind, &file, &source) {
                     Ok(compiled) => Response::Compiled {
@@ -74,7 +75,7 @@ pub fn main() -> io::Result<()> {
                         Response::CompileFailed { message: failure.message, location: failure.location }
                     }
                 };
-                write_frame(&mut output, &response)?;
+                write_response(&mut output, &response)?;
             }
             Request::Run(batch) => worker.run(batch, &mut output)?,
             Request::Stats => {
@@ -82,7 +83,7 @@ pub fn main() -> io::Result<()> {
                     runtimes: worker.runtimes.len(),
                     heap_bytes: worker.runtimes.values().map(|(r, _)| r.memory_used()).sum(),
                 };
-                write_frame(&mut output, &Response::Stats(stats))?;
+                write_response(&mut output, &Response::Stats(stats))?;
             }
         }
     }
@@ -124,7 +125,7 @@ impl Worker {
             if !self.runtimes.contains_key(&runtime_key) {
                 let Some(code) = self.bytecode.get(&code_key) else {
                     // Only possible before the first call: the host resends with the code.
-                    return write_frame(output, &Response::NeedCode);
+                    return write_response(output, &Response::NeedCode);
                 };
                 match ScriptRuntime::load(&self.limits, &batch.triple, &batch.file, code) {
                     Ok(runtime) => self.insert_runtime(runtime_key.clone(), runtime),
@@ -137,14 +138,7 @@ impl Worker {
             self.tick += 1;
             let (runtime, used) = self.runtimes.get_mut(&runtime_key).expect("inserted above");
             *used = self.tick;
-            let (outcome, logs) = runtime.call(&batch.function, args.get());
-            let outcome = outcome.and_then(|text| {
-                RawValue::from_string(text).map_err(|e| ScriptFailure {
-                    kind: FailureKind::Unconvertible,
-                    message: e.to_string(),
-                    location: None,
-                })
-            });
+            let (outcome, logs) = runtime.call(&batch.function, args);
             let spoiled = matches!(
                 &outcome,
                 Err(f) if matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit | FailureKind::StackOverflow)
@@ -155,11 +149,11 @@ impl Worker {
             }
             pending.push(CallResult { outcome, logs });
             if batch.report_each || last_sent.elapsed() >= progress_every {
-                write_frame(output, &Response::Progress { results: std::mem::take(&mut pending) })?;
+                write_response(output, &Response::Progress { results: std::mem::take(&mut pending) })?;
                 last_sent = Instant::now();
             }
         }
-        write_frame(output, &Response::Done { results: pending })
+        write_response(output, &Response::Done { results: pending })
     }
 
     fn remember_bytecode(&mut self, key: (String, String), code: Vec<u8>) {

@@ -14,7 +14,7 @@ use rquickjs::function::Args;
 use rquickjs::module::{Evaluated, WriteOptions};
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
 
-use super::convert::{self, Unconvertible};
+use super::convert::{self, FromWire, Unconvertible, WireBytes};
 use super::host_ctx;
 use crate::error::ScriptLocation;
 use crate::protocol::{FailureKind, LogLine, ScriptFailure, WorkerLimits};
@@ -165,10 +165,10 @@ impl ScriptRuntime {
         })
     }
 
-    /// Calls one exported function with the arguments given as one JSON array. `ctx` is
-    /// passed after the arguments the kind's interface names (missing ones are
-    /// `undefined`), so it is always in its place. Returns the result as JSON text.
-    pub fn call(&self, function: &str, args_json: &str) -> (Result<String, ScriptFailure>, Vec<LogLine>) {
+    /// Calls one exported function with the arguments given as one array in the wire form.
+    /// `ctx` is passed after the arguments the kind's interface names (missing ones are
+    /// `undefined`), so it is always in its place. Returns the result in the wire form.
+    pub fn call(&self, function: &str, args: &[u8]) -> (Result<Vec<u8>, ScriptFailure>, Vec<LogLine>) {
         let outcome = self.context.with(|ctx| {
             let fail =
                 |e, f: Option<&Function>| failure(&ctx, e, &self.clock, &self.file, self.memory_limit, f);
@@ -181,26 +181,28 @@ impl ScriptRuntime {
                     location: None,
                 });
             };
-            let args = convert::parse(&ctx, args_json).map_err(|e| fail(e, None))?;
-            let Some(args) = args.into_array() else {
-                return Err(ScriptFailure {
+            let args = convert::from_wire_args(&ctx, args).map_err(|e| match e {
+                FromWire::Engine(e) => fail(e, None),
+                FromWire::Wire(e) => ScriptFailure {
                     kind: FailureKind::Thrown,
-                    message: "the host sent arguments that are not a JSON array".into(),
+                    message: format!("the host sent malformed arguments: {e}"),
                     location: None,
-                });
-            };
+                },
+            })?;
             let arity = interface_arity(self.kind, function).max(args.len());
             let mut call_args = Args::new(ctx.clone(), arity + 1);
-            for i in 0..arity {
-                let pushed = args.get::<Value>(i).and_then(|v| call_args.push_arg(v));
-                pushed.map_err(|e| fail(e, None))?;
+            let mut args = args.into_iter();
+            for _ in 0..arity {
+                let arg = args.next().unwrap_or_else(|| Value::new_undefined(ctx.clone()));
+                call_args.push_arg(arg).map_err(|e| fail(e, None))?;
             }
             let host_ctx = self.host_ctx.clone().restore(&ctx).map_err(|e| fail(e, None))?;
             call_args.push_arg(host_ctx).map_err(|e| fail(e, None))?;
             self.clock.arm(self.timeout);
             let result =
                 target.call_arg::<Value>(call_args).map_err(|e| fail(e, Some(&target))).and_then(|v| {
-                    convert::to_json(v).map_err(|e| match e {
+                    let mut out = WireBytes(Vec::with_capacity(256));
+                    convert::write(v, &mut out).map(|()| out.0).map_err(|e| match e {
                         Unconvertible::Engine(e) => fail(e, Some(&target)),
                         Unconvertible::Shape(message) => ScriptFailure {
                             kind: FailureKind::Unconvertible,
@@ -376,6 +378,34 @@ fn function_location(function: &Function<'_>) -> Option<ScriptLocation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Arguments are built into engine objects and the result read back; dropping the
+    /// runtime afterwards would abort the process on any reference the conversion leaked.
+    #[test]
+    fn arguments_and_results_cross_the_wire_without_leaks() {
+        let limits = WorkerLimits {
+            call_timeout_ms: 1000,
+            memory_limit_bytes: 32 << 20,
+            stack_limit_bytes: 512 << 10,
+            runtimes: 1,
+            progress_interval_ms: 5,
+        };
+        let source = "export function check(i, o) {\n  return { status: o.http.status === 200 ? 'healthy' : 'degraded', reason: Object.keys(o).join(','), details: { proto: Object.getPrototypeOf(o.__proto__) === Object.prototype, list: o.list, f: () => 1, u: undefined, n: 0.5 } };\n}\n";
+        let compiled = ScriptRuntime::compile(&limits, ScriptKind::Status, "t.js", source).ok().unwrap();
+        let triple = PluginTriple::new(ScriptKind::Status, "t", 1);
+        let runtime = ScriptRuntime::load(&limits, &triple, "t.js", &compiled.bytecode).ok().unwrap();
+        let args = serde_json::json!([{}, {"http": {"status": 200}, "__proto__": {"x": 1}, "list": [1, "two", null, true, 3.25]}]);
+        let mut bytes = Vec::new();
+        crate::wire::encode(&args, &mut bytes).unwrap();
+        let result = runtime.call("check", &bytes).0.ok().unwrap();
+        let expected = serde_json::json!({
+            "status": "healthy",
+            "reason": "__proto__,http,list",
+            "details": {"proto": true, "list": [1, "two", null, true, 3.25], "n": 0.5},
+        });
+        assert_eq!(crate::wire::decode(&result).unwrap(), expected);
+        drop(runtime);
+    }
 
     #[test]
     fn finds_the_first_frame_in_the_script() {
