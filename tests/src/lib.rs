@@ -5,4 +5,5 @@
 pub mod bench;
 pub mod fleet;
 pub mod pipeline;
+pub mod process;
 pub mod server;

@@ -65,15 +65,7 @@ impl TestServer {
 
     /// Polls a build until it is neither queued nor running, and returns it.
     pub async fn wait_build(&self, id: &str) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-        loop {
-            let build = self.get_json(&format!("/v1/builds/{id}")).await;
-            if !matches!(build["state"].as_str(), Some("queued" | "running")) {
-                return build;
-            }
-            assert!(std::time::Instant::now() < deadline, "build {id} unfinished after 300 s: {build}");
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        wait_build(&self.client(), &self.url(&format!("/v1/builds/{id}"))).await
     }
 
     pub fn client_with_token(token: &str) -> reqwest::Client {
@@ -107,5 +99,18 @@ impl Drop for TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// Polls the build at `url` (`…/v1/builds/{id}`) until it is neither queued nor running.
+pub async fn wait_build(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let build: serde_json::Value = client.get(url).send().await.expect("GET").json().await.expect("JSON");
+        if !matches!(build["state"].as_str(), Some("queued" | "running")) {
+            return build;
+        }
+        assert!(std::time::Instant::now() < deadline, "build unfinished after 300 s: {build}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -183,8 +183,10 @@ impl Pipeline {
     pub async fn cancel(&self, id: &str, by: &str) -> Result<BuildView, PipelineError> {
         let reason = format!("cancelled by {by}");
         let cancelled = self.inner.store.cancel(id, &reason).await?;
-        if let Some(task) = self.inner.running.lock().expect("running builds lock").remove(id) {
+        let task = self.inner.running.lock().expect("running builds lock").remove(id);
+        if let Some(task) = task {
             task.abort();
+            self.inner.logs.close_build(id).await;
         }
         let build = self.inner.store.get(id).await?;
         if !cancelled {

@@ -146,12 +146,12 @@ impl Pipeline {
             .set_component_state(&build.id, &component.name, BuildState::Running)
             .await
             .map_err(|e| e.to_string())?;
-        let log = self.inner.logs.open(&build.id, &component.name);
+        let log = self.inner.logs.open(&build.id, &component.name).await;
         let result = self.build_component(build, component, &log).await;
         if let Err(reason) = &result {
             log.line(format!("component failed: {reason}"));
         }
-        self.inner.logs.close(&build.id, &component.name, &log).await;
+        self.inner.logs.close(&build.id, &component.name).await;
         result
     }
 

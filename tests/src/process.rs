@@ -1,0 +1,82 @@
+//! The real `slipway` binary as a child process on a free loopback port, so a test can kill
+//! it with SIGKILL (no shutdown handler, no flush, no rollback runs) and start it again on
+//! the same data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::server::TestServer;
+
+/// Builds (if needed) and returns the `slipway` binary of this test run's target dir.
+pub fn slipway_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "slipway-server", "--bin", "slipway"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building the slipway binary failed");
+    // target/debug/deps/<this test> -> target/debug/slipway
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().join("slipway")
+}
+
+pub fn admin_token(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join(slipway_server::auth::ADMIN_TOKEN_FILE)).unwrap().trim().to_owned()
+}
+
+pub struct Slipway {
+    child: Child,
+    pub addr: SocketAddr,
+    /// Sends the admin token with every request.
+    pub client: reqwest::Client,
+}
+
+impl Slipway {
+    /// Starts `binary serve` on `data_dir` with `args` and `env` added, once it answers.
+    pub async fn start(binary: &Path, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Slipway {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let child = Command::new(binary)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("SLIPWAY_LOG_FILTER", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start slipway");
+        let url = format!("http://{addr}/healthz");
+        for _ in 0..400 {
+            if reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+                let client = TestServer::client_with_token(&admin_token(data_dir));
+                return Slipway { child, addr, client };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("slipway did not start on {addr}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `GET path` as the admin, answered with JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client.get(self.url(path)).send().await.expect("GET").json().await.expect("a JSON answer")
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Slipway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,92 @@
+//! The real `slipway` binary killed with SIGKILL in the middle of a build: after a restart on
+//! the same data directory the build is failed as `interrupted` with nothing published, the
+//! log written before the kill is still there, and a retry through the API finishes it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use slipway_tests::pipeline::{registry_and_base, write};
+use slipway_tests::process::{Slipway, slipway_binary};
+use slipway_tests::server::wait_build;
+
+const APP: &str = "restart-shop";
+
+/// Waits until the stored log (what outlives the process) holds `text`.
+async fn wait_stored_log(data: &Path, build: &str, text: &str) {
+    let path = data.join(format!("objects/builds/{build}/logs/slow.log"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&path).is_ok_and(|log| log.contains(text)) {
+        assert!(Instant::now() < deadline, "the log never reached the object store with {text:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn log_lines(log: &Value) -> Vec<String> {
+    log["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_build_killed_mid_run_is_interrupted_keeps_its_log_and_retries_to_success() {
+    let Some((registry, base)) = registry_and_base() else { return };
+    let binary = slipway_binary();
+    let data = tempfile::tempdir().unwrap();
+    let source = tempfile::tempdir().unwrap();
+    write(
+        source.path(),
+        "slow/Dockerfile",
+        &format!("FROM {base}\nRUN echo the slow step starts && sleep 8\nRUN echo done > /done.txt\n"),
+    );
+    let config = data.path().join("slipway.toml");
+    let toml = format!(
+        "[pipeline]\nregistry = {registry:?}\ninsecure_registries = [{registry:?}]\nsource_roots = [{:?}]\n",
+        source.path().display().to_string()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+
+    let server = Slipway::start(&binary, data.path(), &args, &[]).await;
+    let response = server
+        .client
+        .post(server.url(&format!("/v1/apps/{APP}/builds")))
+        .json(&json!({"tags": ["stable"], "components": [
+            {"name": "slow", "type": "microservice", "source": {"dir": {"path": source.path()}}, "path": "slow"},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    // The RUN has started (its line is stored) and sleeps: kill the server now.
+    wait_stored_log(data.path(), &id, "RUN echo the slow step starts").await;
+    let running = server.get_json(&format!("/v1/builds/{id}")).await;
+    assert_eq!(running["state"], "running", "{running}");
+    server.kill();
+
+    let server = Slipway::start(&binary, data.path(), &args, &[]).await;
+    let build = server.get_json(&format!("/v1/builds/{id}")).await;
+    assert_eq!(build["state"], "failed", "{build}");
+    assert_eq!(build["reason"], "interrupted");
+    assert_eq!(build["components"][0]["state"], "failed");
+    assert_eq!(build["components"][0]["reason"], "interrupted");
+    assert!(build["package"].is_null(), "{build}");
+    let packages = server.get_json(&format!("/v1/apps/{APP}/packages")).await;
+    assert_eq!(packages["items"], json!([]), "nothing half-published: {packages}");
+    let before = log_lines(&server.get_json(&format!("/v1/builds/{id}/logs?component=slow")).await);
+    assert!(before.iter().any(|l| l.contains("planned by component/microservice/")), "{before:?}");
+    assert!(before.iter().any(|l| l.contains("RUN echo the slow step starts")), "{before:?}");
+
+    let retried = server.client.post(server.url(&format!("/v1/builds/{id}/retry"))).send().await.unwrap();
+    assert_eq!(retried.status(), 200);
+    let done = wait_build(&server.client, &server.url(&format!("/v1/builds/{id}"))).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let version = done["package"]["version"].as_str().unwrap();
+    let tagged = server.get_json(&format!("/v1/apps/{APP}/packages?tags=stable&latest=true")).await;
+    assert!(tagged.to_string().contains(version), "{tagged}");
+
+    let after = log_lines(&server.get_json(&format!("/v1/builds/{id}/logs?component=slow")).await);
+    assert_eq!(after[..before.len()], before[..], "the interrupted attempt's log is kept, then the retry's");
+    assert!(after.iter().any(|l| l == "--- run again ---"), "{after:?}");
+    assert!(after.iter().any(|l| l.contains("pushed sha256:")), "{after:?}");
+    server.kill();
+}
