@@ -41,6 +41,10 @@ command -v curl >/dev/null || packages+=(curl)
 command -v buildah >/dev/null || packages+=(buildah)
 command -v git >/dev/null || packages+=(git)
 # --- end builder
+# --- dashboard (issue 8): headless Chromium and chromedriver for tests/tests/dashboard.rs
+[ -x /usr/bin/chromium ] || packages+=(chromium)
+[ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
+# --- end dashboard
 if [ ${#packages[@]} -gt 0 ]; then
     step "installing ${packages[*]}"
     apt-get update -qq

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod openapi;
 pub mod pipeline;

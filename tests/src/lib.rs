@@ -3,6 +3,8 @@
 //! components (Docker daemon, registry) the test script started.
 
 pub mod bench;
+pub mod browser;
+pub mod dashboard;
 pub mod fleet;
 pub mod pipeline;
 pub mod process;

@@ -42,10 +42,8 @@ fn with_test_routes(state: AppState) -> Router {
         panic!("deliberate test panic")
     }
     let (routes, _) = slipway_server::api::routes().split();
-    let routes = routes
-        .route("/test/echo", post(echo))
-        .route("/test/slow", get(slow))
-        .route("/test/panic", get(boom));
+    let routes =
+        routes.route("/test/echo", post(echo)).route("/test/slow", get(slow)).route("/test/panic", get(boom));
     with_layers(routes, state)
 }
 

@@ -27,6 +27,7 @@ pub fn routes() -> ApiRouter {
         .merge(tokens::routes())
         .merge(builds::routes())
         .merge(triggers::routes())
+        .merge(crate::dashboard::routes())
 }
 
 /// The OpenAPI document of [`routes`], built once.

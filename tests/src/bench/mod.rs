@@ -3,6 +3,7 @@
 
 mod api;
 mod builder;
+mod dashboard;
 mod http_load;
 mod plugins;
 mod registry;
@@ -13,12 +14,13 @@ mod trigger;
 use serde_json::Value;
 
 /// Every benchmark by name, for `--help` and dispatch.
-pub const NAMES: &[&str] = &["api", "builder", "plugins", "registry", "status", "trigger"];
+pub const NAMES: &[&str] = &["api", "builder", "dashboard", "plugins", "registry", "status", "trigger"];
 
 pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
     match name {
         "api" => api::run(quick).await,
         "builder" => builder::run(quick).await,
+        "dashboard" => dashboard::run(quick).await,
         "plugins" => plugins::run(quick).await,
         "registry" => registry::run(quick).await,
         "status" => status::run(quick).await,
