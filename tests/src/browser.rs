@@ -103,18 +103,21 @@ impl Browser {
             .with_context(|| format!("no element {css}"))
     }
 
-    /// A real mouse click at (`x`, `y`) CSS pixels from the top-left corner of `css`.
+    /// A real mouse click at (`x`, `y`) CSS pixels from the top-left corner of `css`,
+    /// scrolled into view first.
     pub async fn click_at(&self, css: &str, x: f64, y: f64) -> anyhow::Result<()> {
-        let element = self.find(css).await?;
-        let (_, _, width, height) = element.rectangle().await?;
-        // WebDriver offsets are from the element's centre.
+        self.find(css).await?;
+        let script = "const [css, x, y] = arguments;
+            const el = document.querySelector(css);
+            window.scrollBy(0, el.getBoundingClientRect().top + y - innerHeight / 2);
+            const r = el.getBoundingClientRect();
+            return [r.left + x, r.top + y];";
+        let at = self.client.execute(script, vec![json!(css), json!(x), json!(y)]).await?;
+        let (Some(vx), Some(vy)) = (at[0].as_f64(), at[1].as_f64()) else {
+            bail!("no position for {css}: {at}");
+        };
         let pointer = MouseActions::new("mouse".into())
-            .then(PointerAction::MoveToElement {
-                element,
-                duration: None,
-                x: (x - width / 2.0).round(),
-                y: (y - height / 2.0).round(),
-            })
+            .then(PointerAction::MoveTo { duration: None, x: vx.round(), y: vy.round() })
             .then(PointerAction::Down { button: MOUSE_BUTTON_LEFT })
             .then(PointerAction::Up { button: MOUSE_BUTTON_LEFT });
         self.client.perform_actions(pointer).await?;

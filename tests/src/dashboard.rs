@@ -158,7 +158,7 @@ impl FleetView {
 
 /// One all-or-nothing registration request. SQLite can refuse the token lookup with
 /// "database is locked" while the scaler records a burst of transitions; such a refusal
-/// registered nothing, so it is sent again (up to five times).
+/// registered nothing, so it is sent again (up to ten times).
 async fn register(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
     for attempt in 1.. {
         let response = client.post(url).json(body).send().await?;
@@ -167,13 +167,13 @@ async fn register(client: &reqwest::Client, url: &str, body: &serde_json::Value)
             return Ok(());
         }
         let text = response.text().await?;
-        if attempt == 5 || !text.contains("database is locked") {
+        if attempt == 10 || !text.contains("database is locked") {
             bail!("registering instances answered {status}: {text}");
         }
-        eprintln!("dashboard: registration refused ({text}); again in 1 s");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!("dashboard: registration refused ({text}); again in 2 s");
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    unreachable!("the loop returns or fails by its fifth attempt")
+    unreachable!("the loop returns or fails by its tenth attempt")
 }
 
 /// Figures from the intervals between animation frames (ms) over a recording window.
