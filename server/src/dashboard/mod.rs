@@ -79,11 +79,11 @@ async fn index(headers: HeaderMap) -> Response {
     responses(
         (status = 200, description = "The asset", body = String),
         (status = 304, description = "Unchanged since the ETag sent in `If-None-Match`"),
-        (status = 404, description = "`route_not_found`: no such asset", body = ErrorBody)))]
+        (status = 400, description = "`invalid_request`: no asset of that name", body = ErrorBody)))]
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let position = ASSETS.iter().position(|a| a.name == name && name != "index.html");
-    let index = position
-        .ok_or_else(|| ApiError::RouteNotFound { method: "GET".into(), path: format!("/assets/{name}") })?;
+    let index =
+        position.ok_or_else(|| ApiError::InvalidRequest(format!("the dashboard has no asset `{name}`")))?;
     Ok(serve(index, &headers))
 }
 
