@@ -89,6 +89,7 @@ impl ApiError {
                 PipelineError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_build_request"),
                 PipelineError::NotFound { .. } => (StatusCode::NOT_FOUND, "build_not_found"),
                 PipelineError::WrongState { .. } => (StatusCode::CONFLICT, "build_state_conflict"),
+                PipelineError::SourceTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large"),
                 PipelineError::Registry(e) => registry_status_and_code(e),
                 PipelineError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
                 PipelineError::ObjectStore(_) => (StatusCode::SERVICE_UNAVAILABLE, "object_store_failed"),
@@ -118,6 +119,9 @@ impl ApiError {
             ApiError::Trigger(TriggerError::Invalid { problems }) => json!({ "problems": problems }),
             ApiError::Pipeline(PipelineError::InvalidRequest { problems }) => json!({ "problems": problems }),
             ApiError::Pipeline(PipelineError::NotFound { id }) => json!({ "build": id }),
+            ApiError::Pipeline(PipelineError::SourceTooLarge { limit_bytes }) => {
+                json!({ "limit_bytes": limit_bytes })
+            }
             ApiError::Plugin(e) => plugin_details(e),
             ApiError::Status(e) => status_details(e),
             ApiError::Auth(AuthError::Forbidden { needed, granted }) => {

@@ -4,10 +4,12 @@ use clap::Parser;
 use slipway_server::cli::{Cli, Command};
 use slipway_server::config::Config;
 
-/// Exit codes: 0 success, 1 the server failed at run time, 2 bad configuration or usage.
+/// Exit codes are listed in `slipway --help` ([`slipway_server::cli::EXIT_CODES`]).
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (Command::Serve(args) | Command::Config(args)) = &cli.command;
+    let (Command::Serve(args) | Command::Config(args)) = &cli.command else {
+        return slipway_server::cli::run_client(cli);
+    };
     let config = match Config::load(cli.config.as_deref(), &cli.overrides(args)) {
         Ok(config) => config,
         Err(e) => {
@@ -26,10 +28,9 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Serve(_) => serve(config),
+        _ => serve(config),
     }
 }
-
 fn serve(config: Config) -> ExitCode {
     slipway_server::telemetry::init_logging(config.log_format, &config.log_filter);
     let runtime = match tokio::runtime::Runtime::new() {

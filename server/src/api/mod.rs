@@ -10,6 +10,7 @@ mod ops;
 mod plugins;
 mod reference;
 mod registry;
+mod sources;
 mod tokens;
 mod triggers;
 
@@ -26,6 +27,7 @@ pub fn routes() -> ApiRouter {
         .merge(registry::routes())
         .merge(tokens::routes())
         .merge(builds::routes())
+        .merge(sources::routes())
         .merge(triggers::routes())
         .merge(crate::dashboard::routes())
 }

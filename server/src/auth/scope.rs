@@ -57,7 +57,8 @@ impl Scope {
         if *method == Method::GET || *method == Method::HEAD || route == "/v1/health:batchGet" {
             return Some(Scope::Read);
         }
-        let build = route == "/v1/apps/{app}/builds" || route.starts_with("/v1/builds/");
+        let build =
+            route == "/v1/apps/{app}/builds" || route.starts_with("/v1/builds/") || route == "/v1/sources";
         let publish = route.starts_with("/v1/apps/{app}/packages") || route.starts_with("/v1/instances");
         Some(if build {
             Scope::Build

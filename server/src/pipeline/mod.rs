@@ -8,6 +8,7 @@ mod logs;
 mod model;
 mod run;
 mod store;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,10 +24,12 @@ use tracing::Instrument;
 
 pub use model::{BuildState, BuildSubmission, BuildView, ComponentSpec, SourceRequest};
 pub use store::MIGRATIONS;
+pub use upload::UploadedSource;
 
 use crate::config::{BuildBackendKind, Config, PipelineConfig};
 use logs::LogBook;
 use store::BuildStore;
+use upload::SourceUploads;
 
 /// How often the dispatcher looks for queued builds when nothing woke it.
 const POLL: Duration = Duration::from_secs(1);
@@ -45,6 +48,10 @@ pub enum PipelineError {
     Database(#[from] sqlx::Error),
     #[error("build log storage: {0}")]
     ObjectStore(#[from] object_store::Error),
+    #[error(
+        "the uploaded source is larger than the limit of {limit_bytes} bytes (pipeline.max_context_bytes)"
+    )]
+    SourceTooLarge { limit_bytes: u64 },
     #[error("stored build data is unreadable: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -71,6 +78,7 @@ struct Inner {
     /// Where and how component inputs are read for build avoidance.
     inputs: InputsSettings,
     logs: LogBook,
+    sources: SourceUploads,
     build_slots: Arc<Semaphore>,
     /// Builds running in this process, so a cancel can stop them.
     running: Mutex<HashMap<String, AbortHandle>>,
@@ -95,6 +103,8 @@ impl Pipeline {
             max_context_bytes: settings.max_context_bytes,
             insecure_registries: settings.insecure_registries.clone(),
         };
+        let sources =
+            SourceUploads::new(objects.clone(), work_dir.join("sources"), settings.max_context_bytes);
         let backend: run::SharedBackend = match settings.backend {
             BuildBackendKind::Native => Arc::new(NativeBackend::new(
                 objects.clone(),
@@ -126,6 +136,7 @@ impl Pipeline {
                 backend,
                 inputs,
                 logs: LogBook::new(objects),
+                sources,
                 build_slots: Arc::new(Semaphore::new(settings.max_parallel_builds.max(1))),
                 running: Mutex::new(HashMap::new()),
                 component_slots: Semaphore::new(settings.max_parallel_components.max(1)),
@@ -142,6 +153,18 @@ impl Pipeline {
         by: &str,
     ) -> Result<BuildView, PipelineError> {
         submission.validate(app, &self.inner.config.source_roots)?;
+        for component in &submission.components {
+            if let SourceRequest::Upload { id } = &component.source
+                && !self.inner.sources.exists(id).await?
+            {
+                return Err(PipelineError::InvalidRequest {
+                    problems: vec![format!(
+                        "component `{}`: no uploaded source {id} (send it with POST /v1/sources first)",
+                        component.name
+                    )],
+                });
+            }
+        }
         for component in &submission.components {
             if let Err(e) = self
                 .inner
@@ -163,6 +186,16 @@ impl Pipeline {
         let accepted = self.inner.store.get(&id).await?;
         self.inner.wake.notify_one();
         Ok(accepted)
+    }
+
+    /// Keeps a `.tar.gz` source for builds to name by the returned id.
+    pub async fn upload_source<E: std::fmt::Display>(
+        &self,
+        body: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+    ) -> Result<UploadedSource, PipelineError> {
+        let uploaded = self.inner.sources.store(body).await?;
+        tracing::info!(source = %uploaded.id, size_bytes = uploaded.size_bytes, "source uploaded");
+        Ok(uploaded)
     }
 
     pub async fn get(&self, id: &str) -> Result<BuildView, PipelineError> {

@@ -56,6 +56,8 @@ pub enum SourceRequest {
     },
     /// A git repository at a branch, tag or commit.
     Git { url: String, reference: String },
+    /// A `.tar.gz` sent before with `POST /v1/sources`.
+    Upload { id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -156,9 +158,12 @@ impl BuildSubmission {
             if component.path.split('/').any(|part| part == "..") || component.path.starts_with('/') {
                 note(format!("component `{name}`: path `{}` must stay inside the source", component.path));
             }
-            if let SourceRequest::Dir { path } = &component.source
-                && let Err(e) = allowed_dir(path, source_roots)
-            {
+            let source = match &component.source {
+                SourceRequest::Dir { path } => allowed_dir(path, source_roots).map(|_| ()),
+                SourceRequest::Upload { id } => super::upload::check_id(id),
+                SourceRequest::Git { .. } => Ok(()),
+            };
+            if let Err(e) = source {
                 note(format!("component `{name}`: {e}"));
             }
         }

@@ -13,6 +13,7 @@ use slipway_plugins::ScriptKind;
 use slipway_registry::manifest::{ImageRef, Source};
 use slipway_registry::publish::{ComponentInput, PackageComponent, PublishRequest};
 use slipway_registry::version::VersionSpec;
+use tempfile::TempPath;
 
 use super::model::{BuildState, BuildView, ComponentSpec, PublishedPackage, SourceRequest, allowed_dir};
 use super::store::{BuiltComponent, ComponentResult};
@@ -169,7 +170,8 @@ impl Pipeline {
         if plan.is_empty() {
             return Err(format!("{triple} planned no image"));
         }
-        let root = self.source_root(&component.source)?;
+        // The fetched copy of an uploaded source lives until the component's images are built.
+        let (root, _fetched) = self.source_root(&component.source).await?;
         let config = &self.inner.config;
         let reference = format!("{}/{}/{}:{}", config.registry, build.app, component.name, build.id);
         let requests = plan
@@ -234,13 +236,17 @@ impl Pipeline {
         })
     }
 
-    fn source_root(&self, source: &SourceRequest) -> Result<SourceSpec, String> {
+    async fn source_root(&self, source: &SourceRequest) -> Result<(SourceSpec, Option<TempPath>), String> {
         match source {
             SourceRequest::Dir { path } => {
-                allowed_dir(path, &self.inner.config.source_roots).map(SourceSpec::Dir)
+                allowed_dir(path, &self.inner.config.source_roots).map(|dir| (SourceSpec::Dir(dir), None))
             }
             SourceRequest::Git { url, reference } => {
-                Ok(SourceSpec::Git { url: url.clone(), reference: reference.clone() })
+                Ok((SourceSpec::Git { url: url.clone(), reference: reference.clone() }, None))
+            }
+            SourceRequest::Upload { id } => {
+                let copy = self.inner.sources.fetch(id).await?;
+                Ok((SourceSpec::TarGz(copy.to_path_buf()), Some(copy)))
             }
         }
     }
@@ -253,6 +259,9 @@ fn source_of<'a>(mut components: impl Iterator<Item = &'a ComponentSpec>) -> Sou
         }
         Some(SourceRequest::Dir { path }) => {
             Source { repository: path.display().to_string(), commit: String::new() }
+        }
+        Some(SourceRequest::Upload { id }) => {
+            Source { repository: format!("upload:{id}"), commit: String::new() }
         }
         None => Source::default(),
     }
