@@ -21,6 +21,7 @@ use sqlx::AnyPool;
 
 use crate::archive::{digest_hex, format_digest};
 use crate::error::{Error, Result};
+use crate::s3_uploads::S3Access;
 
 const BLOBS: &str = "blobs/sha256";
 const UPLOADS: &str = "uploads";
@@ -167,18 +168,30 @@ pub struct GcReport {
     pub stale_uploads: Vec<String>,
 }
 
+/// Where interrupted multipart uploads leave what the object store API does not list.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Leftovers<'a> {
+    /// The directory of a local-disk store (staging files `uploads/<uuid>#<n>`).
+    pub local_root: Option<&'a std::path::Path>,
+    /// The bucket of an S3 store (incomplete multipart uploads).
+    pub s3: Option<&'a S3Access>,
+}
+
 /// Removes blobs no package row references and uploads never finished, both only when
 /// older than `grace` so a publish between its blob write and its commit is left alone.
 pub async fn collect_garbage(
     store: &Arc<dyn ObjectStore>,
     db: &AnyPool,
-    local_root: Option<&std::path::Path>,
+    leftovers: Leftovers<'_>,
     grace: Duration,
 ) -> Result<GcReport> {
     let cutoff = crate::now_ms() - grace.as_millis() as i64;
     let mut report = GcReport::default();
-    if let Some(root) = local_root {
+    if let Some(root) = leftovers.local_root {
         report.stale_uploads = sweep_local_staging(&root.join(UPLOADS), grace)?;
+    }
+    if let Some(s3) = leftovers.s3 {
+        report.stale_uploads.extend(s3.abort_stale(UPLOADS, cutoff).await?);
     }
     let mut uploads = store.list(Some(&Path::from(UPLOADS)));
     while let Some(meta) = uploads.try_next().await.map_err(Error::store(&Path::from(UPLOADS)))? {

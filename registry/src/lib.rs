@@ -16,7 +16,9 @@
 
 pub mod archive;
 pub mod blobs;
+mod changes;
 mod error;
+mod latest;
 pub mod manifest;
 pub mod names;
 pub mod offline;
@@ -25,6 +27,7 @@ pub mod query;
 pub mod range;
 pub mod retention;
 pub mod reuse;
+mod s3_uploads;
 mod schema;
 pub mod tags;
 pub mod version;
@@ -38,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
 
 pub use error::{Error, Result};
+pub use s3_uploads::S3Access;
 pub use schema::MIGRATIONS;
 
 /// The registry's settings (the `[registry]` table of `slipway.toml`).
@@ -56,6 +60,9 @@ pub struct RegistryConfig {
     pub image_registry: String,
     /// Talk plain HTTP to `image_registry` (a loopback registry).
     pub image_registry_insecure: bool,
+    /// "Latest with these tags" answers kept in memory, each checked against the app's
+    /// change counter on every use; 0 disables the cache.
+    pub latest_cache_entries: u64,
 }
 
 impl Default for RegistryConfig {
@@ -66,6 +73,7 @@ impl Default for RegistryConfig {
             gc_interval_secs: 600,
             image_registry: "127.0.0.1:5000".into(),
             image_registry_insecure: true,
+            latest_cache_entries: 10_000,
         }
     }
 }
@@ -77,10 +85,13 @@ pub struct Registry {
     store: Arc<dyn ObjectStore>,
     config: RegistryConfig,
     local_root: Option<PathBuf>,
+    s3: Option<Arc<S3Access>>,
     /// Queues this process's write transactions first come, first served. SQLite admits one
     /// writer and lets the others poll for the lock, which under steady load can starve one
     /// past its busy timeout; waiting here in order instead costs nothing on PostgreSQL.
     writes: Arc<tokio::sync::Mutex<()>>,
+    changes: changes::ChangeReader,
+    latest: Option<latest::LatestCache>,
 }
 
 /// A write transaction holding its place in the writer queue until it commits or drops.
@@ -98,21 +109,41 @@ impl WriteTx {
 
 impl Registry {
     pub fn new(db: AnyPool, store: Arc<dyn ObjectStore>, config: RegistryConfig) -> Self {
-        Self { db, store, config, local_root: None, writes: Arc::default() }
+        let latest = latest::cache(config.latest_cache_entries);
+        Self {
+            changes: changes::ChangeReader::new(db.clone()),
+            db,
+            store,
+            config,
+            local_root: None,
+            s3: None,
+            writes: Arc::default(),
+            latest,
+        }
     }
 
-    /// Opens a write transaction once this process's earlier writers are done.
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+    /// Opens a write transaction on `app`'s packages or tags once this process's earlier
+    /// writers are done. Its first statement bumps the app's change counter, which also
+    /// takes SQLite's write lock before any read of the transaction.
+    pub(crate) async fn begin_write(&self, app: &str) -> Result<WriteTx> {
         let turn = self.writes.clone().lock_owned().await;
-        Ok(WriteTx { tx: self.db.begin().await?, _turn: turn })
+        let mut tx = self.db.begin().await?;
+        changes::bump(&mut tx, app).await?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// Names the directory behind a local-disk object store. A process killed mid-upload
-    /// leaves a multipart staging file there that the object store API never lists (on S3
-    /// the same leftover is an incomplete multipart upload, which a bucket lifecycle rule
-    /// aborts); the garbage collector sweeps these files when it knows the directory.
+    /// leaves a multipart staging file there that the object store API never lists; the
+    /// garbage collector sweeps these files when it knows the directory.
     pub fn with_local_root(mut self, root: PathBuf) -> Self {
         self.local_root = Some(root);
+        self
+    }
+
+    /// Names the S3 bucket behind the object store. A process killed mid-upload leaves an
+    /// incomplete multipart upload there; the garbage collector aborts those it can list.
+    pub fn with_s3_uploads(mut self, access: S3Access) -> Self {
+        self.s3 = Some(Arc::new(access));
         self
     }
 
@@ -127,7 +158,8 @@ impl Registry {
 
     /// One garbage-collection pass with an explicit grace period.
     pub async fn collect_garbage_older_than(&self, grace: Duration) -> Result<blobs::GcReport> {
-        blobs::collect_garbage(&self.store, &self.db, self.local_root.as_deref(), grace).await
+        let leftovers = blobs::Leftovers { local_root: self.local_root.as_deref(), s3: self.s3.as_deref() };
+        blobs::collect_garbage(&self.store, &self.db, leftovers, grace).await
     }
 
     /// Runs the garbage collector every `gc_interval_secs` until the runtime stops.

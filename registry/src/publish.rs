@@ -205,7 +205,7 @@ impl Registry {
     ) -> Result<PackageSummary> {
         let app = manifest.app.as_str();
         let app_key = version_key(&parse_version(&manifest.version)?);
-        let mut write = self.begin_write().await?;
+        let mut write = self.begin_write(app).await?;
         let inserted = sqlx::query(
             "INSERT INTO registry_app_packages
                 (app, version_key, version, digest, size_bytes, manifest, creator, created_at_ms)

@@ -158,8 +158,9 @@ impl Registry {
             Order::Version => sql.push_str(&format!(" ORDER BY {k} DESC")),
             Order::Created => sql.push_str(" ORDER BY p.created_at_ms DESC, p.version_key DESC"),
         }
-        binds.push(Bind::Int(i64::from(limit) + 1));
-        sql.push_str(&format!(" LIMIT ${}", binds.len()));
+        // A literal, not a bind: SQLite re-plans a statement on every execution whose LIMIT is
+        // a bound parameter (the planner reads its value), which cost more than the query.
+        sql.push_str(&format!(" LIMIT {}", limit + 1));
 
         let mut q = sqlx::query_as::<_, SummaryRow>(AssertSqlSafe(sql));
         for bind in binds {
@@ -233,10 +234,11 @@ impl Registry {
         let limit = limit.clamp(1, MAX_PAGE);
         let sql = format!(
             "SELECT version_key, manifest FROM registry_component_packages
-             WHERE app = $1 AND component = $2 {} ORDER BY version_key DESC LIMIT $3",
-            if after.is_some() { "AND version_key < $4" } else { "" }
+             WHERE app = $1 AND component = $2 {} ORDER BY version_key DESC LIMIT {}",
+            if after.is_some() { "AND version_key < $3" } else { "" },
+            limit + 1, // a literal: see `list_packages`
         );
-        let mut q = sqlx::query_as(AssertSqlSafe(sql)).bind(app).bind(component).bind(i64::from(limit) + 1);
+        let mut q = sqlx::query_as(AssertSqlSafe(sql)).bind(app).bind(component);
         if let Some(after) = after {
             q = q.bind(after);
         }

@@ -23,12 +23,7 @@ impl Registry {
     /// Deletes the untagged versions of `app` beyond the newest `keep`; returns them.
     pub async fn apply_retention(&self, app: &str, keep: u32, actor: &str) -> Result<Vec<Deletion>> {
         names::check_app(app)?;
-        let mut write = self.begin_write().await?;
-        // A no-op write first takes SQLite's write lock before the read (see tags.rs).
-        sqlx::query("UPDATE registry_app_packages SET size_bytes = size_bytes WHERE app = $1 AND 1 = 0")
-            .bind(app)
-            .execute(&mut *write.tx)
-            .await?;
+        let mut write = self.begin_write(app).await?;
         let doomed: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT p.version_key, p.version, p.digest FROM registry_app_packages p
              WHERE p.app = $1

@@ -89,4 +89,9 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         CREATE INDEX registry_component_packages_inputs
             ON registry_component_packages (app, component, inputs_digest)",
     ),
+    (
+        "registry-0003-app-changes",
+        // Bumped by every write transaction on an app's packages or tags (see changes.rs).
+        "CREATE TABLE registry_app_changes (app TEXT PRIMARY KEY, changes BIGINT NOT NULL)",
+    ),
 ];

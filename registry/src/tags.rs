@@ -68,9 +68,10 @@ impl Registry {
         tag: &str,
         actor: &str,
     ) -> Result<(WriteTx, String, String)> {
+        names::check_app(app)?;
         names::check_tag(tag)?;
         names::check_actor(actor)?;
-        let mut write = self.begin_write().await?;
+        let mut write = self.begin_write(app).await?;
         lock_tag(&mut write.tx, app, tag).await?;
         let (key, version) = package_key(&mut write.tx, app, version).await?;
         Ok((write, key, version))

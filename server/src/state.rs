@@ -36,9 +36,19 @@ impl AppState {
         let objects = storage::open_object_store(&config)?;
         let mut registry =
             slipway_registry::Registry::new(db.clone(), objects.clone(), config.registry.clone());
-        if config.object_store.kind == crate::config::ObjectStoreKind::Local {
-            registry = registry.with_local_root(config.object_store_path());
-        }
+        registry = match config.object_store.kind {
+            crate::config::ObjectStoreKind::Local => registry.with_local_root(config.object_store_path()),
+            crate::config::ObjectStoreKind::S3 => {
+                let s3 = &config.object_store.s3;
+                registry.with_s3_uploads(slipway_registry::S3Access {
+                    endpoint: s3.endpoint.clone(),
+                    bucket: s3.bucket.clone(),
+                    region: s3.region.clone(),
+                    access_key_id: s3.access_key_id.clone(),
+                    secret_access_key: s3.secret_access_key.clone(),
+                })
+            }
+        };
         registry.spawn_garbage_collector();
         let plugins =
             slipway_plugins::PluginHost::open(db.clone(), objects.clone(), config.plugins.clone()).await?;

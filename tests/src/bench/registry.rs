@@ -32,8 +32,16 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let apps: u64 = if quick { 20 } else { 1_000 };
     let query_time = Duration::from_secs(if quick { 5 } else { 20 });
     let transfer_bytes: u64 = if quick { 128 << 20 } else { 1 << 30 };
-    let server =
-        TestServer::start_with(|c| c.database.max_connections = 8, slipway_server::router::app).await;
+    let server = TestServer::start_with(
+        |c| {
+            c.database.max_connections = 8;
+            if let Some(entries) = latest_cache_entries() {
+                c.registry.latest_cache_entries = entries;
+            }
+        },
+        slipway_server::router::app,
+    )
+    .await;
     let client = server.client();
 
     let total = apps * VERSIONS_PER_APP;
@@ -75,13 +83,14 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let mut runs = Vec::new();
     for connections in [CONNECTIONS, MANY_CONNECTIONS] {
         eprintln!("registry: `{QUERY}` with {connections} connections for {query_time:?}");
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         let histogram = query_load(server.addr, &auth, apps, connections, query_time).await?;
-        runs.push((histogram.len() as f64 / started.elapsed().as_secs_f64(), histogram));
+        let cpu_us_per_query = (cpu_seconds() - cpu) * 1e6 / histogram.len().max(1) as f64;
+        runs.push((histogram.len() as f64 / started.elapsed().as_secs_f64(), histogram, cpu_us_per_query));
     }
     let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let (queries_per_s, histogram) = &runs[0];
-    let (many_per_s, many) = &runs[1];
+    let (queries_per_s, histogram, cpu_us_per_query) = &runs[0];
+    let (many_per_s, many, _) = &runs[1];
 
     eprintln!("registry: {} MB upload and download", transfer_bytes >> 20);
     let transfer_mem_growth_mb = super::registry_transfer::measure(&server, &client, transfer_bytes).await?;
@@ -95,12 +104,18 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
         "publish_per_s": publish_per_s.round(),
         "seed_publish_per_s": seed_per_s.round(),
         "query_p99_ms_at_64_connections": ms(many, 0.99),
+        "query_cpu_us": cpu_us_per_query.round(),
         "queries_per_s_at_64_connections": many_per_s.round(),
         "transfer_mem_growth_mb": transfer_mem_growth_mb,
         "transfer_bytes": transfer_bytes,
         "http_publish_sample": sample,
         "connections": CONNECTIONS,
     }))
+}
+
+/// `SLIPWAY_BENCH_LATEST_CACHE_ENTRIES=0` measures the query without the answer cache.
+fn latest_cache_entries() -> Option<u64> {
+    std::env::var("SLIPWAY_BENCH_LATEST_CACHE_ENTRIES").ok()?.parse().ok()
 }
 
 /// Runs `job` for every number in `range` on `SEED_TASKS` concurrent tasks.
@@ -184,6 +199,16 @@ async fn query_load(
         }
     })
     .await
+}
+
+/// CPU time this process (server and clients) has used, from `/proc/self/stat`; divided by
+/// the queries answered it is less sensitive to other load on the machine than latency.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
+    ticks / 100.0
 }
 
 /// Reads `/proc/self/status` VmRSS in kilobytes.

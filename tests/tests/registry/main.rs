@@ -4,5 +4,7 @@
 mod api;
 mod crash;
 mod offline;
+mod replicas;
+mod s3_uploads;
 mod storage;
 mod support;

@@ -129,7 +129,7 @@ async fn local_file_system_round_trip() {
 }
 
 /// The Garage node `tests/garage.sh` starts, from `SLIPWAY_TEST_S3_*`.
-fn garage() -> Option<impl FnOnce(&mut Config)> {
+pub fn garage() -> Option<impl FnOnce(&mut Config)> {
     let var = |name: &str| std::env::var(format!("SLIPWAY_TEST_S3_{name}")).ok();
     let (endpoint, key, secret) = (var("ENDPOINT")?, var("ACCESS_KEY_ID")?, var("SECRET_ACCESS_KEY")?);
     let bucket = var("BUCKET").unwrap_or_else(|| "slipway".into());
@@ -152,6 +152,7 @@ async fn garage_s3_round_trip() {
         );
         return;
     };
+    let _lock = crate::s3_uploads::exclusive_uploads();
     let api = Api::start_with(configure).await;
     round_trip(&api).await;
 }

@@ -113,18 +113,18 @@ async fn list_packages(
         range: KeyRange::parse(params.version.as_deref().unwrap_or(""))?,
         order,
         cursor: params.cursor.filter(|_| !latest),
-        limit: if latest { 1 } else { params.limit.unwrap_or(DEFAULT_PAGE) },
+        limit: params.limit.unwrap_or(DEFAULT_PAGE),
     };
-    let page = state.registry.list_packages(&app, &query).await?;
     if latest {
-        let newest =
-            page.items.into_iter().next().ok_or_else(|| slipway_registry::Error::PackageNotFound {
-                app: app.clone(),
+        let newest = state.registry.latest_package(&app, &query).await?.ok_or_else(|| {
+            slipway_registry::Error::PackageNotFound {
                 version: format!("latest with tags [{}]", query.tags.join(",")),
-            })?;
+                app,
+            }
+        })?;
         return Ok(Json(PackageListing::Latest(newest)));
     }
-    Ok(Json(PackageListing::Page(page)))
+    Ok(Json(PackageListing::Page(state.registry.list_packages(&app, &query).await?)))
 }
 
 /// One package with its current tags and manifest.
