@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use slipway_registry::manifest::Source;
-use slipway_registry::publish::{ComponentInput, PublishRequest};
+use slipway_registry::publish::{ComponentInput, PackageComponent, PublishRequest};
 use slipway_registry::query::{Order, PackageQuery};
 use slipway_registry::range::KeyRange;
 use slipway_registry::version::VersionSpec;
@@ -39,7 +39,7 @@ async fn publish(registry: &Registry, version: &str, tags: &[&str]) {
         tags: tags.iter().map(|t| t.to_string()).collect(),
         creator: "ci".into(),
         source: Source::default(),
-        components: vec![ComponentInput::new("helm", "web", "component/helm/1")],
+        components: vec![PackageComponent::New(ComponentInput::new("helm", "web", "component/helm/1"))],
     };
     registry.publish_app_package(request).await.unwrap();
 }
