@@ -113,6 +113,10 @@ fn finish(document: &mut utoipa::openapi::OpenApi) {
     );
     for (path, item) in document.paths.paths.iter_mut() {
         for (method, operation) in operations_mut(item) {
+            // Handler names repeat across areas (`list`, `create`); the tag makes them unique.
+            if let (Some(id), Some([tag, ..])) = (&operation.operation_id, operation.tags.as_deref()) {
+                operation.operation_id = Some(format!("{tag}_{id}"));
+            }
             if let Some(scope) = Scope::required_for(&method, path) {
                 operation.security = Some(vec![SecurityRequirement::new(API_TOKEN, [scope.as_str()])]);
                 add_error(

@@ -139,6 +139,9 @@ async fn the_document_is_openapi_3_1_and_its_references_resolve() {
             }
         }
     }
+    let ids: Vec<&str> = spec.operations().filter_map(|(_, _, op)| op.operation_id.as_deref()).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "operation ids repeat: {ids:?}");
     let deliver = &doc["paths"]["/v1/triggers/{id}"]["post"];
     let trigger_schemes: Vec<&str> = deliver["security"]
         .as_array()
@@ -183,4 +186,39 @@ async fn docs_page_is_html_with_only_local_assets() {
             assert!(!external, "/docs loads {target} from outside the server");
         }
     }
+}
+
+/// The page rendered by a real browser: every operation of the document appears.
+#[tokio::test]
+async fn docs_page_renders_every_operation_in_chromium() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|b| which(b)) else {
+        eprintln!("SKIP: no chromium on PATH (Debian package `chromium`), /docs not rendered");
+        return;
+    };
+    let server = TestServer::start().await;
+    let (_, doc) = document(&server).await;
+    let profile = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(server.url("/docs"))
+        .output()
+        .await
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(!dom.contains("<p class=\"err\">"), "the page failed to load the document: {dom}");
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS.into_iter().filter(|m| item[*m].is_object()) {
+            let heading = format!(">{}</span><code>{template}</code>", method.to_uppercase());
+            assert!(dom.contains(&heading), "{method} {template} not rendered");
+        }
+    }
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(dom.contains(&format!("id=\"schema-{name}\"")), "schema {name} not rendered");
+    }
+}
+
+fn which(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
 }

@@ -215,37 +215,58 @@ async fn publish(
     Ok((StatusCode::CREATED, Json(published)))
 }
 
+/// A tag change on one version.
+#[derive(Serialize, ToSchema)]
+struct TagChanged<C> {
+    app: String,
+    version: String,
+    tag: String,
+    #[serde(flatten)]
+    change: C,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Added {
+    /// False when the version already had the tag.
+    added: bool,
+    /// Versions an exclusive tag moved away from.
+    moved_from: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Removed {
+    /// False when the version did not have the tag.
+    removed: bool,
+}
+
 /// Adds the tag (moving it, if exclusive).
 #[utoipa::path(put, path = "/v1/apps/{app}/packages/{version}/tags/{tag}", tag = "tags",
     params(("app" = String, Path), ("version" = String, Path), ("tag" = String, Path)), responses(
-    (status = 200, description = "`{app, version, tag, added, moved_from}`: `added` is false when it had the tag; \
-        `moved_from` the versions an exclusive tag left", body = Object),
+    (status = 200, body = TagChanged<Added>),
     (status = 400, description = "`invalid_name`", body = ErrorBody),
     (status = 404, description = "`package_not_found`", body = ErrorBody)))]
 async fn add_tag(
     State(state): State<AppState>,
     Path((app, version, tag)): Path<(String, String, String)>,
     Actor(actor): Actor,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TagChanged<Added>>, ApiError> {
     let change = state.registry.add_tag(&app, &version, &tag, &actor).await?;
-    Ok(Json(
-        json!({ "app": app, "version": version, "tag": tag, "added": change.added, "moved_from": change.moved_from }),
-    ))
+    let change = Added { added: change.added, moved_from: change.moved_from };
+    Ok(Json(TagChanged { app, version, tag, change }))
 }
 
 #[utoipa::path(delete, path = "/v1/apps/{app}/packages/{version}/tags/{tag}", tag = "tags",
     params(("app" = String, Path), ("version" = String, Path), ("tag" = String, Path)), responses(
-    (status = 200, description = "`{app, version, tag, removed}`: `removed` is false when it did not have the tag",
-        body = Object),
+    (status = 200, body = TagChanged<Removed>),
     (status = 400, description = "`invalid_name`", body = ErrorBody),
     (status = 404, description = "`package_not_found`", body = ErrorBody)))]
 async fn remove_tag(
     State(state): State<AppState>,
     Path((app, version, tag)): Path<(String, String, String)>,
     Actor(actor): Actor,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TagChanged<Removed>>, ApiError> {
     let removed = state.registry.remove_tag(&app, &version, &tag, &actor).await?;
-    Ok(Json(json!({ "app": app, "version": version, "tag": tag, "removed": removed })))
+    Ok(Json(TagChanged { app, version, tag, change: Removed { removed } }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -254,19 +275,26 @@ struct TagMode {
     exclusive: bool,
 }
 
+#[derive(Serialize, ToSchema)]
+struct TagModeSet {
+    app: String,
+    tag: String,
+    exclusive: bool,
+}
+
 /// Makes a tag exclusive (`{"exclusive": true}`: at most one version holds it) or not.
 #[utoipa::path(put, path = "/v1/apps/{app}/tags/{tag}", tag = "tags",
     params(("app" = String, Path), ("tag" = String, Path)), request_body = TagMode, responses(
-    (status = 200, description = "`{app, tag, exclusive}`", body = Object),
+    (status = 200, body = TagModeSet),
     (status = 400, description = "`invalid_name`", body = ErrorBody)))]
 async fn set_tag_mode(
     State(state): State<AppState>,
     Path((app, tag)): Path<(String, String)>,
     Actor(actor): Actor,
     Json(mode): Json<TagMode>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TagModeSet>, ApiError> {
     state.registry.set_exclusive(&app, &tag, mode.exclusive, &actor).await?;
-    Ok(Json(json!({ "app": app, "tag": tag, "exclusive": mode.exclusive })))
+    Ok(Json(TagModeSet { app, tag, exclusive: mode.exclusive }))
 }
 
 /// The tags in use in an app, with how many versions carry each.
