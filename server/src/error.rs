@@ -75,12 +75,11 @@ impl ApiError {
                 TriggerError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
                 TriggerError::Rejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "trigger_rejected"),
                 TriggerError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_trigger"),
-                TriggerError::InProgress => (StatusCode::CONFLICT, "delivery_in_progress"),
                 TriggerError::Plugin(e) => plugin_status_and_code(e),
                 TriggerError::Pipeline(PipelineError::InvalidRequest { .. }) => {
                     (StatusCode::BAD_REQUEST, "invalid_build_request")
                 }
-                TriggerError::Pipeline(_) | TriggerError::Database(_) => {
+                TriggerError::Pipeline(_) | TriggerError::Database(_) | TriggerError::WriterStopped => {
                     (StatusCode::SERVICE_UNAVAILABLE, "database_failed")
                 }
                 TriggerError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -278,3 +278,64 @@ async fn managing_triggers_needs_an_admin_token() {
         204
     );
 }
+
+#[tokio::test]
+async fn concurrent_deliveries_commit_together_and_a_replay_racing_its_original_starts_nothing() {
+    let (repo, commit) = repository();
+    // Acceptance only: the builds stay queued, so the test needs no registry.
+    let server = TestServer::start_with(|c| c.pipeline.run_builds = false, slipway_server::router::app).await;
+    let (id, secret) = create_trigger(&server, "github-push", repo.path()).await;
+    let send = |delivery: String, commit: String| {
+        let (server, id, secret) = (&server, id.clone(), secret.clone());
+        async move {
+            let body = github_push("refs/heads/main", &commit);
+            let response = deliver_github(server, &id, "push", &delivery, &body, &secret).await;
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    // Twelve copies of one delivery race each other and thirty distinct deliveries, so
+    // copies land in the same batch as their original and in later ones.
+    let copies: Vec<_> = (0..12).map(|_| send("the-delivery".into(), commit.clone())).collect();
+    let distinct: Vec<_> = (0..30).map(|n| send(format!("delivery-{n}"), format!("{n:040x}"))).collect();
+    let (copies, distinct) =
+        futures::future::join(futures::future::join_all(copies), futures::future::join_all(distinct)).await;
+
+    let mut first = None;
+    let mut replayed = Vec::new();
+    for copy in copies {
+        match copy {
+            (202, body) => {
+                assert!(first.replace(body["build"]["id"].clone()).is_none(), "a second copy started")
+            }
+            (200, body) => {
+                assert_eq!(body["duplicate"], true, "{body}");
+                replayed.push(body["build"]["id"].clone());
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let first = first.expect("one copy started the build");
+    assert_eq!(replayed.len(), 11);
+    assert!(replayed.iter().all(|id| *id == first), "every copy answers the first build: {replayed:?}");
+    let mut started = std::collections::HashSet::new();
+    for (status, body) in distinct {
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["build"]["state"], "queued");
+        started.insert(body["build"]["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(started.len(), 30, "each distinct delivery has its own build");
+    let builds: Value = server.get_json("/v1/builds?app=hooked&limit=100").await;
+    assert_eq!(builds["builds"].as_array().unwrap().len(), 31, "{builds}");
+
+    // Claims and builds were written together: every claim names a stored build.
+    let (orphans,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM trigger_deliveries d LEFT JOIN builds b ON b.id = d.build_id WHERE b.id IS NULL",
+    )
+    .fetch_one(&server.state.db)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+    let (claims,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM trigger_deliveries").fetch_one(&server.state.db).await.unwrap();
+    assert_eq!(claims, 2 * 31, "a delivery id and a payload digest per started build");
+}

@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 pub use model::{BuildState, BuildSubmission, BuildView, ComponentSpec, SourceRequest};
-pub use store::MIGRATIONS;
+pub use store::{MIGRATIONS, NewBuild};
 pub use upload::UploadedSource;
 
 use crate::config::{BuildBackendKind, Config, PipelineConfig};
@@ -152,6 +152,20 @@ impl Pipeline {
         submission: BuildSubmission,
         by: &str,
     ) -> Result<BuildView, PipelineError> {
+        let build = self.prepare(app, submission, by).await?;
+        self.inner.store.insert(&build).await?;
+        self.builds_queued();
+        Ok(build.view())
+    }
+
+    /// Validates a build request and gives it its id without storing it, for a caller that
+    /// stores it in its own transaction and then calls [`Pipeline::builds_queued`].
+    pub async fn prepare(
+        &self,
+        app: &str,
+        submission: BuildSubmission,
+        by: &str,
+    ) -> Result<NewBuild, PipelineError> {
         submission.validate(app, &self.inner.config.source_roots)?;
         for component in &submission.components {
             if let SourceRequest::Upload { id } = &component.source
@@ -165,27 +179,34 @@ impl Pipeline {
                 });
             }
         }
-        for component in &submission.components {
-            if let Err(e) = self
-                .inner
-                .plugins
-                .revisions(slipway_plugins::ScriptKind::Component, &component.component_type)
-                .await
-            {
-                return Err(PipelineError::InvalidRequest {
-                    problems: vec![format!(
-                        "component `{}`: type `{}`: {e}",
-                        component.name, component.component_type
-                    )],
-                });
-            }
+        // The host's active map is what the run resolves the type with, so a type it knows
+        // now is one the build can use; asking it costs no database read.
+        let kind = slipway_plugins::ScriptKind::Component;
+        let unknown = submission
+            .components
+            .iter()
+            .find(|c| self.inner.plugins.active_revision(kind, &c.component_type).is_none());
+        if let Some(component) = unknown {
+            let e = slipway_plugins::Error::UnknownScript { kind, name: component.component_type.clone() };
+            return Err(PipelineError::InvalidRequest {
+                problems: vec![format!(
+                    "component `{}`: type `{}`: {e}",
+                    component.name, component.component_type
+                )],
+            });
         }
-        let id = uuid::Uuid::now_v7().to_string();
-        self.inner.store.insert(&id, app, &submission, by).await?;
-        // Read before waking the dispatcher, so the caller sees the build as it was accepted.
-        let accepted = self.inner.store.get(&id).await?;
+        Ok(NewBuild {
+            id: uuid::Uuid::now_v7().to_string(),
+            app: app.to_owned(),
+            submission,
+            requested_by: by.to_owned(),
+            created_at_ms: crate::storage::now_ms(),
+        })
+    }
+
+    /// Wakes the dispatcher for builds stored since it last looked.
+    pub fn builds_queued(&self) {
         self.inner.wake.notify_one();
-        Ok(accepted)
     }
 
     /// Keeps a `.tar.gz` source for builds to name by the returned id.

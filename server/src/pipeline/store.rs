@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use slipway_registry::manifest::ImageRef;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use super::PipelineError;
 use super::model::{BuildState, BuildSubmission, BuildView, ComponentSpec, ComponentView, PublishedPackage};
@@ -87,6 +87,83 @@ pub struct BuiltComponent {
     pub reused_version: Option<String>,
 }
 
+/// A validated build with its id, not stored yet: stored alone by the pipeline, or in a
+/// caller's transaction beside what must commit with it (a trigger's delivery claims).
+pub struct NewBuild {
+    pub id: String,
+    pub app: String,
+    pub submission: BuildSubmission,
+    pub requested_by: String,
+    pub created_at_ms: i64,
+}
+
+impl NewBuild {
+    /// Inserts the build and its components on `conn`; the caller's transaction commits
+    /// them.
+    pub async fn insert(&self, conn: &mut AnyConnection) -> Result<(), PipelineError> {
+        sqlx::query(
+            "INSERT INTO builds (id, app, version, tags, state, reason, requested_by, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
+        )
+        .bind(&self.id)
+        .bind(&self.app)
+        .bind(&self.submission.version)
+        .bind(serde_json::to_string(&self.submission.tags)?)
+        .bind(BuildState::Queued.as_str())
+        .bind(&self.requested_by)
+        .bind(self.created_at_ms)
+        .execute(&mut *conn)
+        .await?;
+        for (position, component) in self.submission.components.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO build_components (build_id, position, name, component_type, spec, state)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&self.id)
+            .bind(position as i64)
+            .bind(&component.name)
+            .bind(&component.component_type)
+            .bind(serde_json::to_string(component)?)
+            .bind(BuildState::Queued.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The build as stored: queued, nothing run yet. Answering with it saves reading back
+    /// what was just written.
+    pub fn view(&self) -> BuildView {
+        let components = self
+            .submission
+            .components
+            .iter()
+            .map(|c| ComponentView {
+                name: c.name.clone(),
+                component_type: c.component_type.clone(),
+                state: BuildState::Queued,
+                reason: None,
+                plugin: None,
+                image: None,
+                digest: None,
+            })
+            .collect();
+        BuildView {
+            id: self.id.clone(),
+            app: self.app.clone(),
+            version: self.submission.version.clone(),
+            tags: self.submission.tags.clone(),
+            state: BuildState::Queued,
+            reason: None,
+            requested_by: self.requested_by.clone(),
+            created_at_ms: self.created_at_ms,
+            finished_at_ms: None,
+            package: None,
+            components,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct BuildStore {
     db: AnyPool,
@@ -98,41 +175,9 @@ impl BuildStore {
     }
 
     /// Stores a validated build and its components in one transaction.
-    pub async fn insert(
-        &self,
-        id: &str,
-        app: &str,
-        submission: &BuildSubmission,
-        by: &str,
-    ) -> Result<(), PipelineError> {
+    pub async fn insert(&self, build: &NewBuild) -> Result<(), PipelineError> {
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO builds (id, app, version, tags, state, reason, requested_by, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
-        )
-        .bind(id)
-        .bind(app)
-        .bind(&submission.version)
-        .bind(serde_json::to_string(&submission.tags)?)
-        .bind(BuildState::Queued.as_str())
-        .bind(by)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        for (position, component) in submission.components.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO build_components (build_id, position, name, component_type, spec, state)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(id)
-            .bind(position as i64)
-            .bind(&component.name)
-            .bind(&component.component_type)
-            .bind(serde_json::to_string(component)?)
-            .bind(BuildState::Queued.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        build.insert(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }

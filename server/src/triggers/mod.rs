@@ -1,16 +1,19 @@
 //! The trigger API: an external CI system's webhook, authenticated by the trigger's own
 //! secret, read by the trigger's adapter plugin, deduplicated and turned into a build.
 //!
-//! Order of checks for a delivery: rate limits (cheapest), authenticity, replay, the
-//! adapter's verdict, the branch filter; only then is a build stored. A delivery that starts
-//! nothing leaves no claim behind, so the sender may retry it.
+//! Order of checks for a delivery: rate limits (cheapest, no database work), authenticity,
+//! the adapter's verdict, the branch filter; then the delivery writer claims its replay keys
+//! and stores its build in one transaction, or finds the build of the delivery it replays.
+//! A delivery that starts nothing leaves no claim behind, so the sender may retry it.
 
 mod branch;
 mod store;
 pub mod verify;
+mod writer;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -24,14 +27,17 @@ pub use store::{MIGRATIONS, Trigger, TriggerComponent, TriggerConfig};
 pub use verify::AuthMode;
 
 use crate::config::TriggersConfig;
-use crate::pipeline::{BuildSubmission, BuildView, ComponentSpec, Pipeline, PipelineError, SourceRequest};
+use crate::pipeline::{
+    BuildSubmission, BuildView, ComponentSpec, NewBuild, Pipeline, PipelineError, SourceRequest,
+};
 use crate::storage::now_ms;
-use store::{Claim, TriggerStore};
+use store::TriggerStore;
+use writer::DeliveryWriter;
 
 /// Headers CI systems put a unique delivery id in.
 const DELIVERY_HEADERS: &[&str] = &["x-github-delivery", "x-gitlab-event-uuid", "idempotency-key"];
-/// How long an in-flight duplicate waits for the first delivery's build id.
-const DUPLICATE_WAIT: Duration = Duration::from_secs(5);
+/// How often limiter entries of clients and triggers that went quiet are dropped.
+const LIMITER_PRUNE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
@@ -45,8 +51,8 @@ pub enum TriggerError {
     Rejected { adapter: String, reason: String },
     #[error("the trigger is invalid: {}", problems.join("; "))]
     Invalid { problems: Vec<String> },
-    #[error("the same delivery is still being accepted; retry shortly")]
-    InProgress,
+    #[error("the delivery writer has stopped")]
+    WriterStopped,
     #[error(transparent)]
     Plugin(#[from] slipway_plugins::Error),
     #[error(transparent)]
@@ -67,14 +73,21 @@ pub enum Delivery {
     Ignored { reason: String },
 }
 
+/// What the adapter and the branch filter made of an authentic delivery.
+enum Verdict {
+    Build(NewBuild),
+    Ignored { reason: String },
+}
+
 #[derive(Clone)]
 pub struct Triggers {
     store: TriggerStore,
     plugins: PluginHost,
     pipeline: Pipeline,
-    window_ms: i64,
-    per_trigger: std::sync::Arc<DefaultKeyedRateLimiter<String>>,
-    per_client: std::sync::Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    writer: DeliveryWriter,
+    /// Keyed by the trigger id's 128 bits (see [`trigger_key`]).
+    per_trigger: Arc<DefaultKeyedRateLimiter<u128>>,
+    per_client: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 fn quota(per_s: u32) -> Quota {
@@ -82,15 +95,35 @@ fn quota(per_s: u32) -> Quota {
 }
 
 impl Triggers {
+    /// Opens the triggers and starts their delivery writer and limiter pruning (both end
+    /// when the last handle is dropped).
     pub fn new(db: sqlx::AnyPool, plugins: PluginHost, pipeline: Pipeline, config: &TriggersConfig) -> Self {
-        Self {
-            store: TriggerStore::new(db),
+        let window_ms = config.dedupe_window_s as i64 * 1000;
+        let triggers = Self {
+            store: TriggerStore::new(db.clone()),
             plugins,
+            writer: DeliveryWriter::spawn(db, pipeline.clone(), window_ms),
             pipeline,
-            window_ms: config.dedupe_window_s as i64 * 1000,
-            per_trigger: std::sync::Arc::new(RateLimiter::keyed(quota(config.per_trigger_per_s))),
-            per_client: std::sync::Arc::new(RateLimiter::keyed(quota(config.per_client_per_s))),
-        }
+            per_trigger: Arc::new(RateLimiter::keyed(quota(config.per_trigger_per_s))),
+            per_client: Arc::new(RateLimiter::keyed(quota(config.per_client_per_s))),
+        };
+        let (per_trigger, per_client) =
+            (Arc::downgrade(&triggers.per_trigger), Arc::downgrade(&triggers.per_client));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(LIMITER_PRUNE);
+            loop {
+                every.tick().await;
+                let (Some(per_trigger), Some(per_client)) = (per_trigger.upgrade(), per_client.upgrade())
+                else {
+                    break;
+                };
+                // A key whose bucket refilled is the same as no key: forgetting it bounds the
+                // memory a stream of new client addresses can take.
+                per_trigger.retain_recent();
+                per_client.retain_recent();
+            }
+        });
+        triggers
     }
 
     /// Creates a trigger; the returned secret is the only time it is shown.
@@ -150,59 +183,34 @@ impl Triggers {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Delivery, TriggerError> {
+        // Both limits come before any database work, so a flood costs memory lookups only;
+        // an id that cannot be a trigger's is refused before it takes a limiter entry.
         limit(&self.per_client, &client, "this client")?;
+        let key = trigger_key(id).ok_or_else(|| TriggerError::NotFound { id: id.into() })?;
+        limit(&self.per_trigger, &key, "this trigger")?;
         let trigger = self.store.get(id).await?;
-        limit(&self.per_trigger, &trigger.id, "this trigger")?;
         verify::verify(trigger.auth, &trigger.secret, headers, body).map_err(TriggerError::Unauthentic)?;
 
-        let keys = delivery_keys(headers, body);
-        for key in &keys {
-            if let Claim::Seen { build_id } = self.store.claim(&trigger.id, key, self.window_ms).await? {
-                self.store.release(&trigger.id, &keys).await?;
-                return self.duplicate(&trigger, key, build_id).await;
+        let build = match self.accept(&trigger, headers, body).await? {
+            Verdict::Build(build) => build,
+            Verdict::Ignored { reason } => return Ok(Delivery::Ignored { reason }),
+        };
+        let delivery = writer::Accepted { trigger_id: trigger.id, keys: delivery_keys(headers, body), build };
+        Ok(match self.writer.record(delivery).await? {
+            writer::Recorded::Started(build) => Delivery::Started(build),
+            writer::Recorded::Duplicate { build_id } => {
+                Delivery::Duplicate(self.pipeline.get(&build_id).await?)
             }
-        }
-        match self.accept(&trigger, headers, body).await {
-            Ok(Delivery::Started(build)) => {
-                self.store.record_build(&trigger.id, &keys, &build.id).await?;
-                Ok(Delivery::Started(build))
-            }
-            other => {
-                self.store.release(&trigger.id, &keys).await?;
-                other
-            }
-        }
+        })
     }
 
-    async fn duplicate(
-        &self,
-        trigger: &Trigger,
-        key: &str,
-        build_id: Option<String>,
-    ) -> Result<Delivery, TriggerError> {
-        let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
-        let mut build_id = build_id;
-        while build_id.is_none() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            build_id = match self.store.claim(&trigger.id, key, self.window_ms).await? {
-                Claim::Seen { build_id } => build_id,
-                // The first delivery started nothing and let go; this one is not a replay.
-                Claim::New => {
-                    self.store.release(&trigger.id, &[key.to_owned()]).await?;
-                    return Err(TriggerError::InProgress);
-                }
-            };
-        }
-        let build_id = build_id.ok_or(TriggerError::InProgress)?;
-        Ok(Delivery::Duplicate(self.pipeline.get(&build_id).await?))
-    }
-
+    /// The adapter's verdict: the build to start, or why the delivery starts nothing.
     async fn accept(
         &self,
         trigger: &Trigger,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<Delivery, TriggerError> {
+    ) -> Result<Verdict, TriggerError> {
         let request = adapter_request(headers, body);
         let verdict = self
             .plugins
@@ -222,7 +230,7 @@ impl Triggers {
                 let branch = parsed["branch"].as_str().unwrap_or_default();
                 if !branch::allowed(&trigger.config.branches, branch) {
                     let patterns = trigger.config.branches.join(", ");
-                    return Ok(Delivery::Ignored {
+                    return Ok(Verdict::Ignored {
                         reason: format!("branch `{branch}` matches none of: {patterns}"),
                     });
                 }
@@ -253,9 +261,8 @@ impl Triggers {
             })
             .collect();
         let submission = BuildSubmission { version, tags: trigger.config.tags.clone(), components };
-        let build =
-            self.pipeline.submit(&trigger.app, submission, &format!("trigger:{}", trigger.id)).await?;
-        Ok(Delivery::Started(build))
+        let by = format!("trigger:{}", trigger.id);
+        Ok(Verdict::Build(self.pipeline.prepare(&trigger.app, submission, &by).await?))
     }
 }
 
@@ -268,6 +275,13 @@ fn limit<K: std::hash::Hash + Eq + Clone>(
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         TriggerError::RateLimited { scope, retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64 }
     })
+}
+
+/// The limiter key of a trigger id: ids are 32 lowercase hex digits (a UUID's 128 bits),
+/// so any other string names no trigger and is answered without a database read.
+fn trigger_key(id: &str) -> Option<u128> {
+    let hex = id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    hex.then(|| u128::from_str_radix(id, 16).ok()).flatten()
 }
 
 /// The keys that identify a delivery: the CI system's delivery id when it sends one, and

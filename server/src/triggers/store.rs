@@ -3,11 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use super::TriggerError;
 use super::verify::AuthMode;
-use crate::storage::now_ms;
 
 pub const MIGRATIONS: &[(&str, &str)] = &[(
     "server-0003-triggers",
@@ -69,14 +68,6 @@ pub struct Trigger {
     pub created_at_ms: i64,
     #[serde(skip)]
     pub secret: String,
-}
-
-/// What claiming a delivery key found.
-pub enum Claim {
-    /// First time this key is seen (within 24 hours): the caller starts the build.
-    New,
-    /// Seen before; the build it started, if it got that far.
-    Seen { build_id: Option<String> },
 }
 
 type Row = (String, String, String, String, String, String, i64);
@@ -142,82 +133,64 @@ impl TriggerStore {
             .await?;
         Ok(())
     }
+}
 
-    /// Records `key` for `trigger` unless it was seen within `window_ms`. The primary key
-    /// makes this safe between concurrent deliveries and between replicas.
-    pub async fn claim(&self, trigger: &str, key: &str, window_ms: i64) -> Result<Claim, TriggerError> {
-        let now = now_ms();
-        let inserted = sqlx::query(
-            "INSERT INTO trigger_deliveries (trigger_id, delivery_key, build_id, created_at_ms)
-             VALUES ($1, $2, NULL, $3) ON CONFLICT (trigger_id, delivery_key) DO NOTHING",
-        )
-        .bind(trigger)
-        .bind(key)
-        .bind(now)
-        .execute(&self.db)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            return Ok(Claim::New);
-        }
-        // An old record outside the window is taken over, by exactly one claimant.
-        let renewed = sqlx::query(
-            "UPDATE trigger_deliveries SET build_id = NULL, created_at_ms = $1
-             WHERE trigger_id = $2 AND delivery_key = $3 AND created_at_ms < $4",
-        )
-        .bind(now)
-        .bind(trigger)
-        .bind(key)
-        .bind(now - window_ms)
-        .execute(&self.db)
-        .await?
-        .rows_affected();
-        if renewed == 1 {
-            return Ok(Claim::New);
-        }
-        let (build_id,): (Option<String>,) = sqlx::query_as(
-            "SELECT build_id FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2",
-        )
-        .bind(trigger)
-        .bind(key)
-        .fetch_one(&self.db)
-        .await?;
-        Ok(Claim::Seen { build_id })
-    }
+/// Claims `key` of `trigger` for `build_id`, unless a claim made at or after `cutoff_ms`
+/// holds it; false when one does. A claim older than the window, or left without a build
+/// by an earlier version, is taken over. The primary key makes this safe between concurrent
+/// transactions and between replicas.
+pub async fn claim(
+    conn: &mut AnyConnection,
+    trigger: &str,
+    key: &str,
+    build_id: &str,
+    now_ms: i64,
+    cutoff_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "INSERT INTO trigger_deliveries (trigger_id, delivery_key, build_id, created_at_ms)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (trigger_id, delivery_key) DO UPDATE
+         SET build_id = excluded.build_id, created_at_ms = excluded.created_at_ms
+         WHERE trigger_deliveries.created_at_ms < $5 OR trigger_deliveries.build_id IS NULL",
+    )
+    .bind(trigger)
+    .bind(key)
+    .bind(build_id)
+    .bind(now_ms)
+    .bind(cutoff_ms)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(claimed == 1)
+}
 
-    pub async fn record_build(
-        &self,
-        trigger: &str,
-        keys: &[String],
-        build_id: &str,
-    ) -> Result<(), TriggerError> {
-        for key in keys {
-            sqlx::query(
-                "UPDATE trigger_deliveries SET build_id = $1 WHERE trigger_id = $2 AND delivery_key = $3",
-            )
-            .bind(build_id)
+/// The build a live claim points to.
+pub async fn claimed_build(
+    conn: &mut AnyConnection,
+    trigger: &str,
+    key: &str,
+) -> Result<String, sqlx::Error> {
+    let (build_id,): (String,) =
+        sqlx::query_as("SELECT build_id FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2")
             .bind(trigger)
             .bind(key)
-            .execute(&self.db)
+            .fetch_one(&mut *conn)
             .await?;
-        }
-        Ok(())
-    }
+    Ok(build_id)
+}
 
-    /// Forgets claims whose delivery started nothing (rejected, filtered, failed), so the
-    /// sender may retry them.
-    pub async fn release(&self, trigger: &str, keys: &[String]) -> Result<(), TriggerError> {
-        for key in keys {
-            sqlx::query(
-                "DELETE FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2 AND build_id IS NULL",
-            )
+/// Drops claims this transaction made for a delivery that turned out to be a replay. A
+/// claim it took over had expired, so dropping it loses nothing.
+pub async fn unclaim(conn: &mut AnyConnection, trigger: &str, keys: &[String]) -> Result<(), sqlx::Error> {
+    for key in keys {
+        sqlx::query("DELETE FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2")
             .bind(trigger)
             .bind(key)
-            .execute(&self.db)
+            .execute(&mut *conn)
             .await?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 fn to_trigger((id, app, adapter, auth, secret, config, created_at_ms): Row) -> Result<Trigger, TriggerError> {

@@ -1,6 +1,7 @@
 //! `trigger`: webhook deliveries accepted per second — authenticated, read by the adapter
 //! plugin, deduplicated and durably queued as builds — with 64 concurrent clients, their p99
-//! latency, and how closely the per-trigger rate limiter holds its configured rate.
+//! latency, and how closely the per-trigger rate limiter holds its configured rate once its
+//! burst is spent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,14 +28,16 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
         server.client().get(server.url("/v1/builds?limit=1&state=queued")).send().await?.json().await?;
     anyhow::ensure!(queued["builds"].as_array().is_some_and(|b| !b.is_empty()), "accepted builds are queued");
 
-    // Limiter: a configured rate far below the offered load; accepted ≈ rate × time + burst.
+    // Limiter: a configured rate far below the offered load. A first flood drains the burst,
+    // so what passes in the measured window after it is the rate the limiter holds.
     let rate = 200u32;
     let limit_window = Duration::from_secs(if quick { 3 } else { 10 });
     let server = start(rate).await;
     let (id, secret) = create_trigger(&server).await?;
-    eprintln!("trigger: limiter at {rate}/s for {limit_window:?}");
+    eprintln!("trigger: limiter at {rate}/s, burst drained, then {limit_window:?}");
+    flood(&server, &id, &secret, Duration::from_secs(1)).await?;
     let (passed, limited, _) = flood(&server, &id, &secret, limit_window).await?;
-    let expected = rate as f64 * limit_window.as_secs_f64() + rate as f64;
+    let expected = rate as f64 * limit_window.as_secs_f64();
     let limiter_error_pct = ((passed as f64 - expected).abs() / expected) * 100.0;
 
     Ok(json!({

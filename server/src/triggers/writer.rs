@@ -1,0 +1,124 @@
+//! The delivery writer: group commit for accepted deliveries.
+//!
+//! A delivery is answered `202` only once its build is durable. Committing each one alone
+//! costs an fsync per delivery and makes concurrent deliveries queue on the database's write
+//! lock; instead one task takes every delivery waiting in its channel and commits them in
+//! one transaction (one fsync for the batch), then answers each waiter. Each delivery's
+//! replay claims and its build are written together, so a crash never leaves a claim
+//! without its build or a build without its claims.
+
+use sqlx::{AnyConnection, AnyPool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{TriggerError, store};
+use crate::pipeline::{BuildView, NewBuild, Pipeline};
+use crate::storage::now_ms;
+
+/// Most deliveries committed in one transaction; bounds the time a batch holds the lock.
+const MAX_BATCH: usize = 256;
+/// Deliveries waiting for the writer before senders wait too.
+const QUEUE: usize = 4096;
+
+/// An accepted delivery on its way to the database.
+pub struct Accepted {
+    pub trigger_id: String,
+    /// The delivery id key (when the sender gave one) and the payload digest key.
+    pub keys: Vec<String>,
+    pub build: NewBuild,
+}
+
+/// What the writer made of a delivery.
+pub enum Recorded {
+    /// Its build is stored and queued.
+    Started(BuildView),
+    /// One of its keys was claimed within the window: the build that claim started.
+    Duplicate { build_id: String },
+}
+
+struct Job {
+    delivery: Accepted,
+    answer: oneshot::Sender<Result<Recorded, TriggerError>>,
+}
+
+#[derive(Clone)]
+pub struct DeliveryWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl DeliveryWriter {
+    /// Starts the writer task; it ends when the last handle is dropped.
+    pub fn spawn(db: AnyPool, pipeline: Pipeline, window_ms: i64) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(run(db, pipeline, window_ms, queue));
+        Self { jobs }
+    }
+
+    /// Stores the delivery's claims and build, or finds the build of the delivery it
+    /// replays; returns once that is committed.
+    pub async fn record(&self, delivery: Accepted) -> Result<Recorded, TriggerError> {
+        let (answer, answered) = oneshot::channel();
+        self.jobs.send(Job { delivery, answer }).await.map_err(|_| TriggerError::WriterStopped)?;
+        answered.await.map_err(|_| TriggerError::WriterStopped)?
+    }
+}
+
+async fn run(db: AnyPool, pipeline: Pipeline, window_ms: i64, mut queue: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let deliveries: Vec<&Accepted> = batch.iter().map(|job| &job.delivery).collect();
+        let results = match commit(&db, &deliveries, window_ms).await {
+            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+            Err(e) if deliveries.len() > 1 => {
+                // One delivery's failure must not fail the others: each goes again alone.
+                tracing::warn!(error = %e, deliveries = deliveries.len(), "delivery batch failed; committing one by one");
+                let mut results = Vec::with_capacity(deliveries.len());
+                for delivery in &deliveries {
+                    results.push(commit(&db, &[delivery], window_ms).await.map(|mut r| r.remove(0)));
+                }
+                results
+            }
+            Err(e) => vec![Err(e)],
+        };
+        if results.iter().any(|r| matches!(r, Ok(Recorded::Started(_)))) {
+            pipeline.builds_queued();
+        }
+        for (job, result) in batch.drain(..).zip(results) {
+            // A sender that went away still has its delivery stored; its retry is a replay.
+            let _ = job.answer.send(result);
+        }
+    }
+}
+
+async fn commit(
+    db: &AnyPool,
+    deliveries: &[&Accepted],
+    window_ms: i64,
+) -> Result<Vec<Recorded>, TriggerError> {
+    let mut tx = db.begin().await?;
+    let now = now_ms();
+    let mut recorded = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        recorded.push(record(&mut tx, delivery, now, now - window_ms).await?);
+    }
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+/// Claims every key of the delivery for its build, then stores the build; a key already
+/// claimed makes it a replay, and the claims made before it are dropped again.
+async fn record(
+    conn: &mut AnyConnection,
+    delivery: &Accepted,
+    now: i64,
+    cutoff: i64,
+) -> Result<Recorded, TriggerError> {
+    let trigger = &delivery.trigger_id;
+    for (claimed, key) in delivery.keys.iter().enumerate() {
+        if !store::claim(conn, trigger, key, &delivery.build.id, now, cutoff).await? {
+            store::unclaim(conn, trigger, &delivery.keys[..claimed]).await?;
+            return Ok(Recorded::Duplicate { build_id: store::claimed_build(conn, trigger, key).await? });
+        }
+    }
+    delivery.build.insert(conn).await?;
+    Ok(Recorded::Started(delivery.build.view()))
+}
