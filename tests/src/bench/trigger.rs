@@ -20,7 +20,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let server = start(1_000_000).await;
     let (id, secret) = create_trigger(&server).await?;
     eprintln!("trigger: {CLIENTS} clients for {window:?}, unique deliveries");
-    let (accepted, limited, latencies) = flood(&server, &id, &secret, window).await?;
+    let (accepted, limited, latencies) = flood(&server, &id, &secret, 0, window).await?;
     anyhow::ensure!(limited == 0, "no delivery should be limited in the throughput phase");
     let accepted_per_s = accepted as f64 / window.as_secs_f64();
     let p99_ms = latencies.value_at_quantile(0.99) as f64 / 1000.0;
@@ -35,8 +35,8 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let server = start(rate).await;
     let (id, secret) = create_trigger(&server).await?;
     eprintln!("trigger: limiter at {rate}/s, burst drained, then {limit_window:?}");
-    flood(&server, &id, &secret, Duration::from_secs(1)).await?;
-    let (passed, limited, _) = flood(&server, &id, &secret, limit_window).await?;
+    flood(&server, &id, &secret, 1, Duration::from_secs(1)).await?;
+    let (passed, limited, _) = flood(&server, &id, &secret, 2, limit_window).await?;
     let expected = rate as f64 * limit_window.as_secs_f64();
     let limiter_error_pct = ((passed as f64 - expected).abs() / expected) * 100.0;
 
@@ -85,11 +85,12 @@ async fn create_trigger(server: &TestServer) -> anyhow::Result<(String, String)>
 }
 
 /// Sends deliveries back to back from `CLIENTS` clients for `window`, each with a commit of
-/// its own; returns (accepted, refused by the limiter, latency histogram in µs).
+/// its own (`round` keeps commits of separate floods apart); returns (accepted, refused by the limiter, latency histogram in µs).
 async fn flood(
     server: &TestServer,
     id: &str,
     secret: &str,
+    round: u8,
     window: Duration,
 ) -> anyhow::Result<(u64, u64, hdrhistogram::Histogram<u64>)> {
     let url = server.url(&format!("/v1/triggers/{id}"));
@@ -106,7 +107,7 @@ async fn flood(
             let mut n = 0u64;
             while Instant::now() < deadline {
                 n += 1;
-                let commit = format!("{client:04x}{n:036x}");
+                let commit = format!("{round:02x}{client:04x}{n:034x}");
                 let body = json!({"action": "build", "repository": "acme/shop", "ref": "refs/heads/main", "commit": commit});
                 let sent = Instant::now();
                 let response = http.post(&url).bearer_auth(&secret).json(&body).send().await?;
