@@ -91,7 +91,9 @@ say "slipway tag hello $version +prod"
 "$slipway" packages hello --tag prod
 
 say "slipway instances register -f fleet.yaml"
-sed "s/127.0.0.1:7710/127.0.0.1:$fleet_port/" examples/hello/fleet.yaml >"$data/fleet.yaml"
+# The instances run the version just built, served by this run's fleet simulator.
+sed -e "s/127.0.0.1:7710/127.0.0.1:$fleet_port/" -e "s/version: \"0.1.0\"/version: \"$version\"/" \
+    examples/hello/fleet.yaml >"$data/fleet.yaml"
 # One instance answers 503, so health shows a degraded app instance and why.
 curl -sf -X POST "http://127.0.0.1:$fleet_port/admin/faults" \
     -H 'content-type: application/json' -d '{"mode": "fail", "ids": [5]}' >/dev/null

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod browser;
 pub mod dashboard;
 pub mod fleet;
+pub mod image_registry;
 pub mod pipeline;
 pub mod process;
 pub mod server;

@@ -121,7 +121,10 @@ impl ApiClient {
         let code = error["code"].as_str().unwrap_or("unknown").to_owned();
         let mut message = error["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
         if let Some(problems) = error["details"]["problems"].as_array() {
-            for problem in problems.iter().filter_map(Value::as_str) {
+            // A single problem is often the message itself.
+            let listed: Vec<&str> =
+                problems.iter().filter_map(Value::as_str).filter(|p| !message.contains(p)).collect();
+            for problem in listed {
                 message.push_str("\n  - ");
                 message.push_str(problem);
             }

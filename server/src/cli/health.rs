@@ -1,10 +1,11 @@
 //! `slipway health [<app>] [--watch]`: instance health as a colored table, redrawn in place
-//! while watching.
+//! on every change the server's event stream announces while watching.
 
 use std::time::Duration;
 
 use clap::Args;
 use console::Term;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 
 use super::Ctx;
@@ -18,41 +19,67 @@ const STATUSES: [&str; 6] = ["degraded", "missing", "progressing", "unknown", "s
 pub struct HealthArgs {
     /// One app's instances; without it, a summary per app.
     pub app: Option<String>,
-    /// Redraw until interrupted.
+    /// Redraw whenever a status changes, until interrupted (follows the server's event
+    /// stream; with `-o json`, one compact JSON line per redraw).
     #[arg(long)]
     pub watch: bool,
-    /// Seconds between redraws.
-    #[arg(long, default_value_t = 2.0)]
-    pub interval: f64,
 }
 
+/// Transitions arriving this close together are drawn as one redraw: a correlated fault
+/// flips hundreds of instances within a moment.
+const SETTLE: Duration = Duration::from_millis(250);
+/// Wait before reopening an event stream the server ended.
+const RECONNECT: Duration = Duration::from_secs(2);
+
 pub async fn run(ctx: &Ctx, args: HealthArgs) -> CliResult {
+    if !args.watch {
+        let (answer, text) = fetch(ctx, args.app.as_deref()).await?;
+        output::emit(ctx.output, &answer, || text);
+        return Ok(());
+    }
     let term = Term::stdout();
-    let in_place = args.watch && term.is_term() && ctx.output == OutputFormat::Human;
+    let in_place = term.is_term() && ctx.output == OutputFormat::Human;
+    let events_path = match &args.app {
+        Some(app) => format!("/v1/health/events?app={app}"),
+        None => "/v1/health/events".to_owned(),
+    };
     let mut drawn = 0;
     loop {
-        let (answer, text) = fetch(ctx, args.app.as_deref()).await?;
-        match ctx.output {
-            OutputFormat::Json => output::emit(ctx.output, &answer, String::new),
-            OutputFormat::Human if in_place => {
-                let _ = term.clear_last_lines(drawn);
-                let stamp = output::time(&Value::from(crate::storage::now_ms()));
-                let frame =
-                    format!("{text}\nupdated {stamp} UTC, every {}s (Ctrl-C to stop)\n", args.interval);
-                drawn = frame.lines().count();
-                let _ = term.write_str(&frame);
+        // The stream opens before the snapshot is read, so no change falls between the two.
+        let mut events = Box::pin(ctx.client.events(&events_path).await?);
+        let mut live = true;
+        while live {
+            let (answer, text) = fetch(ctx, args.app.as_deref()).await?;
+            match ctx.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string(&answer).unwrap_or_default()),
+                OutputFormat::Human if in_place => {
+                    let _ = term.clear_last_lines(drawn);
+                    let stamp = output::time(&Value::from(crate::storage::now_ms()));
+                    let frame = format!("{text}\nupdated {stamp} UTC, live (Ctrl-C to stop)\n");
+                    drawn = frame.lines().count();
+                    let _ = term.write_str(&frame);
+                }
+                OutputFormat::Human => println!("{text}"),
             }
-            OutputFormat::Human => print!("{text}"),
-        }
-        if !args.watch {
-            return Ok(());
+            tokio::select! {
+                event = events.next() => {
+                    live = event.is_some();
+                    tokio::time::sleep(SETTLE).await;
+                    // Whatever else arrived meanwhile is covered by the one redraw.
+                    while live {
+                        match events.next().now_or_never() {
+                            Some(Some(_)) => {}
+                            Some(None) => live = false,
+                            None => break,
+                        }
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs_f64(args.interval.max(0.2))) => {}
+            _ = tokio::time::sleep(RECONNECT) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-        if !in_place && ctx.output == OutputFormat::Human {
-            println!();
         }
     }
 }

@@ -1,8 +1,11 @@
 //! Runs the real `slipway` binary (built once per test process by cargo, into the same
 //! target directory as the tests) against a test server.
 
+// Each test binary that includes this module uses only part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use slipway_tests::server::TestServer;
@@ -63,6 +66,24 @@ impl Cli {
     }
 
     pub async fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().await.expect("run slipway");
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!("$ slipway {}\n-> exit {}\n{}{}", args.join(" "), run.code, run.stdout, run.stderr);
+        run
+    }
+
+    /// Starts a long-running command (`health --watch`) with its stdout piped, killed when
+    /// dropped.
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        eprintln!("$ slipway {} &", args.join(" "));
+        self.command(args).stdout(Stdio::piped()).kill_on_drop(true).spawn().expect("start slipway")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(slipway_binary());
         command
             .args(args)
@@ -73,14 +94,7 @@ impl Cli {
             Some(token) => command.env("SLIPWAY_TOKEN", token),
             None => command.env_remove("SLIPWAY_TOKEN"),
         };
-        let out = command.output().await.expect("run slipway");
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        eprintln!("$ slipway {}\n-> exit {}\n{}{}", args.join(" "), run.code, run.stdout, run.stderr);
-        run
+        command
     }
 }
 

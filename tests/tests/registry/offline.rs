@@ -3,10 +3,6 @@
 //! the package with the same digest; tampered and truncated archives are refused naming
 //! the first bad digest, with nothing pushed or registered.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use bytes::Bytes;
 use oci_client::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -14,66 +10,11 @@ use oci_client::secrets::RegistryAuth;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use slipway_registry::archive::digest_of;
+use slipway_tests::image_registry::ImageRegistry;
 
 use crate::support::{Api, assert_error};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// A `docker-registry` on a free loopback port with its own storage, stopped on drop.
-struct ImageRegistry {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl ImageRegistry {
-    async fn start() -> Option<ImageRegistry> {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let config = dir.path().join("config.yml");
-        let storage = dir.path().join("storage");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = match Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                eprintln!("skipped: cannot run docker-registry ({e}); install Debian's docker-registry");
-                return None;
-            }
-        };
-        let registry = ImageRegistry { child, addr, _dir: dir };
-        for _ in 0..100 {
-            if reqwest::get(format!("http://{addr}/v2/")).await.is_ok_and(|r| r.status().is_success()) {
-                return Some(registry);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("docker-registry did not start on {addr}");
-    }
-
-    fn host(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for ImageRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn oci() -> oci_client::Client {
     oci_client::Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() })
