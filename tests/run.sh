@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/slipway-test.XXXXXX)
 started=()
 
+pg_stop() { :; }
 cleanup() {
+    pg_stop
     for pid in "${started[@]}"; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -45,6 +47,9 @@ command -v git >/dev/null || packages+=(git)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
 [ -x /usr/bin/chromedriver ] || packages+=(chromium-driver)
 # --- end dashboard
+# --- scale-out (issue 10): PostgreSQL, the second database every store test runs on
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+# --- end scale-out
 if [ ${#packages[@]} -gt 0 ]; then
     step "installing ${packages[*]}"
     apt-get update -qq
@@ -118,10 +123,43 @@ else
 fi
 # --- end registry
 
+# --- scale-out (issue 10): a throwaway PostgreSQL on loopback for the second test pass.
+# PostgreSQL refuses to run as root, so as root it runs as Debian's `postgres` user.
+step "starting PostgreSQL"
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+as_pg=()
+[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+pg_port=55432
+while (echo >"/dev/tcp/127.0.0.1/$pg_port") 2>/dev/null; do pg_port=$((pg_port + 1)); done
+chmod 711 "$work"
+mkdir -p "$work/pg"
+[ ${#as_pg[@]} -gt 0 ] && chown postgres "$work/pg"
+"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U slipway --no-sync -E UTF8 >"$work/pg-init.log"
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+    -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=500" start >/dev/null
+pg_stop() { "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m fast stop >/dev/null 2>&1 || true; }
+export SLIPWAY_TEST_POSTGRES_URL="postgres://slipway@127.0.0.1:$pg_port/postgres"
+# --- end scale-out
+
 # --- The tests ---------------------------------------------------------------------------
-step "running the workspace tests"
+step "running the workspace tests (SQLite, the embedded default)"
+status=0
 if command -v cargo-nextest >/dev/null; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --no-fail-fast || status=$?
 else
-    cargo test --workspace --no-fail-fast
+    cargo test --workspace --no-fail-fast || status=$?
 fi
+# The same store tests again on PostgreSQL (tests/src/database.rs gives each test server a
+# database of its own there); builder, browser and document tests do not touch a database.
+step "running the database-backed tests again on PostgreSQL"
+on_postgres=(api auth cli cli_operations health_heatmap pipeline pipeline_avoid pipeline_restart
+    plugins registry status status_kube triggers)
+if command -v cargo-nextest >/dev/null; then
+    SLIPWAY_TEST_DATABASE=postgres cargo nextest run -p slipway-tests --no-fail-fast \
+        "${on_postgres[@]/#/--test=}" || status=$?
+else
+    SLIPWAY_TEST_DATABASE=postgres cargo test -p slipway-tests --no-fail-fast \
+        "${on_postgres[@]/#/--test=}" || status=$?
+fi
+pg_stop
+exit $status

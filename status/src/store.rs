@@ -2,7 +2,7 @@
 //! clusters (with their kubeconfig, a secret), app instances, component instances with
 //! their last status, and the transition history.
 
-use sqlx::{Any, AnyPool, QueryBuilder, Row, Transaction};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::Error;
 use crate::events::Transition;
@@ -59,6 +59,17 @@ pub struct StoredCluster {
     pub server: String,
     pub kubeconfig: String,
     pub registered_at_ms: i64,
+}
+
+/// `($1, $2, …), ($n+1, …)` for a multi-row VALUES list. Numbered placeholders are the form
+/// both SQLite and PostgreSQL read; sqlx's `QueryBuilder` writes `?` for the Any driver,
+/// which PostgreSQL refuses.
+fn rows(count: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let values: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        format!("({})", values.join(", "))
+    };
+    (0..count).map(row).collect::<Vec<_>>().join(", ")
 }
 
 fn corrupt(what: &'static str, id: &str, e: impl std::fmt::Display) -> Error {
@@ -137,33 +148,37 @@ pub async fn apply_bulk(
 ) -> Result<(), Error> {
     let mut tx = db.begin().await?;
     for chunk in apps.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Any>::new("INSERT INTO status_app_instances (id, spec, updated_at_ms) ");
-        q.push_values(chunk, |mut b, a| {
-            b.push_bind(&a.id).push_bind(serde_json::to_string(a).unwrap_or_default()).push_bind(now_ms);
-        });
-        q.push(
-            " ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at_ms = excluded.updated_at_ms",
+        let sql = format!(
+            "INSERT INTO status_app_instances (id, spec, updated_at_ms) VALUES {}
+             ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, updated_at_ms = excluded.updated_at_ms",
+            rows(chunk.len(), 3)
         );
-        q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for a in chunk {
+            q = q.bind(&a.id).bind(serde_json::to_string(a).unwrap_or_default()).bind(now_ms);
+        }
+        q.execute(&mut *tx).await?;
     }
     for chunk in instances.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Any>::new(
-            "INSERT INTO status_instances (id, app_instance, spec, status, reason, since_ms, updated_at_ms) ",
+        let sql = format!(
+            "INSERT INTO status_instances (id, app_instance, spec, status, reason, since_ms, updated_at_ms)
+             VALUES {}
+             ON CONFLICT (id) DO UPDATE SET app_instance = excluded.app_instance, spec = excluded.spec,
+             updated_at_ms = excluded.updated_at_ms",
+            rows(chunk.len(), 7)
         );
-        q.push_values(chunk, |mut b, i| {
-            b.push_bind(&i.id)
-                .push_bind(&i.app_instance)
-                .push_bind(serde_json::to_string(i).unwrap_or_default())
-                .push_bind(Health::Unknown.as_str())
-                .push_bind("not checked yet")
-                .push_bind(now_ms)
-                .push_bind(now_ms);
-        });
-        q.push(
-            " ON CONFLICT (id) DO UPDATE SET app_instance = excluded.app_instance, spec = excluded.spec,
-              updated_at_ms = excluded.updated_at_ms",
-        );
-        q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for i in chunk {
+            q = q
+                .bind(&i.id)
+                .bind(&i.app_instance)
+                .bind(serde_json::to_string(i).unwrap_or_default())
+                .bind(Health::Unknown.as_str())
+                .bind("not checked yet")
+                .bind(now_ms)
+                .bind(now_ms);
+        }
+        q.execute(&mut *tx).await?;
     }
     delete_ids(&mut tx, "status_instances", deleted).await?;
     delete_ids(&mut tx, "status_app_instances", emptied_apps).await?;
@@ -173,13 +188,12 @@ pub async fn apply_bulk(
 
 async fn delete_ids(tx: &mut Transaction<'_, Any>, table: &str, ids: &[String]) -> Result<(), Error> {
     for chunk in ids.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Any>::new(format!("DELETE FROM {table} WHERE id IN ("));
-        let mut list = q.separated(", ");
+        let list = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let mut q = sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id IN ({list})")));
         for id in chunk {
-            list.push_bind(id);
+            q = q.bind(id);
         }
-        q.push(")");
-        q.build().execute(&mut **tx).await?;
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -188,19 +202,23 @@ async fn delete_ids(tx: &mut Transaction<'_, Any>, table: &str, ids: &[String]) 
 pub async fn record_transitions(db: &AnyPool, transitions: &[Transition]) -> Result<(), Error> {
     let mut tx = db.begin().await?;
     for chunk in transitions.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Any>::new(
-            "INSERT INTO status_transitions (instance_id, at_ms, from_status, to_status, reason, app_instance, component) ",
+        let sql = format!(
+            "INSERT INTO status_transitions (instance_id, at_ms, from_status, to_status, reason, app_instance, component)
+             VALUES {}",
+            rows(chunk.len(), 7)
         );
-        q.push_values(chunk, |mut b, t| {
-            b.push_bind(&t.instance_id)
-                .push_bind(t.at_ms)
-                .push_bind(t.from.as_str())
-                .push_bind(t.to.as_str())
-                .push_bind(&t.reason)
-                .push_bind(&t.app_instance)
-                .push_bind(&t.component);
-        });
-        q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for t in chunk {
+            q = q
+                .bind(&t.instance_id)
+                .bind(t.at_ms)
+                .bind(t.from.as_str())
+                .bind(t.to.as_str())
+                .bind(&t.reason)
+                .bind(&t.app_instance)
+                .bind(&t.component);
+        }
+        q.execute(&mut *tx).await?;
     }
     for t in transitions {
         sqlx::query("UPDATE status_instances SET status = $1, reason = $2, since_ms = $3 WHERE id = $4")
@@ -242,4 +260,13 @@ pub async fn history(db: &AnyPool, instance_id: &str, limit: i64) -> Result<Vec<
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rows_number_placeholders_across_rows() {
+        assert_eq!(super::rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::rows(1, 1), "($1)");
+    }
 }

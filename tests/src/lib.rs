@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod browser;
 pub mod dashboard;
+pub mod database;
 pub mod fleet;
 pub mod image_registry;
 pub mod pipeline;

@@ -38,11 +38,16 @@ impl Slipway {
     /// Starts `binary serve` on `data_dir` with `args` and `env` added, once it answers.
     pub async fn start(binary: &Path, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Slipway {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut database = Vec::new();
+        if crate::database::postgres_pass() {
+            database.push(("SLIPWAY_DATABASE__URL", crate::database::database_for(data_dir).await));
+        }
         let child = Command::new(binary)
             .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("SLIPWAY_LOG_FILTER", "warn")
+            .envs(database)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .spawn()

@@ -39,6 +39,7 @@ impl TestServer {
             ..Config::default()
         };
         edit(&mut config);
+        crate::database::assign(&mut config).await;
         let listener = serve::bind(config.listen).await.expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let state = AppState::open(config).await.expect("open stores");

@@ -20,7 +20,8 @@ struct Replicas {
 
 /// A registry with its own pool over the database and object store in `dir`.
 async fn open(dir: &tempfile::TempDir, latest_cache_entries: u64) -> Registry {
-    let config = Config { data_dir: dir.path().into(), ..Config::default() };
+    let mut config = Config { data_dir: dir.path().into(), ..Config::default() };
+    slipway_tests::database::assign(&mut config).await;
     let db = slipway_server::storage::open_database(&config).await.unwrap();
     let store = slipway_server::storage::open_object_store(&config).unwrap();
     Registry::new(db, store, RegistryConfig { latest_cache_entries, ..RegistryConfig::default() })
