@@ -116,6 +116,37 @@ impl Registry {
     /// and registers it. `VersionSpec::Auto` takes the highest version and bumps its patch,
     /// retrying if a concurrent publish takes that version first.
     pub async fn publish_app_package(&self, request: PublishRequest) -> Result<PackageSummary> {
+        self.publish(request, None).await
+    }
+
+    /// [`Registry::publish_app_package`] at most once per `key` (a build's id): publishing
+    /// again with a key that already published returns that first package, even when two
+    /// publishers race.
+    pub async fn publish_app_package_once(
+        &self,
+        request: PublishRequest,
+        key: &str,
+    ) -> Result<PackageSummary> {
+        if let Some(first) = self.published_with(key).await? {
+            return Ok(first);
+        }
+        self.publish(request, Some(key)).await
+    }
+
+    async fn published_with(&self, key: &str) -> Result<Option<PackageSummary>> {
+        let row: Option<(String, String, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT app, version, digest, size_bytes, creator, created_at_ms FROM registry_app_packages
+             WHERE publish_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.db)
+        .await?;
+        Ok(row.map(|(app, version, digest, size, creator, created)| {
+            PackageSummary::from_row(&app, version, digest, size, creator, created)
+        }))
+    }
+
+    async fn publish(&self, request: PublishRequest, key: Option<&str>) -> Result<PackageSummary> {
         check_request(&request)?;
         for attempt in 1..=AUTO_ATTEMPTS {
             let version = match &request.version {
@@ -127,7 +158,7 @@ impl Registry {
             };
             let built = build_package(&request, &version, now_ms());
             let blob = blobs::put_bytes(&*self.store, built.bytes).await?;
-            match self.register(&built.manifest, &built.components, &blob).await {
+            match self.register(&built.manifest, &built.components, &blob, key).await {
                 Err(Error::VersionExists { .. })
                     if request.version == VersionSpec::Auto && attempt < AUTO_ATTEMPTS =>
                 {
@@ -159,7 +190,7 @@ impl Registry {
             },
         );
         match checked {
-            Ok((manifest, components)) => self.register(&manifest, &components, &blob).await,
+            Ok((manifest, components)) => self.register(&manifest, &components, &blob, None).await,
             Err(e) => {
                 // A refused upload is not kept around until the collector runs, unless
                 // the same bytes already are a package.
@@ -196,20 +227,22 @@ impl Registry {
     }
 
     /// Commits the metadata of a stored, verified blob in one transaction: the package row
-    /// (first, so its primary key decides a version race), component packages, and tags.
+    /// (first, so its primary key and publish key decide a race), component packages, and
+    /// tags.
     pub(crate) async fn register(
         &self,
         manifest: &AppManifest,
         components: &[ComponentManifest],
         blob: &StoredBlob,
+        publish_key: Option<&str>,
     ) -> Result<PackageSummary> {
         let app = manifest.app.as_str();
         let app_key = version_key(&parse_version(&manifest.version)?);
         let mut write = self.begin_write(app).await?;
         let inserted = sqlx::query(
             "INSERT INTO registry_app_packages
-                (app, version_key, version, digest, size_bytes, manifest, creator, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (app, version_key) DO NOTHING",
+                (app, version_key, version, digest, size_bytes, manifest, creator, created_at_ms, publish_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(app)
         .bind(&app_key)
@@ -219,10 +252,18 @@ impl Registry {
         .bind(serde_json::to_string(manifest).expect("manifest serializes"))
         .bind(&manifest.creator)
         .bind(manifest.created_at_ms)
+        .bind(publish_key)
         .execute(&mut *write.tx)
         .await?;
         if inserted.rows_affected() == 0 {
             drop(write);
+            if let Some(first) = match publish_key {
+                Some(key) => self.published_with(key).await?,
+                None => None,
+            } {
+                tracing::info!(app, key = publish_key, version = %first.version, "already published by this publisher");
+                return Ok(first);
+            }
             self.refuse_existing(app, &parse_version(&manifest.version)?).await?;
             return Err(Error::VersionExists {
                 app: app.into(),

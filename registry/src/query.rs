@@ -35,7 +35,7 @@ pub struct PackageSummary {
 
 impl PackageSummary {
     /// From the columns `registry_app_packages` stores (sizes as BIGINT).
-    fn from_row(
+    pub(crate) fn from_row(
         app: &str,
         version: String,
         digest: String,

@@ -94,4 +94,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         // Bumped by every write transaction on an app's packages or tags (see changes.rs).
         "CREATE TABLE registry_app_changes (app TEXT PRIMARY KEY, changes BIGINT NOT NULL)",
     ),
+    (
+        "registry-0004-publish-key",
+        // Who published a package once, so the same publisher (a build run that another
+        // replica took over) publishing again gets the first package, never a second one.
+        "ALTER TABLE registry_app_packages ADD COLUMN publish_key TEXT;
+        CREATE UNIQUE INDEX registry_app_packages_publish_key ON registry_app_packages (publish_key)",
+    ),
 ];

@@ -32,6 +32,28 @@ pub struct Config {
     pub status: slipway_status::StatusConfig,
     pub pipeline: PipelineConfig,
     pub triggers: TriggersConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// How replicas sharing one database find each other and hand work over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This replica's name in `/v1/cluster` and in build leases; empty means one made up at
+    /// first start and kept in the data directory (file `replica-id`).
+    pub replica_id: String,
+    /// The address other replicas and people reach this one at; empty means `listen`.
+    pub advertise: String,
+    /// How long a build lease (and a replica's heartbeat) holds without renewal, in
+    /// milliseconds: a replica silent for longer is taken as gone and its builds are taken
+    /// over.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { replica_id: String::new(), advertise: String::new(), lease_ms: 15_000 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -184,6 +206,7 @@ impl Default for Config {
             status: slipway_status::StatusConfig::default(),
             pipeline: PipelineConfig::default(),
             triggers: TriggersConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -43,6 +43,8 @@ pub enum ApiError {
     Plugin(#[from] slipway_plugins::Error),
     #[error(transparent)]
     Status(#[from] slipway_status::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 impl ApiError {
@@ -57,6 +59,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::NotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
             ApiError::Auth(e) => match e {
                 AuthError::Missing | AuthError::Invalid => (StatusCode::UNAUTHORIZED, "unauthenticated"),
                 AuthError::Expired { .. } => (StatusCode::UNAUTHORIZED, "token_expired"),

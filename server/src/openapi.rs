@@ -75,6 +75,7 @@ impl ApiRouter {
         (name = "instances", description = "Registered instances, clusters and deploy events."),
         (name = "health", description = "Health of instances: lookups, summaries, live events."),
         (name = "tokens", description = "API tokens."),
+        (name = "cluster", description = "Replicas sharing one database: heartbeats and the work each holds."),
         (name = "dashboard", description = "The browser dashboard at `/` and its assets; open without a token."),
     )
 )]

@@ -8,6 +8,7 @@ use object_store::ObjectStore;
 use sqlx::AnyPool;
 
 use crate::auth::{AuthError, TokenStore};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::storage::{self, StorageError};
@@ -27,6 +28,7 @@ pub struct Shared {
     pub tokens: TokenStore,
     pub pipeline: Pipeline,
     pub triggers: Triggers,
+    pub cluster: Cluster,
 }
 
 impl AppState {
@@ -53,11 +55,15 @@ impl AppState {
         let plugins =
             slipway_plugins::PluginHost::open(db.clone(), objects.clone(), config.plugins.clone()).await?;
         let status = slipway_status::StatusService::open(db.clone(), plugins.clone(), config.status).await?;
+        let cluster = Cluster::join(db.clone(), &config).await.map_err(StorageError::Cluster)?;
         let pipeline =
-            Pipeline::open(&config, db.clone(), objects.clone(), plugins.clone(), registry.clone()).await?;
+            Pipeline::open(&config, db.clone(), objects.clone(), plugins.clone(), registry.clone(), &cluster)
+                .await?;
         if config.pipeline.run_builds {
-            pipeline.spawn_dispatcher();
+            pipeline.spawn_dispatcher(cluster.renew_every());
         }
+        let scaler = status.clone();
+        cluster.spawn_heartbeat(move || scaler.len());
         let triggers = Triggers::new(db.clone(), plugins.clone(), pipeline.clone(), &config.triggers);
         let tokens = TokenStore::new(db.clone());
         if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {
@@ -74,6 +80,7 @@ impl AppState {
             tokens,
             pipeline,
             triggers,
+            cluster,
         })))
     }
 }

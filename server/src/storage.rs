@@ -19,12 +19,46 @@ pub type Migrations = &'static [(&'static str, &'static str)];
 fn all_migrations() -> Vec<Migrations> {
     vec![
         crate::auth::MIGRATIONS,
+        crate::cluster::MIGRATIONS,
         crate::pipeline::MIGRATIONS,
         crate::triggers::MIGRATIONS,
         slipway_plugins::MIGRATIONS,
         slipway_registry::MIGRATIONS,
         slipway_status::MIGRATIONS,
     ]
+}
+
+/// The SQL dialect behind the pool, for the few statements portable SQL cannot say alike:
+/// the database's own clock, and row locks that skip rows another replica holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn of(config: &Config) -> Self {
+        if config.database_url().starts_with("postgres") { Dialect::Postgres } else { Dialect::Sqlite }
+    }
+
+    /// The database's clock in Unix milliseconds. Leases are judged by it, never by a
+    /// replica's own clock, so a replica whose clock is off neither steals nor keeps leases.
+    pub fn now_ms(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)",
+        }
+    }
+
+    /// Appended to a `SELECT` that picks rows to claim: on PostgreSQL, rows another
+    /// transaction is claiming are skipped instead of waited for. SQLite has one writer at
+    /// a time, so there is nothing to skip.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +69,8 @@ pub enum StorageError {
     Database { url: String, source: sqlx::Error },
     #[error("migration {id} failed: {source}")]
     Migration { id: String, source: sqlx::Error },
+    #[error("cannot join the cluster: {0}")]
+    Cluster(sqlx::Error),
     #[error("cannot open object store: {0}")]
     ObjectStore(#[from] object_store::Error),
 }

@@ -63,3 +63,13 @@ fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{nanos:x}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+/// A database several replicas share, kept with `dir`: a SQLite file in it, or on the
+/// PostgreSQL pass a database of its own.
+pub async fn shared_url(dir: &Path) -> String {
+    if postgres_pass() {
+        database_for(dir).await
+    } else {
+        format!("sqlite://{}?mode=rwc", dir.join("shared.db").display())
+    }
+}

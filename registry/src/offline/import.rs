@@ -58,7 +58,7 @@ impl Registry {
         let package = blobs::open_key(&*self.store, staged.clone(), Some(GetRange::Bounded(range))).await?;
         let blob =
             blobs::put_stream(&*self.store, package.stream, Some(&checked.index.package_digest)).await?;
-        self.register(manifest, components, &blob).await
+        self.register(manifest, components, &blob, None).await
     }
 
     /// Pushes every image: for each manifest (image manifests before the index that lists

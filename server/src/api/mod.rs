@@ -3,6 +3,7 @@
 //! OpenAPI operations come from one place.
 
 mod builds;
+mod cluster;
 mod health;
 mod heatmap;
 mod instances;
@@ -27,6 +28,7 @@ pub fn routes() -> ApiRouter {
         .merge(registry::routes())
         .merge(tokens::routes())
         .merge(builds::routes())
+        .merge(cluster::routes())
         .merge(sources::routes())
         .merge(triggers::routes())
         .merge(crate::dashboard::routes())

@@ -4,6 +4,7 @@
 //! plugin, built by the builder, and published together by the registry.
 
 mod avoid;
+mod lease;
 mod logs;
 mod model;
 mod run;
@@ -26,6 +27,7 @@ pub use model::{BuildState, BuildSubmission, BuildView, ComponentSpec, SourceReq
 pub use store::{MIGRATIONS, NewBuild};
 pub use upload::UploadedSource;
 
+use crate::cluster::Cluster;
 use crate::config::{BuildBackendKind, Config, PipelineConfig};
 use logs::LogBook;
 use store::BuildStore;
@@ -87,14 +89,15 @@ struct Inner {
 }
 
 impl Pipeline {
-    /// Opens the pipeline; builds left running by a previous process are failed with reason
-    /// `interrupted` before anything new starts.
+    /// Opens the pipeline; builds this replica ran before it restarted are taken over at
+    /// once (requeued once, then failed as `interrupted`) before anything new starts.
     pub async fn open(
         config: &Config,
         db: sqlx::AnyPool,
         objects: Arc<dyn object_store::ObjectStore>,
         plugins: PluginHost,
         registry: Registry,
+        cluster: &Cluster,
     ) -> Result<Self, PipelineError> {
         let settings = &config.pipeline;
         let work_dir = config.data_dir.join("build-work");
@@ -119,13 +122,9 @@ impl Pipeline {
                 max_context_bytes: settings.max_context_bytes,
             })?),
         };
-        let store = BuildStore::new(db);
-        let interrupted = store.fail_interrupted().await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "builds left running by the previous process failed as `interrupted`"
-            );
+        let store = BuildStore::new(db, cluster);
+        for taken in store.take_over(true).await? {
+            tracing::warn!(build = %taken.id, requeued = taken.requeued, "build interrupted by the restart of this replica");
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -237,7 +236,7 @@ impl Pipeline {
     pub async fn cancel(&self, id: &str, by: &str) -> Result<BuildView, PipelineError> {
         let reason = format!("cancelled by {by}");
         let cancelled = self.inner.store.cancel(id, &reason).await?;
-        let task = self.inner.running.lock().expect("running builds lock").remove(id);
+        let task = self.running().remove(id);
         if let Some(task) = task {
             task.abort();
             self.inner.logs.close_build(id).await;
@@ -285,8 +284,10 @@ impl Pipeline {
         self.inner.logs.read(id, component).await
     }
 
-    /// Starts the dispatcher: claims queued builds (oldest first) while build slots are free.
-    pub fn spawn_dispatcher(&self) {
+    /// Starts the dispatcher, which claims queued builds (oldest first) while build slots
+    /// are free, and the lease keeper, which renews this replica's build leases, stops the
+    /// builds it lost, and takes over the builds of replicas that went silent.
+    pub fn spawn_dispatcher(&self, renew_every: Duration) {
         let pipeline = self.clone();
         tokio::spawn(async move {
             loop {
@@ -296,18 +297,60 @@ impl Pipeline {
                 let _ = tokio::time::timeout(POLL, pipeline.inner.wake.notified()).await;
             }
         });
+        let pipeline = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(renew_every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = pipeline.keep_leases().await {
+                    tracing::warn!(error = %e, "build leases could not be renewed; retrying");
+                }
+            }
+        });
+    }
+
+    async fn keep_leases(&self) -> Result<(), PipelineError> {
+        let held: std::collections::HashSet<String> = self.inner.store.renew().await?.into_iter().collect();
+        let lost: Vec<(String, AbortHandle)> = {
+            let mut running = self.running();
+            let ids: Vec<String> = running.keys().filter(|id| !held.contains(*id)).cloned().collect();
+            ids.into_iter().filter_map(|id| running.remove(&id).map(|task| (id, task))).collect()
+        };
+        for (id, task) in lost {
+            // Cancelled, or taken over after this replica was cut off for longer than the
+            // lease: whoever holds it now runs it; this replica must stop touching it.
+            task.abort();
+            self.inner.logs.close_build(&id).await;
+            tracing::warn!(build = %id, "lost the lease of a running build; stopped it here");
+        }
+        let taken = self.inner.store.take_over(false).await?;
+        for t in &taken {
+            tracing::warn!(build = %t.id, from = %t.from, requeued = t.requeued, "took over a build whose lease ran out");
+        }
+        if taken.iter().any(|t| t.requeued) {
+            self.inner.wake.notify_one();
+        }
+        metrics::gauge!("slipway_replica_running_builds").set(held.len() as f64);
+        Ok(())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, AbortHandle>> {
+        self.inner.running.lock().expect("running builds lock")
     }
 
     async fn dispatch_ready(&self) -> Result<(), PipelineError> {
-        let free = self.inner.build_slots.available_permits() as i64;
+        let free = self.inner.build_slots.available_permits();
         if free == 0 {
             return Ok(());
         }
-        for id in self.inner.store.queued(free).await? {
-            let Ok(permit) = self.inner.build_slots.clone().try_acquire_owned() else { break };
-            if !self.inner.store.claim(&id).await? {
-                continue;
-            }
+        for id in self.inner.store.claim_queued(free).await? {
+            let permit = self
+                .inner
+                .build_slots
+                .clone()
+                .try_acquire_owned()
+                .expect("claimed no more than the free slots");
             let pipeline = self.clone();
             let span = tracing::info_span!("build", build = %id);
             let key = id.clone();
@@ -317,13 +360,13 @@ impl Pipeline {
                     let reason = format!("internal error: {e}");
                     let _ = pipeline.inner.store.finish(&id, BuildState::Failed, Some(&reason), None).await;
                 }
-                pipeline.inner.running.lock().expect("running builds lock").remove(&id);
+                pipeline.running().remove(&id);
                 drop(permit);
                 pipeline.inner.wake.notify_one();
             };
-            // Held by the map until the build ends or is cancelled; an aborted task drops its
-            // permit with it, so the slot frees either way.
-            let mut running = self.inner.running.lock().expect("running builds lock");
+            // Held by the map until the build ends, is cancelled or its lease is lost; an
+            // aborted task drops its permit with it, so the slot frees either way.
+            let mut running = self.running();
             running.insert(key, tokio::spawn(run.instrument(span)).abort_handle());
         }
         Ok(())

@@ -104,6 +104,11 @@ pub struct BuildView {
     pub finished_at_ms: Option<i64>,
     /// The published app package, once the build succeeded.
     pub package: Option<PublishedPackage>,
+    /// The replica holding the build's lease while it runs.
+    pub replica: Option<String>,
+    /// Times this run was claimed: 2 after it was interrupted (a replica stopped) and run
+    /// again; a retry starts again from 0.
+    pub attempts: i64,
     pub components: Vec<ComponentView>,
 }
 

@@ -97,7 +97,7 @@ impl Pipeline {
             source: source_of(components.iter().map(|(spec, _)| spec)),
             components: parts,
         };
-        match self.inner.registry.publish_app_package(request).await {
+        match self.inner.registry.publish_app_package_once(request, id).await {
             Ok(summary) => {
                 let package = PublishedPackage { version: summary.version, digest: summary.digest };
                 tracing::info!(version = %package.version, digest = %package.digest, "build published");

@@ -3,15 +3,22 @@
 
 use serde::{Deserialize, Serialize};
 use slipway_registry::manifest::ImageRef;
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use super::PipelineError;
 use super::model::{BuildState, BuildSubmission, BuildView, ComponentSpec, ComponentView, PublishedPackage};
-use crate::storage::now_ms;
+use crate::cluster::Cluster;
+use crate::storage::{Dialect, now_ms};
 
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "server-0002-builds",
-    "CREATE TABLE builds (
+/// A component write's fence: its build is running under this replica's lease (`$4`).
+const HELD: &str = "EXISTS (SELECT 1 FROM builds WHERE id = $2 AND state = 'running' AND owner = $4)";
+/// The same fence for a statement whose build id is `$7` and owner `$11`.
+const HELD_11: &str = "EXISTS (SELECT 1 FROM builds WHERE id = $7 AND state = 'running' AND owner = $11)";
+
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "server-0002-builds",
+        "CREATE TABLE builds (
         id TEXT PRIMARY KEY,
         app TEXT NOT NULL,
         version TEXT NOT NULL,
@@ -40,7 +47,17 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
         result TEXT,
         PRIMARY KEY (build_id, name)
     )",
-)];
+    ),
+    (
+        "server-0005-build-leases",
+        // A running build belongs to the replica holding its lease (`owner`) until
+        // `lease_until_ms` by the database's clock; `attempts` counts the claims of this run.
+        "ALTER TABLE builds ADD COLUMN owner TEXT;
+         ALTER TABLE builds ADD COLUMN lease_until_ms BIGINT;
+         ALTER TABLE builds ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
+         CREATE INDEX builds_owner ON builds (owner, state)",
+    ),
+];
 
 type BuildRow = (
     String,
@@ -54,6 +71,8 @@ type BuildRow = (
     Option<i64>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    i64,
 );
 type ComponentRow = (String, String, String, Option<String>, Option<String>, Option<String>, Option<String>);
 
@@ -159,19 +178,32 @@ impl NewBuild {
             created_at_ms: self.created_at_ms,
             finished_at_ms: None,
             package: None,
+            replica: None,
+            attempts: 0,
             components,
         }
     }
 }
 
+/// The builds table as one replica sees it: every write to a running build is fenced by
+/// that replica's lease, so a replica that lost a build to another cannot change it.
 #[derive(Clone)]
 pub struct BuildStore {
-    db: AnyPool,
+    pub(super) db: AnyPool,
+    /// This replica's id, the `owner` of the builds it runs.
+    pub(super) owner: String,
+    pub(super) dialect: Dialect,
+    pub(super) lease_ms: i64,
 }
 
 impl BuildStore {
-    pub fn new(db: AnyPool) -> Self {
-        Self { db }
+    pub fn new(db: AnyPool, cluster: &Cluster) -> Self {
+        Self {
+            db,
+            owner: cluster.id().to_owned(),
+            dialect: cluster.dialect(),
+            lease_ms: cluster.lease().as_millis() as i64,
+        }
     }
 
     /// Stores a validated build and its components in one transaction.
@@ -180,29 +212,6 @@ impl BuildStore {
         build.insert(&mut tx).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// The oldest queued builds, for the dispatcher to claim.
-    pub async fn queued(&self, limit: i64) -> Result<Vec<String>, PipelineError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM builds WHERE state = $1 ORDER BY created_at_ms, id LIMIT $2")
-                .bind(BuildState::Queued.as_str())
-                .bind(limit)
-                .fetch_all(&self.db)
-                .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
-    }
-
-    /// Moves a build from queued to running; false when someone else got it first.
-    pub async fn claim(&self, id: &str) -> Result<bool, PipelineError> {
-        let claimed = sqlx::query("UPDATE builds SET state = $1 WHERE id = $2 AND state = $3")
-            .bind(BuildState::Running.as_str())
-            .bind(id)
-            .bind(BuildState::Queued.as_str())
-            .execute(&self.db)
-            .await?
-            .rows_affected();
-        Ok(claimed == 1)
     }
 
     /// The components in order, each with its kept result when an earlier run finished it
@@ -265,7 +274,9 @@ impl BuildStore {
     pub async fn requeue(&self, id: &str) -> Result<bool, PipelineError> {
         let mut tx = self.db.begin().await?;
         let changed = sqlx::query(
-            "UPDATE builds SET state = $1, reason = NULL, finished_at_ms = NULL WHERE id = $2 AND state IN ($3, $4)",
+            "UPDATE builds SET state = $1, reason = NULL, finished_at_ms = NULL, owner = NULL, lease_until_ms = NULL,
+                 attempts = 0
+             WHERE id = $2 AND state IN ($3, $4)",
         )
         .bind(BuildState::Queued.as_str())
         .bind(id)
@@ -295,12 +306,15 @@ impl BuildStore {
         name: &str,
         state: BuildState,
     ) -> Result<(), PipelineError> {
-        sqlx::query("UPDATE build_components SET state = $1 WHERE build_id = $2 AND name = $3")
-            .bind(state.as_str())
-            .bind(id)
-            .bind(name)
-            .execute(&self.db)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE build_components SET state = $1 WHERE build_id = $2 AND name = $3 AND {HELD}"
+        )))
+        .bind(state.as_str())
+        .bind(id)
+        .bind(name)
+        .bind(&self.owner)
+        .execute(&self.db)
+        .await?;
         Ok(())
     }
 
@@ -310,10 +324,10 @@ impl BuildStore {
         name: &str,
         result: ComponentResult<'_>,
     ) -> Result<(), PipelineError> {
-        sqlx::query(
+        sqlx::query(AssertSqlSafe(format!(
             "UPDATE build_components SET state = $1, reason = $2, plugin = $3, image = $4, digest = $5, result = $6
-             WHERE build_id = $7 AND name = $8 AND state IN ($9, $10)",
-        )
+             WHERE build_id = $7 AND name = $8 AND state IN ($9, $10) AND {HELD_11}"
+        )))
         .bind(result.state.as_str())
         .bind(result.reason)
         .bind(result.plugin)
@@ -324,11 +338,13 @@ impl BuildStore {
         .bind(name)
         .bind(BuildState::Queued.as_str())
         .bind(BuildState::Running.as_str())
+        .bind(&self.owner)
         .execute(&self.db)
         .await?;
         Ok(())
     }
 
+    /// Ends a running build this replica holds; nothing happens if it lost the lease.
     pub async fn finish(
         &self,
         id: &str,
@@ -337,8 +353,9 @@ impl BuildStore {
         package: Option<&PublishedPackage>,
     ) -> Result<(), PipelineError> {
         sqlx::query(
-            "UPDATE builds SET state = $1, reason = $2, finished_at_ms = $3, package_version = $4, package_digest = $5
-             WHERE id = $6 AND state = $7",
+            "UPDATE builds SET state = $1, reason = $2, finished_at_ms = $3, package_version = $4, package_digest = $5,
+                 owner = NULL, lease_until_ms = NULL
+             WHERE id = $6 AND state = $7 AND owner = $8",
         )
         .bind(state.as_str())
         .bind(reason)
@@ -347,40 +364,16 @@ impl BuildStore {
         .bind(package.map(|p| p.digest.as_str()))
         .bind(id)
         .bind(BuildState::Running.as_str())
+        .bind(&self.owner)
         .execute(&self.db)
         .await?;
         Ok(())
     }
 
-    /// After a crash: builds that were running cannot be trusted to have finished; they fail
-    /// with reason `interrupted` (their components too) and can be submitted again.
-    pub async fn fail_interrupted(&self) -> Result<u64, PipelineError> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "UPDATE build_components SET state = $1, reason = 'interrupted'
-             WHERE state IN ($2, $3) AND build_id IN (SELECT id FROM builds WHERE state = $2)",
-        )
-        .bind(BuildState::Failed.as_str())
-        .bind(BuildState::Running.as_str())
-        .bind(BuildState::Queued.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let failed = sqlx::query(
-            "UPDATE builds SET state = $1, reason = 'interrupted', finished_at_ms = $2 WHERE state = $3",
-        )
-        .bind(BuildState::Failed.as_str())
-        .bind(now_ms())
-        .bind(BuildState::Running.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(failed)
-    }
-
     pub async fn get(&self, id: &str) -> Result<BuildView, PipelineError> {
         let row: Option<BuildRow> = sqlx::query_as(
-            "SELECT id, app, version, tags, state, reason, requested_by, created_at_ms, finished_at_ms, package_version, package_digest
+            "SELECT id, app, version, tags, state, reason, requested_by, created_at_ms, finished_at_ms, package_version,
+                 package_digest, owner, attempts
              FROM builds WHERE id = $1",
         )
         .bind(id)
@@ -426,7 +419,21 @@ fn parse_state(text: &str) -> Result<BuildState, PipelineError> {
 }
 
 fn to_view(row: BuildRow, components: Vec<ComponentRow>) -> Result<BuildView, PipelineError> {
-    let (id, app, version, tags, state, reason, requested_by, created_at_ms, finished_at_ms, pv, pd) = row;
+    let (
+        id,
+        app,
+        version,
+        tags,
+        state,
+        reason,
+        requested_by,
+        created_at_ms,
+        finished_at_ms,
+        pv,
+        pd,
+        replica,
+        attempts,
+    ) = row;
     let package = pv.zip(pd).map(|(version, digest)| PublishedPackage { version, digest });
     let components = components
         .into_iter()
@@ -453,6 +460,8 @@ fn to_view(row: BuildRow, components: Vec<ComponentRow>) -> Result<BuildView, Pi
         created_at_ms,
         finished_at_ms,
         package,
+        replica,
+        attempts,
         components,
     })
 }

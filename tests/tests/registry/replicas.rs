@@ -33,16 +33,42 @@ async fn replicas() -> Replicas {
     Replicas { a: open(&dir, cache).await, b: open(&dir, cache).await, _dir: dir }
 }
 
-async fn publish(registry: &Registry, version: &str, tags: &[&str]) {
-    let request = PublishRequest {
+fn request(version: &str, tags: &[&str]) -> PublishRequest {
+    PublishRequest {
         app: "shop".into(),
         version: VersionSpec::parse(version).unwrap(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         creator: "ci".into(),
         source: Source::default(),
         components: vec![PackageComponent::New(ComponentInput::new("helm", "web", "component/helm/1"))],
-    };
-    registry.publish_app_package(request).await.unwrap();
+    }
+}
+
+async fn publish(registry: &Registry, version: &str, tags: &[&str]) {
+    registry.publish_app_package(request(version, tags)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_publish_key_publishes_once_even_when_two_replicas_race() {
+    let Replicas { a, b, _dir } = replicas().await;
+    for round in 0..5 {
+        let key = format!("build-{round}");
+        let (first, second) = tokio::join!(
+            a.publish_app_package_once(request("auto", &["stable"]), &key),
+            b.publish_app_package_once(request("auto", &["stable"]), &key),
+        );
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!((&first.version, &first.digest), (&second.version, &second.digest), "round {round}");
+        // Once more, later: still the first package.
+        let again = b.publish_app_package_once(request("auto", &["stable"]), &key).await.unwrap();
+        assert_eq!(again.version, first.version);
+    }
+    let everything = PackageQuery { limit: 100, ..query(&[]) };
+    let all = a.list_packages("shop", &everything).await.unwrap();
+    assert_eq!(all.items.len(), 5, "one package per key: {:?}", all.items);
+    // Without a key, publishing again is a new version.
+    publish(&a, "auto", &[]).await;
+    assert_eq!(a.list_packages("shop", &everything).await.unwrap().items.len(), 6);
 }
 
 fn query(tags: &[&str]) -> PackageQuery {

@@ -1,0 +1,235 @@
+//! The replicas of one deployment that share a database. Each announces itself with a
+//! heartbeat row stamped by the database's clock, so any replica can tell who is alive and
+//! whose work must be taken over, and a person can see it at `GET /v1/cluster`.
+//!
+//! A single `slipway serve` on the embedded defaults is a cluster of one: the same rows,
+//! the same leases, nobody to hand over to.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::{AnyPool, AssertSqlSafe};
+use utoipa::ToSchema;
+
+use crate::config::Config;
+use crate::storage::{Dialect, Migrations};
+
+pub const MIGRATIONS: Migrations = &[(
+    "server-0004-replicas",
+    "CREATE TABLE cluster_replicas (
+        id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        version TEXT NOT NULL,
+        started_at_ms BIGINT NOT NULL,
+        heartbeat_at_ms BIGINT NOT NULL,
+        status_instances BIGINT NOT NULL
+    )",
+)];
+
+/// Where a replica keeps the id it made up at first start.
+const REPLICA_ID_FILE: &str = "replica-id";
+/// Rows of replicas silent for this long are removed: they left for good.
+const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+/// id, address, version, started, heartbeat, heartbeat age, status instances, running builds.
+type ReplicaRow = (String, String, String, i64, i64, i64, i64, i64);
+
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: AnyPool,
+    dialect: Dialect,
+    id: String,
+    address: String,
+    lease: Duration,
+}
+
+/// One replica as `GET /v1/cluster` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplicaView {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at_ms: i64,
+    pub heartbeat_at_ms: i64,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub heartbeat_age_ms: i64,
+    /// Heard from within the lease time; a replica that is not alive holds no leases.
+    pub alive: bool,
+    /// Whether this is the replica that answered.
+    pub answering: bool,
+    /// Status instances this replica checks.
+    pub status_instances: i64,
+    /// Builds this replica holds the lease of.
+    pub running_builds: i64,
+}
+
+impl Cluster {
+    /// Announces this replica (or announces it again after a restart) and returns it.
+    pub async fn join(db: AnyPool, config: &Config) -> Result<Self, sqlx::Error> {
+        let dialect = Dialect::of(config);
+        let id = if config.cluster.replica_id.is_empty() {
+            remembered_id(&config.data_dir)
+        } else {
+            config.cluster.replica_id.clone()
+        };
+        let address = if config.cluster.advertise.is_empty() {
+            config.listen.to_string()
+        } else {
+            config.cluster.advertise.clone()
+        };
+        let now = dialect.now_ms();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO cluster_replicas (id, address, version, started_at_ms, heartbeat_at_ms, status_instances)
+             VALUES ($1, $2, $3, {now}, {now}, 0)
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version,
+                 started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms"
+        )))
+        .bind(&id)
+        .bind(&address)
+        .bind(env!("CARGO_PKG_VERSION"))
+        .execute(&db)
+        .await?;
+        tracing::info!(replica = %id, %address, "joined the cluster");
+        let lease = Duration::from_millis(config.cluster.lease_ms.max(1_000));
+        Ok(Self { inner: Arc::new(Inner { db, dialect, id, address, lease }) })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.inner.dialect
+    }
+
+    /// How long a lease or a heartbeat holds without renewal.
+    pub fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// Renewals run three times per lease, so one slow round trip never loses a lease.
+    pub fn renew_every(&self) -> Duration {
+        self.inner.lease / 3
+    }
+
+    /// Beats until the process ends; `status_instances` reports what this replica checks.
+    pub fn spawn_heartbeat(&self, status_instances: impl Fn() -> usize + Send + 'static) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(cluster.renew_every());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let instances = status_instances() as i64;
+                if let Err(e) = cluster.beat(instances).await {
+                    tracing::warn!(error = %e, "cluster heartbeat failed; retrying");
+                }
+                metrics::gauge!("slipway_replica_status_instances").set(instances as f64);
+            }
+        });
+    }
+
+    async fn beat(&self, status_instances: i64) -> Result<(), sqlx::Error> {
+        let now = self.inner.dialect.now_ms();
+        let updated = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE cluster_replicas SET heartbeat_at_ms = {now}, status_instances = $1 WHERE id = $2"
+        )))
+        .bind(status_instances)
+        .bind(&self.inner.id)
+        .execute(&self.inner.db)
+        .await?;
+        if updated.rows_affected() == 0 {
+            // Removed while this replica was cut off for a day: announce it again.
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO cluster_replicas (id, address, version, started_at_ms, heartbeat_at_ms, status_instances)
+                 VALUES ($1, $2, $3, {now}, {now}, $4) ON CONFLICT (id) DO NOTHING"
+            )))
+            .bind(&self.inner.id)
+            .bind(&self.inner.address)
+            .bind(env!("CARGO_PKG_VERSION"))
+            .bind(status_instances)
+            .execute(&self.inner.db)
+            .await?;
+        }
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM cluster_replicas WHERE heartbeat_at_ms < {now} - $1"
+        )))
+        .bind(FORGET_AFTER_MS)
+        .execute(&self.inner.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Every replica heard from in the last day, this one first, with the builds each holds.
+    pub async fn replicas(&self) -> Result<Vec<ReplicaView>, sqlx::Error> {
+        let now = self.inner.dialect.now_ms();
+        let rows: Vec<ReplicaRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT r.id, r.address, r.version, r.started_at_ms, r.heartbeat_at_ms, {now} - r.heartbeat_at_ms,
+                    r.status_instances,
+                    (SELECT COUNT(*) FROM builds b WHERE b.owner = r.id AND b.state = 'running')
+             FROM cluster_replicas r ORDER BY r.id"
+        )))
+        .fetch_all(&self.inner.db)
+        .await?;
+        let lease_ms = self.inner.lease.as_millis() as i64;
+        let mut replicas: Vec<ReplicaView> = rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    address,
+                    version,
+                    started_at_ms,
+                    heartbeat_at_ms,
+                    age,
+                    status_instances,
+                    running_builds,
+                )| {
+                    ReplicaView {
+                        answering: id == self.inner.id,
+                        id,
+                        address,
+                        version,
+                        started_at_ms,
+                        heartbeat_at_ms,
+                        heartbeat_age_ms: age.max(0),
+                        alive: age <= lease_ms,
+                        status_instances,
+                        running_builds,
+                    }
+                },
+            )
+            .collect();
+        replicas.sort_by_key(|r| !r.answering);
+        Ok(replicas)
+    }
+}
+
+/// The id this data directory's replica made up at its first start: the host name (a pod's
+/// name on Kubernetes) and a random suffix, so two replicas never share one.
+fn remembered_id(data_dir: &Path) -> String {
+    let file = data_dir.join(REPLICA_ID_FILE);
+    if let Ok(id) = std::fs::read_to_string(&file)
+        && !id.trim().is_empty()
+    {
+        return id.trim().to_owned();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "replica".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let id = format!("{host}-{}", &suffix[..8]);
+    if let Err(e) = std::fs::write(&file, &id) {
+        tracing::warn!(error = %e, path = %file.display(), "cannot keep the replica id; a restart gets a new one");
+    }
+    id
+}

@@ -1,0 +1,109 @@
+//! Build leases, the shared build queue of every replica on one database. A replica claims
+//! queued builds (on PostgreSQL with `FOR UPDATE SKIP LOCKED`, so replicas never wait on
+//! each other's picks), runs them only while it renews their lease, and takes over the
+//! builds of a replica whose lease ran out by the database's clock: requeued once
+//! (components that finished keep their results), failed as `interrupted` the second time.
+
+use sqlx::AssertSqlSafe;
+
+use super::PipelineError;
+use super::model::BuildState;
+use super::store::BuildStore;
+
+/// Claims per build run: the first, and one more after an interruption.
+const MAX_ATTEMPTS: i64 = 2;
+
+/// What happened to a build whose lease ran out.
+#[derive(Debug, PartialEq)]
+pub struct TakenOver {
+    pub id: String,
+    pub from: String,
+    pub requeued: bool,
+}
+
+impl BuildStore {
+    /// Claims up to `limit` queued builds for this replica, oldest first.
+    pub async fn claim_queued(&self, limit: usize) -> Result<Vec<String>, PipelineError> {
+        let now = self.dialect.now_ms();
+        let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE builds SET state = 'running', owner = $1, lease_until_ms = {now} + $2, attempts = attempts + 1
+             WHERE state = 'queued' AND id IN (
+                 SELECT id FROM builds WHERE state = 'queued' ORDER BY created_at_ms, id LIMIT {limit}{}
+             )
+             RETURNING id",
+            self.dialect.skip_locked()
+        )))
+        .bind(&self.owner)
+        .bind(self.lease_ms)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Extends the lease of every build this replica runs; returns the ids it still holds.
+    /// A build missing from the answer was cancelled or taken over meanwhile.
+    pub async fn renew(&self) -> Result<Vec<String>, PipelineError> {
+        let now = self.dialect.now_ms();
+        let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE builds SET lease_until_ms = {now} + $1 WHERE owner = $2 AND state = 'running' RETURNING id"
+        )))
+        .bind(self.lease_ms)
+        .bind(&self.owner)
+        .fetch_all(&self.db)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Takes over running builds whose lease ran out, or, with `own`, every build this
+    /// replica held before it restarted (it knows they stopped with it).
+    pub async fn take_over(&self, own: bool) -> Result<Vec<TakenOver>, PipelineError> {
+        let skip = self.dialect.skip_locked();
+        let which =
+            if own { "owner = $1".to_owned() } else { format!("lease_until_ms < {}", self.dialect.now_ms()) };
+        let mut tx = self.db.begin().await?;
+        let mut select = sqlx::query_as::<_, (String, Option<String>, i64)>(AssertSqlSafe(format!(
+            "SELECT id, owner, attempts FROM builds WHERE state = 'running' AND {which}{skip}"
+        )));
+        if own {
+            select = select.bind(&self.owner);
+        }
+        let expired = select.fetch_all(&mut *tx).await?;
+        let mut taken = Vec::new();
+        for (id, from, attempts) in expired {
+            let from = from.unwrap_or_else(|| "an unknown replica".into());
+            let requeued = attempts < MAX_ATTEMPTS;
+            let (state, component_state, reason) = if requeued {
+                let reason = format!(
+                    "interrupted on replica {from}; running again (attempt {} of {MAX_ATTEMPTS})",
+                    attempts + 1
+                );
+                (BuildState::Queued, BuildState::Queued, reason)
+            } else {
+                (BuildState::Failed, BuildState::Failed, "interrupted".to_owned())
+            };
+            let finished = if requeued { None } else { Some(crate::storage::now_ms()) };
+            sqlx::query(
+                "UPDATE builds SET state = $1, reason = $2, finished_at_ms = $3, owner = NULL, lease_until_ms = NULL
+                 WHERE id = $4 AND state = 'running'",
+            )
+            .bind(state.as_str())
+            .bind(&reason)
+            .bind(finished)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            // Finished components keep their results; the next attempt runs the others.
+            sqlx::query(
+                "UPDATE build_components SET state = $1, reason = $2 WHERE build_id = $3 AND state IN ('queued', 'running')",
+            )
+            .bind(component_state.as_str())
+            .bind(if requeued { None } else { Some("interrupted") })
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            taken.push(TakenOver { id, from, requeued });
+        }
+        tx.commit().await?;
+        Ok(taken)
+    }
+}
