@@ -62,6 +62,7 @@ impl AppState {
         if config.pipeline.run_builds {
             pipeline.spawn_dispatcher(cluster.renew_every());
         }
+        cluster.spawn_listener(config.database_url(), plugins.clone());
         let scaler = status.clone();
         cluster.spawn_heartbeat(move || scaler.len());
         let triggers = Triggers::new(db.clone(), plugins.clone(), pipeline.clone(), &config.triggers);

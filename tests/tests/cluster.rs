@@ -113,3 +113,80 @@ async fn a_build_whose_replica_is_killed_is_taken_over_and_published_once() {
     assert!(a_seen["heartbeat_age_ms"].as_i64().unwrap() > LEASE_MS as i64, "{seen:?}");
     assert_eq!(seen[0]["running_builds"], 0, "{seen:?}");
 }
+
+/// Package `acme` at `version`, holding revision `revision` of status script `ping`.
+fn ping_package(version: &str, revision: u32) -> Vec<u8> {
+    let manifest = format!(
+        "[package]\nname = \"acme\"\nversion = \"{version}\"\n\n[[scripts]]\nkind = \"status\"\nname = \"ping\"\nrevision = {revision}\nfile = \"ping.js\"\n"
+    );
+    let script =
+        format!("export function check() {{ return {{ status: 'healthy', reason: 'rev {revision}' }}; }}");
+    slipway_plugins::pack_package(&[("plugin.toml", manifest.as_bytes()), ("ping.js", script.as_bytes())])
+        .to_vec()
+}
+
+/// The revision of `status/ping` a replica runs when none is named.
+async fn active_on(server: &Slipway) -> Option<String> {
+    let response = server
+        .client
+        .post(server.url("/v1/plugins/status/ping:run"))
+        .json(&json!({"function": "check", "args": [{}, {}]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["triple"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_plugin_switch_through_one_replica_is_active_on_the_others_at_once() {
+    if !slipway_tests::database::postgres_pass() {
+        eprintln!(
+            "skipped: replicas hear each other's changes through PostgreSQL LISTEN/NOTIFY (the PostgreSQL pass runs this)"
+        );
+        return;
+    }
+    let binary = slipway_binary();
+    let shared = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = shared.path().join("slipway.toml");
+    std::fs::write(&config, "[pipeline]\nrun_builds = false\n").unwrap();
+    let a = replica(&binary, data_a.path(), shared.path(), &config).await;
+    std::fs::copy(data_a.path().join("admin-token"), data_b.path().join("admin-token")).unwrap();
+    let b = replica(&binary, data_b.path(), shared.path(), &config).await;
+
+    for (version, revision) in [("1.0.0", 1), ("1.1.0", 2)] {
+        let installed = a
+            .client
+            .post(a.url("/v1/plugins"))
+            .header("content-type", "application/gzip")
+            .body(ping_package(version, revision))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(installed.status(), 201, "{}", installed.text().await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while active_on(&b).await.as_deref() != Some("status/ping/1") {
+        assert!(Instant::now() < deadline, "the install never reached the other replica");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for revision in [2, 1, 2] {
+        let switched = a
+            .client
+            .put(a.url("/v1/plugins/status/ping/active"))
+            .json(&json!({"revision": revision}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(switched.status(), 200);
+        let at = Instant::now();
+        let wanted = format!("status/ping/{revision}");
+        while active_on(&b).await.as_deref() != Some(wanted.as_str()) {
+            assert!(at.elapsed() < Duration::from_secs(5), "revision {revision} never became active on B");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!("revision {revision} active on the other replica after {:?}", at.elapsed());
+    }
+}

@@ -10,6 +10,7 @@ use slipway_plugins::{CallOutput, PackageInfo, ScriptKind, ScriptRevisions};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
+use crate::cluster::Change;
 use crate::error::{ApiError, ErrorBody, Json, Query};
 use crate::openapi::ApiRouter;
 use crate::state::AppState;
@@ -44,6 +45,7 @@ async fn upload(
         return Err(ApiError::InvalidRequest("the body must be a plugin package (.tar.gz)".into()));
     }
     let installed = state.plugins.install_package(body).await?;
+    state.cluster.announce(Change::Plugins).await;
     tracing::info!(package = %installed.name, version = %installed.version, "plugin package installed");
     Ok((StatusCode::CREATED, Json(installed)))
 }
@@ -91,6 +93,7 @@ async fn activate(
 ) -> Result<Json<ScriptRevisions>, ApiError> {
     let kind = kind(&kind_text)?;
     state.plugins.activate(kind, &name, request.revision).await?;
+    state.cluster.announce(Change::Plugins).await;
     tracing::info!(%kind, name, revision = request.revision, "plugin revision activated");
     Ok(Json(state.plugins.revisions(kind, &name).await?))
 }
@@ -156,6 +159,7 @@ async fn uninstall(
     Query(query): Query<UninstallQuery>,
 ) -> Result<StatusCode, ApiError> {
     state.plugins.uninstall_package(&package, query.force).await?;
+    state.cluster.announce(Change::Plugins).await;
     tracing::info!(package, force = query.force, "plugin package uninstalled");
     Ok(StatusCode::NO_CONTENT)
 }

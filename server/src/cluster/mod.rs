@@ -5,6 +5,10 @@
 //! A single `slipway serve` on the embedded defaults is a cluster of one: the same rows,
 //! the same leases, nobody to hand over to.
 
+mod notify;
+
+pub use notify::Change;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,86 @@
+//! Changes one replica makes that every other must act on at once (a plugin revision
+//! switched, a plugin package installed or removed): announced with PostgreSQL's `NOTIFY`
+//! and heard with `LISTEN`, so the others reload within moments instead of at a next poll.
+//! On SQLite there is a single process and nobody to tell.
+//!
+//! API tokens need no announcement: a replica trusts what it read about a token for one
+//! second at most (see `auth::store`), so a revocation holds everywhere within that second.
+
+use std::time::Duration;
+
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgListener;
+
+use super::Cluster;
+use crate::storage::Dialect;
+
+const CHANNEL: &str = "slipway_changes";
+/// Wait before listening again after the database went away.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Installed or removed plugin packages, or a switched active revision.
+    Plugins,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Plugins => "plugins",
+        }
+    }
+}
+
+impl Cluster {
+    /// Tells every other replica that `change` happened (after its transaction committed).
+    pub async fn announce(&self, change: Change) {
+        if self.inner.dialect != Dialect::Postgres {
+            return;
+        }
+        // The payload is one of our own constants; NOTIFY takes no bind parameters.
+        let sql = format!("NOTIFY {CHANNEL}, '{}'", change.as_str());
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&self.inner.db).await {
+            // The others still converge when their listener reconnects and reloads.
+            tracing::warn!(error = %e, change = change.as_str(), "could not announce a change to the other replicas");
+        }
+    }
+
+    /// Listens for other replicas' announcements until the process ends; after any gap in
+    /// listening (the database restarted), reloads everything, since announcements made
+    /// meanwhile were lost.
+    pub fn spawn_listener(&self, url: String, plugins: slipway_plugins::PluginHost) {
+        if self.inner.dialect != Dialect::Postgres {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen(&url, &plugins).await {
+                    tracing::warn!(error = %e, "listening for other replicas' changes failed; listening again");
+                }
+                tokio::time::sleep(RECONNECT).await;
+            }
+        });
+    }
+}
+
+/// One listening session: returns when the connection is lost.
+async fn listen(url: &str, plugins: &slipway_plugins::PluginHost) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect(url).await?;
+    listener.listen(CHANNEL).await?;
+    reload(plugins).await;
+    while let Some(notification) = listener.try_recv().await? {
+        match notification.payload() {
+            "plugins" => reload(plugins).await,
+            other => tracing::debug!(change = other, "ignored an announcement this version does not know"),
+        }
+    }
+    Ok(())
+}
+
+async fn reload(plugins: &slipway_plugins::PluginHost) {
+    if let Err(e) = plugins.reload_active().await {
+        tracing::warn!(error = %e, "could not reload the active plugin revisions");
+    }
+}
