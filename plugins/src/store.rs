@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use sqlx::AnyPool;
+use sqlx::{Any, AnyPool, Transaction};
 
 use crate::error::Error;
 use crate::model::{PackageInfo, RevisionInfo, ScriptInfo, ScriptRevisions};
@@ -96,7 +96,7 @@ impl Store {
             Path::from(format!("plugins/packages/{}.tar.gz", package.digest.trim_start_matches("sha256:")));
         self.objects.put(&key, PutPayload::from(archive)).await?;
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = begin_write(&self.db).await?;
         for script in &package.scripts {
             let t = &script.triple;
             let existing: Option<(String, String)> = sqlx::query_as(
@@ -251,7 +251,7 @@ impl Store {
     /// Removes a package and its scripts. Active scripts block it unless `force`; forced,
     /// each kind+name falls back to its highest remaining revision (or none).
     pub async fn uninstall(&self, name: &str, force: bool) -> Result<(), Error> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = begin_write(&self.db).await?;
         let object_key: Option<(String,)> =
             sqlx::query_as("SELECT object_key FROM plugin_packages WHERE name = $1")
                 .bind(name)
@@ -308,5 +308,16 @@ impl Store {
             tracing::warn!(package = name, error = %e, "could not delete the package archive");
         }
         Ok(())
+    }
+}
+
+/// A transaction that reads and then writes. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`): a plain transaction that read first fails as "database is locked",
+/// without waiting, when another connection wrote meanwhile.
+async fn begin_write(db: &AnyPool) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    if db.connect_options().database_url.scheme() == "sqlite" {
+        db.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        db.begin().await
     }
 }

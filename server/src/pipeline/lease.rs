@@ -57,53 +57,49 @@ impl BuildStore {
     /// Takes over running builds whose lease ran out, or, with `own`, every build this
     /// replica held before it restarted (it knows they stopped with it).
     pub async fn take_over(&self, own: bool) -> Result<Vec<TakenOver>, PipelineError> {
-        let skip = self.dialect.skip_locked();
         let which =
-            if own { "owner = $1".to_owned() } else { format!("lease_until_ms < {}", self.dialect.now_ms()) };
+            if own { "owner = $2".to_owned() } else { format!("lease_until_ms < {}", self.dialect.now_ms()) };
+        // One UPDATE decides, so the transaction writes first: on SQLite a transaction that
+        // reads before it writes can fail as locked beside another writer instead of waiting.
         let mut tx = self.db.begin().await?;
-        let mut select = sqlx::query_as::<_, (String, Option<String>, i64)>(AssertSqlSafe(format!(
-            "SELECT id, owner, attempts FROM builds WHERE state = 'running' AND {which}{skip}"
-        )));
+        let mut update = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(format!(
+            "UPDATE builds SET
+                 state = CASE WHEN attempts < {MAX_ATTEMPTS} THEN 'queued' ELSE 'failed' END,
+                 reason = CASE WHEN attempts < {MAX_ATTEMPTS}
+                     THEN 'interrupted on replica ' || COALESCE(owner, 'unknown') || '; running again (attempt '
+                          || CAST(attempts + 1 AS TEXT) || ' of {MAX_ATTEMPTS})'
+                     ELSE 'interrupted' END,
+                 finished_at_ms = CASE WHEN attempts < {MAX_ATTEMPTS} THEN NULL ELSE $1 END,
+                 owner = NULL,
+                 lease_until_ms = NULL
+             WHERE state = 'running' AND {which}
+             RETURNING id, state, reason"
+        )))
+        .bind(crate::storage::now_ms());
         if own {
-            select = select.bind(&self.owner);
+            update = update.bind(&self.owner);
         }
-        let expired = select.fetch_all(&mut *tx).await?;
-        let mut taken = Vec::new();
-        for (id, from, attempts) in expired {
-            let from = from.unwrap_or_else(|| "an unknown replica".into());
-            let requeued = attempts < MAX_ATTEMPTS;
-            let (state, component_state, reason) = if requeued {
-                let reason = format!(
-                    "interrupted on replica {from}; running again (attempt {} of {MAX_ATTEMPTS})",
-                    attempts + 1
-                );
-                (BuildState::Queued, BuildState::Queued, reason)
-            } else {
-                (BuildState::Failed, BuildState::Failed, "interrupted".to_owned())
-            };
-            let finished = if requeued { None } else { Some(crate::storage::now_ms()) };
-            sqlx::query(
-                "UPDATE builds SET state = $1, reason = $2, finished_at_ms = $3, owner = NULL, lease_until_ms = NULL
-                 WHERE id = $4 AND state = 'running'",
-            )
-            .bind(state.as_str())
-            .bind(&reason)
-            .bind(finished)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
+        let taken = update.fetch_all(&mut *tx).await?;
+        let mut result = Vec::with_capacity(taken.len());
+        for (id, state, reason) in taken {
+            let requeued = state == BuildState::Queued.as_str();
             // Finished components keep their results; the next attempt runs the others.
             sqlx::query(
                 "UPDATE build_components SET state = $1, reason = $2 WHERE build_id = $3 AND state IN ('queued', 'running')",
             )
-            .bind(component_state.as_str())
+            .bind(&state)
             .bind(if requeued { None } else { Some("interrupted") })
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-            taken.push(TakenOver { id, from, requeued });
+            let from = reason
+                .strip_prefix("interrupted on replica ")
+                .and_then(|rest| rest.split(';').next())
+                .unwrap_or("a replica")
+                .to_owned();
+            result.push(TakenOver { id, from, requeued });
         }
         tx.commit().await?;
-        Ok(taken)
+        Ok(result)
     }
 }
