@@ -124,21 +124,10 @@ fi
 # --- end registry
 
 # --- scale-out (issue 10): a throwaway PostgreSQL on loopback for the second test pass.
-# PostgreSQL refuses to run as root, so as root it runs as Debian's `postgres` user.
 step "starting PostgreSQL"
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-as_pg=()
-[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
-pg_port=55432
-while (echo >"/dev/tcp/127.0.0.1/$pg_port") 2>/dev/null; do pg_port=$((pg_port + 1)); done
-chmod 711 "$work"
-mkdir -p "$work/pg"
-[ ${#as_pg[@]} -gt 0 ] && chown postgres "$work/pg"
-"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U slipway --no-sync -E UTF8 >"$work/pg-init.log"
-"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-    -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=500" start >/dev/null
-pg_stop() { "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m fast stop >/dev/null 2>&1 || true; }
-export SLIPWAY_TEST_POSTGRES_URL="postgres://slipway@127.0.0.1:$pg_port/postgres"
+chmod 711 "$work" # the postgres user needs to reach its directory inside
+eval "$(tests/postgres.sh start "$work/pg")"
+pg_stop() { tests/postgres.sh stop "$work/pg"; }
 # --- end scale-out
 
 # --- The tests ---------------------------------------------------------------------------
