@@ -90,7 +90,7 @@ mod tests {
             "status/k8s-apiservice/1",
             "trigger/github-push/1",
             "trigger/gitlab-push/1",
-            "trigger/generic/1",
+            "trigger/generic/2",
         ] {
             assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
         }

@@ -146,3 +146,40 @@ async fn gitlab_push_and_generic_payloads() {
     assert_eq!(parsed["accept"], false);
     assert!(parsed["reason"].as_str().unwrap().contains("build"), "{parsed}");
 }
+
+#[tokio::test]
+async fn generic_reads_the_branch_from_ref_and_passes_images_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    let generic = |body: Value| json!({"headers": {}, "body": body.to_string(), "json": body});
+    let parse = |body: Value| call(&host, ScriptKind::Trigger, "generic", "parse", vec![generic(body)]);
+    let base = json!({"action": "build", "repository": "acme/shop", "commit": "c0ffee"});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+
+    let full = parse(with(json!({"ref": "refs/heads/release/2.0"}))).await.unwrap();
+    assert_eq!(full["request"]["branch"], "release/2.0", "{full}");
+    let bare = parse(with(json!({"ref": "main"}))).await.unwrap();
+    assert_eq!(bare["request"]["branch"], "main", "a bare name is a branch: {bare}");
+    let tag = parse(with(json!({"ref": "refs/tags/v2.0.0"}))).await.unwrap();
+    assert_eq!(tag["request"]["tag"], "v2.0.0");
+    assert!(tag["request"].get("branch").is_none(), "a tag is not a branch: {tag}");
+
+    let images = json!([{"component": "web", "reference": "127.0.0.1:5000/ci/web:2.0", "extra": 1}]);
+    let prebuilt = parse(with(json!({"ref": "main", "images": images}))).await.unwrap();
+    assert_eq!(
+        prebuilt["request"]["images"],
+        json!([{"component": "web", "reference": "127.0.0.1:5000/ci/web:2.0"}])
+    );
+    for (images, reason) in [
+        (json!("web=ci/web:2.0"), "must be a list"),
+        (json!([{"component": "web"}]), "needs a component and a reference"),
+    ] {
+        let rejected = parse(with(json!({ "images": images }))).await.unwrap();
+        assert_eq!(rejected["accept"], false);
+        assert!(rejected["reason"].as_str().unwrap().contains(reason), "{rejected}");
+    }
+}
