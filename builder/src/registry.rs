@@ -4,6 +4,8 @@
 //! half image behind a tag.
 
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
@@ -41,6 +43,14 @@ pub struct PushReport {
     pub uploaded_blobs: usize,
     pub uploaded_bytes: u64,
     pub skipped_blobs: usize,
+}
+
+/// An image its registry serves: the manifest (or index) digest and the architectures it
+/// runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedImage {
+    pub digest: String,
+    pub architectures: Vec<String>,
 }
 
 pub struct RegistryClient {
@@ -106,6 +116,46 @@ impl RegistryClient {
         Ok(found == digest)
     }
 
+    /// Looks `image` up in its registry with one manifest GET (and, for a single-platform
+    /// image, its config blob for the architecture); `None` when the registry has no such
+    /// repository, tag or digest. Other failures (unreachable, unauthorised) are errors, so a
+    /// caller never mistakes an outage for a missing image.
+    pub async fn resolve(&self, image: &str) -> Result<Option<ResolvedImage>> {
+        let reference: Reference = image.parse().map_err(|e| Error::Registry {
+            registry: image.to_string(),
+            reason: format!("not an image reference: {e}"),
+        })?;
+        let fail = |e: OciDistributionError| Error::Registry {
+            registry: reference.registry().to_string(),
+            reason: format!("{image}: {e}"),
+        };
+        let (manifest, digest) = match self.client.pull_manifest(&reference, &self.auth).await {
+            Ok(found) => found,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
+        let mut architectures: Vec<String> = match manifest {
+            // Attestation entries in an index carry `unknown/unknown`: not a platform.
+            OciManifest::ImageIndex(index) => index
+                .manifests
+                .iter()
+                .filter_map(|entry| entry.platform.as_ref())
+                .map(|platform| platform.architecture.to_string())
+                .filter(|arch| arch != "unknown")
+                .collect(),
+            OciManifest::Image(manifest) => {
+                let mut config = Vec::new();
+                self.client.pull_blob(&reference, &manifest.config, &mut config).await.map_err(fail)?;
+                let config: ImageConfig = serde_json::from_slice(&config)
+                    .map_err(|e| Error::ImageData(format!("{image}: unreadable image config: {e}")))?;
+                vec![config.architecture]
+            }
+        };
+        architectures.sort();
+        architectures.dedup();
+        Ok(Some(ResolvedImage { digest, architectures }))
+    }
+
     /// Pushes `image` to `target` (`registry/repo:tag`).
     pub async fn push(&self, target: &str, image: &ImageToPush, store: &BlobStore) -> Result<PushReport> {
         let reference: Reference = target.parse().map_err(|e| Error::Registry {
@@ -145,6 +195,20 @@ impl RegistryClient {
             .map_err(&fail)?;
         report.manifest_digest = digest;
         Ok(report)
+    }
+}
+
+/// A registry's answer that the repository or manifest does not exist (as opposed to an
+/// outage or a refusal).
+fn is_not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown)),
+        _ => false,
     }
 }
 

@@ -79,26 +79,13 @@ impl ApiError {
                 TriggerError::Rejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "trigger_rejected"),
                 TriggerError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_trigger"),
                 TriggerError::Plugin(e) => plugin_status_and_code(e),
-                TriggerError::Pipeline(PipelineError::InvalidRequest { .. }) => {
-                    (StatusCode::BAD_REQUEST, "invalid_build_request")
-                }
-                TriggerError::Pipeline(_) | TriggerError::Database(_) | TriggerError::WriterStopped => {
+                TriggerError::Pipeline(e) => pipeline_status_and_code(e),
+                TriggerError::Database(_) | TriggerError::WriterStopped => {
                     (StatusCode::SERVICE_UNAVAILABLE, "database_failed")
                 }
                 TriggerError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
-            ApiError::Pipeline(e) => match e {
-                PipelineError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_build_request"),
-                PipelineError::NotFound { .. } => (StatusCode::NOT_FOUND, "build_not_found"),
-                PipelineError::WrongState { .. } => (StatusCode::CONFLICT, "build_state_conflict"),
-                PipelineError::SourceTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large"),
-                PipelineError::Registry(e) => registry_status_and_code(e),
-                PipelineError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
-                PipelineError::ObjectStore(_) => (StatusCode::SERVICE_UNAVAILABLE, "object_store_failed"),
-                PipelineError::Backend(_) | PipelineError::Corrupt(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-                }
-            },
+            ApiError::Pipeline(e) => pipeline_status_and_code(e),
             ApiError::Plugin(e) => plugin_status_and_code(e),
             ApiError::Status(e) => status_status_and_code(e),
         }
@@ -119,11 +106,7 @@ impl ApiError {
                 json!({ "adapter": adapter, "reason": reason })
             }
             ApiError::Trigger(TriggerError::Invalid { problems }) => json!({ "problems": problems }),
-            ApiError::Pipeline(PipelineError::InvalidRequest { problems }) => json!({ "problems": problems }),
-            ApiError::Pipeline(PipelineError::NotFound { id }) => json!({ "build": id }),
-            ApiError::Pipeline(PipelineError::SourceTooLarge { limit_bytes }) => {
-                json!({ "limit_bytes": limit_bytes })
-            }
+            ApiError::Pipeline(e) | ApiError::Trigger(TriggerError::Pipeline(e)) => pipeline_details(e),
             ApiError::Plugin(e) => plugin_details(e),
             ApiError::Status(e) => status_details(e),
             ApiError::Auth(AuthError::Forbidden { needed, granted }) => {
@@ -136,6 +119,34 @@ impl ApiError {
             }
             _ => json!({}),
         }
+    }
+}
+
+fn pipeline_status_and_code(e: &PipelineError) -> (StatusCode, &'static str) {
+    match e {
+        PipelineError::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_build_request"),
+        PipelineError::NotFound { .. } => (StatusCode::NOT_FOUND, "build_not_found"),
+        PipelineError::WrongState { .. } => (StatusCode::CONFLICT, "build_state_conflict"),
+        PipelineError::SourceTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "source_too_large"),
+        PipelineError::ImageNotFound { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "image_not_found"),
+        PipelineError::ImageRegistry { .. } => (StatusCode::BAD_GATEWAY, "image_registry_failed"),
+        PipelineError::Registry(e) => registry_status_and_code(e),
+        PipelineError::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
+        PipelineError::ObjectStore(_) => (StatusCode::SERVICE_UNAVAILABLE, "object_store_failed"),
+        PipelineError::Backend(_) | PipelineError::Corrupt(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
+    }
+}
+
+fn pipeline_details(e: &PipelineError) -> Value {
+    match e {
+        PipelineError::InvalidRequest { problems } => json!({ "problems": problems }),
+        PipelineError::NotFound { id } => json!({ "build": id }),
+        PipelineError::SourceTooLarge { limit_bytes } => json!({ "limit_bytes": limit_bytes }),
+        PipelineError::ImageNotFound { references } => json!({ "references": references }),
+        PipelineError::ImageRegistry { reference, .. } => json!({ "reference": reference }),
+        _ => json!({}),
     }
 }
 

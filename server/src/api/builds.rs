@@ -33,6 +33,8 @@ pub fn routes() -> ApiRouter {
     request_body = BuildSubmission, responses(
     (status = 202, description = "Accepted and queued", body = BuildView),
     (status = 400, description = "`invalid_build_request`: `details.problems` lists every problem", body = ErrorBody),
+    (status = 422, description = "`image_not_found`: a prebuilt image is not in its registry (`details.references`)", body = ErrorBody),
+    (status = 502, description = "`image_registry_failed`: a prebuilt image's registry could not be asked", body = ErrorBody),
     (status = 503, description = "`database_failed`", body = ErrorBody)))]
 async fn submit(
     State(state): State<AppState>,

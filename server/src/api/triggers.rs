@@ -123,8 +123,10 @@ struct DeliveryAnswer {
     (status = 401, description = "`trigger_unauthentic`: signature, token or bearer secret wrong or missing", body = ErrorBody),
     (status = 404, description = "`trigger_not_found`", body = ErrorBody),
     (status = 409, description = "`delivery_in_progress`: the same delivery is being handled", body = ErrorBody),
-    (status = 422, description = "`trigger_rejected`, or `plugin_*` when the adapter failed", body = ErrorBody),
+    (status = 422, description = "`trigger_rejected`, `image_not_found` (a prebuilt image is not in its registry; \
+        `details.references`), or `plugin_*` when the adapter failed", body = ErrorBody),
     (status = 429, description = "`rate_limited`: see `Retry-After` and `details.retry_after_s`", body = ErrorBody),
+    (status = 502, description = "`image_registry_failed`: a prebuilt image's registry could not be asked", body = ErrorBody),
     (status = 503, description = "`database_failed`", body = ErrorBody)))]
 async fn deliver(
     State(state): State<AppState>,

@@ -7,6 +7,7 @@ mod avoid;
 mod lease;
 mod logs;
 mod model;
+mod prebuilt;
 mod run;
 mod store;
 mod upload;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use slipway_builder::inputs::InputsSettings;
+use slipway_builder::registry::RegistryClient;
 use slipway_builder::{DockerBackend, DockerSettings, NativeBackend, NativeSettings};
 use slipway_plugins::PluginHost;
 use slipway_registry::Registry;
@@ -56,6 +58,10 @@ pub enum PipelineError {
     SourceTooLarge { limit_bytes: u64 },
     #[error("stored build data is unreadable: {0}")]
     Corrupt(String),
+    #[error("not in the registry: {}", references.join(", "))]
+    ImageNotFound { references: Vec<String> },
+    #[error("image {reference}: the registry could not be asked: {reason}")]
+    ImageRegistry { reference: String, reason: String },
     #[error(transparent)]
     Registry(#[from] slipway_registry::Error),
 }
@@ -76,6 +82,8 @@ struct Inner {
     store: BuildStore,
     plugins: PluginHost,
     registry: Registry,
+    /// Looks prebuilt images up in their registries.
+    images: RegistryClient,
     backend: run::SharedBackend,
     /// Where and how component inputs are read for build avoidance.
     inputs: InputsSettings,
@@ -132,6 +140,7 @@ impl Pipeline {
                 store,
                 plugins,
                 registry,
+                images: RegistryClient::new(settings.insecure_registries.clone(), None),
                 backend,
                 inputs,
                 logs: LogBook::new(objects),
@@ -162,7 +171,7 @@ impl Pipeline {
     pub async fn prepare(
         &self,
         app: &str,
-        submission: BuildSubmission,
+        mut submission: BuildSubmission,
         by: &str,
     ) -> Result<NewBuild, PipelineError> {
         submission.validate(app, &self.inner.config.source_roots)?;
@@ -194,6 +203,8 @@ impl Pipeline {
                 )],
             });
         }
+        // Last: the registry round trips are paid only by a request sound otherwise.
+        self.pin_images(&mut submission).await?;
         Ok(NewBuild {
             id: uuid::Uuid::now_v7().to_string(),
             app: app.to_owned(),

@@ -58,6 +58,18 @@ pub enum SourceRequest {
     Git { url: String, reference: String },
     /// A `.tar.gz` sent before with `POST /v1/sources`.
     Upload { id: String },
+    /// An image an external CI already built and pushed: the component is packaged from it
+    /// without building. It is looked up in its registry when the build is accepted (a
+    /// missing image refuses the request) and stored pinned, `repo@sha256:…`.
+    Image {
+        reference: String,
+        /// The repository it was built from, recorded as the package's source.
+        #[serde(default)]
+        repository: String,
+        /// The commit it was built from.
+        #[serde(default)]
+        commit: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -167,6 +179,10 @@ impl BuildSubmission {
                 SourceRequest::Dir { path } => allowed_dir(path, source_roots).map(|_| ()),
                 SourceRequest::Upload { id } => super::upload::check_id(id),
                 SourceRequest::Git { .. } => Ok(()),
+                SourceRequest::Image { reference, .. } => reference
+                    .parse::<oci_client::Reference>()
+                    .map(|_| ())
+                    .map_err(|e| format!("image `{reference}` is not an image reference: {e}")),
             };
             if let Err(e) = source {
                 note(format!("component `{name}`: {e}"));

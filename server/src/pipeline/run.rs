@@ -9,7 +9,7 @@ use serde_json::json;
 use slipway_builder::inputs::host_architecture;
 use slipway_builder::plan::plan_images;
 use slipway_builder::{BuildBackend, BuildLog, BuildRequest, SourceSpec};
-use slipway_plugins::ScriptKind;
+use slipway_plugins::{PluginTriple, ScriptKind};
 use slipway_registry::manifest::{ImageRef, Source};
 use slipway_registry::publish::{ComponentInput, PackageComponent, PublishRequest};
 use slipway_registry::version::VersionSpec;
@@ -148,7 +148,10 @@ impl Pipeline {
             .await
             .map_err(|e| e.to_string())?;
         let log = self.inner.logs.open(&build.id, &component.name).await;
-        let result = self.build_component(build, component, &log).await;
+        let result = match &component.source {
+            SourceRequest::Image { reference, .. } => self.package_prebuilt(component, reference, &log).await,
+            _ => self.build_component(build, component, &log).await,
+        };
         if let Err(reason) = &result {
             log.line(format!("component failed: {reason}"));
         }
@@ -191,6 +194,26 @@ impl Pipeline {
             steps.push(json!({ "kind": "image", "name": step.name, "reference": image.reference, "digest": image.digest }));
             images.push(image);
         }
+        let parameters = self.package_steps(&triple, subject, steps, &component.params).await?;
+        Ok(BuiltComponent {
+            images,
+            parameters,
+            plugin: triple.to_string(),
+            inputs_digest: Some(inputs),
+            skipped: None,
+            reused_version: None,
+        })
+    }
+
+    /// The component package's parameters: what `package` of the plugin revision that
+    /// planned the component makes of the finished steps.
+    pub(super) async fn package_steps(
+        &self,
+        triple: &PluginTriple,
+        subject: serde_json::Value,
+        steps: Vec<serde_json::Value>,
+        params: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         let packaged = self
             .inner
             .plugins
@@ -203,15 +226,7 @@ impl Pipeline {
             )
             .await
             .map_err(|e| format!("packaging with {triple}: {e}"))?;
-        let parameters = json!({ "params": component.params, "package": packaged.result });
-        Ok(BuiltComponent {
-            images,
-            parameters,
-            plugin: triple.to_string(),
-            inputs_digest: Some(inputs),
-            skipped: None,
-            reused_version: None,
-        })
+        Ok(json!({ "params": params, "package": packaged.result }))
     }
 
     async fn build_image(
@@ -248,6 +263,9 @@ impl Pipeline {
                 let copy = self.inner.sources.fetch(id).await?;
                 Ok((SourceSpec::TarGz(copy.to_path_buf()), Some(copy)))
             }
+            SourceRequest::Image { reference, .. } => {
+                Err(format!("prebuilt image {reference} has no source to build from"))
+            }
         }
     }
 }
@@ -262,6 +280,9 @@ fn source_of<'a>(mut components: impl Iterator<Item = &'a ComponentSpec>) -> Sou
         }
         Some(SourceRequest::Upload { id }) => {
             Source { repository: format!("upload:{id}"), commit: String::new() }
+        }
+        Some(SourceRequest::Image { repository, commit, .. }) => {
+            Source { repository: repository.clone(), commit: commit.clone() }
         }
         None => Source::default(),
     }

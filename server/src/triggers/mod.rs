@@ -11,6 +11,7 @@ mod store;
 pub mod verify;
 mod writer;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -27,9 +28,7 @@ pub use store::{MIGRATIONS, Trigger, TriggerComponent, TriggerConfig};
 pub use verify::AuthMode;
 
 use crate::config::TriggersConfig;
-use crate::pipeline::{
-    BuildSubmission, BuildView, ComponentSpec, NewBuild, Pipeline, PipelineError, SourceRequest,
-};
+use crate::pipeline::{BuildSubmission, BuildView, ComponentSpec, Pipeline, PipelineError, SourceRequest};
 use crate::storage::now_ms;
 use store::TriggerStore;
 use writer::DeliveryWriter;
@@ -75,7 +74,7 @@ pub enum Delivery {
 
 /// What the adapter and the branch filter made of an authentic delivery.
 enum Verdict {
-    Build(NewBuild),
+    Build(BuildSubmission),
     Ignored { reason: String },
 }
 
@@ -85,6 +84,8 @@ pub struct Triggers {
     plugins: PluginHost,
     pipeline: Pipeline,
     writer: DeliveryWriter,
+    /// How long a delivery's claims make its replays duplicates.
+    window_ms: i64,
     /// Keyed by the trigger id's 128 bits (see [`trigger_key`]).
     per_trigger: Arc<DefaultKeyedRateLimiter<u128>>,
     per_client: Arc<DefaultKeyedRateLimiter<IpAddr>>,
@@ -103,6 +104,7 @@ impl Triggers {
             store: TriggerStore::new(db.clone()),
             plugins,
             writer: DeliveryWriter::spawn(db, pipeline.clone(), window_ms),
+            window_ms,
             pipeline,
             per_trigger: Arc::new(RateLimiter::keyed(quota(config.per_trigger_per_s))),
             per_client: Arc::new(RateLimiter::keyed(quota(config.per_client_per_s))),
@@ -191,11 +193,23 @@ impl Triggers {
         let trigger = self.store.get(id).await?;
         verify::verify(trigger.auth, &trigger.secret, headers, body).map_err(TriggerError::Unauthentic)?;
 
-        let build = match self.accept(&trigger, headers, body).await? {
-            Verdict::Build(build) => build,
+        let submission = match self.accept(&trigger, headers, body).await? {
+            Verdict::Build(submission) => submission,
             Verdict::Ignored { reason } => return Ok(Delivery::Ignored { reason }),
         };
-        let delivery = writer::Accepted { trigger_id: trigger.id, keys: delivery_keys(headers, body), build };
+        let keys = delivery_keys(headers, body);
+        let prebuilt = submission.components.iter().any(|c| matches!(c.source, SourceRequest::Image { .. }));
+        if prebuilt {
+            // Looking the images up costs registry round trips, and a replay must answer its
+            // first build even if an image was deleted since: replays are found first.
+            let cutoff = now_ms() - self.window_ms;
+            if let Some(build_id) = self.store.live_claim(&trigger.id, &keys, cutoff).await? {
+                return Ok(Delivery::Duplicate(self.pipeline.get(&build_id).await?));
+            }
+        }
+        let by = format!("trigger:{}", trigger.id);
+        let build = self.pipeline.prepare(&trigger.app, submission, &by).await?;
+        let delivery = writer::Accepted { trigger_id: trigger.id, keys, build };
         Ok(match self.writer.record(delivery).await? {
             writer::Recorded::Started(build) => Delivery::Started(build),
             writer::Recorded::Duplicate { build_id } => {
@@ -204,7 +218,7 @@ impl Triggers {
         })
     }
 
-    /// The adapter's verdict: the build to start, or why the delivery starts nothing.
+    /// The adapter's verdict: the build to request, or why the delivery starts nothing.
     async fn accept(
         &self,
         trigger: &Trigger,
@@ -248,6 +262,7 @@ impl Triggers {
             }
             configured => configured.to_owned(),
         };
+        let images = prebuilt_images(&trigger.config.components, &parsed["images"]).map_err(rejected)?;
         let components = trigger
             .config
             .components
@@ -255,14 +270,19 @@ impl Triggers {
             .map(|c| ComponentSpec {
                 name: c.name.clone(),
                 component_type: c.component_type.clone(),
-                source: SourceRequest::Git { url: url.clone(), reference: commit.to_owned() },
+                source: match images.as_ref() {
+                    Some(images) => SourceRequest::Image {
+                        reference: images[c.name.as_str()].to_owned(),
+                        repository: url.clone(),
+                        commit: commit.to_owned(),
+                    },
+                    None => SourceRequest::Git { url: url.clone(), reference: commit.to_owned() },
+                },
                 path: ".".into(),
                 params: c.params.clone(),
             })
             .collect();
-        let submission = BuildSubmission { version, tags: trigger.config.tags.clone(), components };
-        let by = format!("trigger:{}", trigger.id);
-        Ok(Verdict::Build(self.pipeline.prepare(&trigger.app, submission, &by).await?))
+        Ok(Verdict::Build(BuildSubmission { version, tags: trigger.config.tags.clone(), components }))
     }
 }
 
@@ -294,6 +314,43 @@ fn delivery_keys(headers: &HeaderMap, body: &[u8]) -> Vec<String> {
         .collect();
     keys.push(format!("payload:{}", hex::encode(Sha256::digest(body))));
     keys
+}
+
+/// The images an external CI built, by component, when the adapter passed any on
+/// (`[{component, reference}]`); then every component of the trigger needs exactly one, so a
+/// delivery never mixes prebuilt and built components by accident.
+fn prebuilt_images<'a>(
+    components: &[TriggerComponent],
+    images: &'a Value,
+) -> Result<Option<HashMap<&'a str, &'a str>>, String> {
+    let listed = match images {
+        Value::Null => return Ok(None),
+        Value::Array(listed) if listed.is_empty() => return Ok(None),
+        Value::Array(listed) => listed,
+        _ => return Err("images must be a list of {component, reference}".into()),
+    };
+    let mut by_component = HashMap::with_capacity(listed.len());
+    for image in listed {
+        let (Some(component), Some(reference)) = (image["component"].as_str(), image["reference"].as_str())
+        else {
+            return Err(format!("image {image} needs a component and a reference"));
+        };
+        if !components.iter().any(|c| c.name == component) {
+            return Err(format!("image {reference} is for `{component}`, not a component of this trigger"));
+        }
+        if by_component.insert(component, reference).is_some() {
+            return Err(format!("component `{component}` has more than one image"));
+        }
+    }
+    let missing: Vec<&str> =
+        components.iter().map(|c| c.name.as_str()).filter(|name| !by_component.contains_key(name)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "no image for component(s) {}: with images, every component needs one",
+            missing.join(", ")
+        ));
+    }
+    Ok(Some(by_component))
 }
 
 /// The adapter's view of the request: lowercase header names, the body as text and as JSON.

@@ -118,6 +118,30 @@ impl TriggerStore {
         rows.into_iter().map(to_trigger).collect()
     }
 
+    /// The build a live claim (made at or after `cutoff_ms`) on any of `keys` points to.
+    pub async fn live_claim(
+        &self,
+        trigger: &str,
+        keys: &[String],
+        cutoff_ms: i64,
+    ) -> Result<Option<String>, TriggerError> {
+        for key in keys {
+            let found: Option<(Option<String>,)> = sqlx::query_as(
+                "SELECT build_id FROM trigger_deliveries
+                 WHERE trigger_id = $1 AND delivery_key = $2 AND created_at_ms >= $3",
+            )
+            .bind(trigger)
+            .bind(key)
+            .bind(cutoff_ms)
+            .fetch_optional(&self.db)
+            .await?;
+            if let Some((Some(build_id),)) = found {
+                return Ok(Some(build_id));
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn delete(&self, id: &str) -> Result<(), TriggerError> {
         let gone = sqlx::query("DELETE FROM triggers WHERE id = $1")
             .bind(id)
