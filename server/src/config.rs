@@ -152,11 +152,18 @@ pub struct TriggersConfig {
     pub per_client_per_s: u32,
     /// A delivery repeated within this window returns the first build.
     pub dedupe_window_s: u64,
+    /// How often replay claims older than the window are deleted.
+    pub claim_prune_every_s: u64,
 }
 
 impl Default for TriggersConfig {
     fn default() -> Self {
-        Self { per_trigger_per_s: 100, per_client_per_s: 200, dedupe_window_s: 24 * 3600 }
+        Self {
+            per_trigger_per_s: 100,
+            per_client_per_s: 200,
+            dedupe_window_s: 24 * 3600,
+            claim_prune_every_s: 600,
+        }
     }
 }
 

@@ -278,3 +278,48 @@ async fn concurrent_deliveries_commit_together_and_a_replay_racing_its_original_
         sqlx::query_as("SELECT COUNT(*) FROM trigger_deliveries").fetch_one(&server.state.db).await.unwrap();
     assert_eq!(claims, 2 * 31, "a delivery id and a payload digest per started build");
 }
+
+#[tokio::test]
+async fn claims_older_than_the_replay_window_are_pruned_and_live_ones_kept() {
+    let (repo, commit) = repository();
+    let server = TestServer::start_with(
+        |c| {
+            c.pipeline.run_builds = false;
+            c.triggers.claim_prune_every_s = 1;
+        },
+        slipway_server::router::app,
+    )
+    .await;
+    let (id, secret) = create_trigger(&server, "github-push", repo.path()).await;
+    let body = github_push("refs/heads/main", &commit);
+    assert_eq!(deliver_github(&server, &id, "push", "live", &body, &secret).await.status(), 202);
+
+    // Claims a delivery of 25 hours ago left behind, backdated by hand.
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    for n in 0..3 {
+        sqlx::query(
+            "INSERT INTO trigger_deliveries (trigger_id, delivery_key, build_id, created_at_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&id)
+        .bind(format!("delivery:old-{n}"))
+        .bind("a-build-of-yesterday")
+        .bind(now_ms - 25 * 3600 * 1000)
+        .execute(&server.state.db)
+        .await
+        .unwrap();
+    }
+    let db = &server.state.db;
+    let count = |sql: &'static str| async move {
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db).await.unwrap();
+        n
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count("SELECT COUNT(*) FROM trigger_deliveries WHERE build_id = 'a-build-of-yesterday'").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "expired claims were not pruned within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(count("SELECT COUNT(*) FROM trigger_deliveries").await, 2, "the live delivery's claims stay");
+    let replay = deliver_github(&server, &id, "push", "live", &body, &secret).await;
+    assert_eq!(replay.status(), 200, "the live delivery is still a replay");
+}

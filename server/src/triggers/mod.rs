@@ -103,7 +103,12 @@ impl Triggers {
         let triggers = Self {
             store: TriggerStore::new(db.clone()),
             plugins,
-            writer: DeliveryWriter::spawn(db, pipeline.clone(), window_ms),
+            writer: DeliveryWriter::spawn(
+                db,
+                pipeline.clone(),
+                window_ms,
+                Duration::from_secs(config.claim_prune_every_s.max(1)),
+            ),
             window_ms,
             pipeline,
             per_trigger: Arc::new(RateLimiter::keyed(quota(config.per_trigger_per_s))),

@@ -8,9 +8,10 @@ use sqlx::{AnyConnection, AnyPool};
 use super::TriggerError;
 use super::verify::AuthMode;
 
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "server-0003-triggers",
-    "CREATE TABLE triggers (
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "server-0003-triggers",
+        "CREATE TABLE triggers (
         id TEXT PRIMARY KEY,
         app TEXT NOT NULL,
         adapter TEXT NOT NULL,
@@ -26,7 +27,13 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
         created_at_ms BIGINT NOT NULL,
         PRIMARY KEY (trigger_id, delivery_key)
     )",
-)];
+    ),
+    (
+        "server-0003-trigger-claims-age",
+        // Expired claims are found by age when they are pruned.
+        "CREATE INDEX trigger_deliveries_age ON trigger_deliveries (created_at_ms)",
+    ),
+];
 
 /// What a trigger turns an accepted delivery into.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -187,6 +194,22 @@ pub async fn claim(
     .await?
     .rows_affected();
     Ok(claimed == 1)
+}
+
+/// Deletes up to `limit` claims made before `cutoff_ms` (they decide nothing any more: a
+/// claim that old is taken over by the next delivery with its key); the number deleted.
+/// Bounded so one prune never holds the write lock long.
+pub async fn prune(db: &AnyPool, cutoff_ms: i64, limit: i64) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM trigger_deliveries WHERE (trigger_id, delivery_key) IN
+           (SELECT trigger_id, delivery_key FROM trigger_deliveries WHERE created_at_ms < $1 LIMIT $2)",
+    )
+    .bind(cutoff_ms)
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(deleted)
 }
 
 /// The build a live claim points to.

@@ -6,6 +6,12 @@
 //! one transaction (one fsync for the batch), then answers each waiter. Each delivery's
 //! replay claims and its build are written together, so a crash never leaves a claim
 //! without its build or a build without its claims.
+//!
+//! Between batches the same task deletes claims older than the replay window, a bounded
+//! chunk at a time, so the table holds about one window of deliveries and a prune never
+//! stalls deliveries for long (with SQLite they would queue on the write lock anyway).
+
+use std::time::Duration;
 
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +24,8 @@ use crate::storage::now_ms;
 const MAX_BATCH: usize = 256;
 /// Deliveries waiting for the writer before senders wait too.
 const QUEUE: usize = 4096;
+/// Most expired claims deleted at once; a full chunk schedules the next one at once.
+const PRUNE_CHUNK: i64 = 5000;
 
 /// An accepted delivery on its way to the database.
 pub struct Accepted {
@@ -47,9 +55,9 @@ pub struct DeliveryWriter {
 
 impl DeliveryWriter {
     /// Starts the writer task; it ends when the last handle is dropped.
-    pub fn spawn(db: AnyPool, pipeline: Pipeline, window_ms: i64) -> Self {
+    pub fn spawn(db: AnyPool, pipeline: Pipeline, window_ms: i64, prune_every: Duration) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db, pipeline, window_ms, queue));
+        tokio::spawn(run(db, pipeline, window_ms, prune_every, queue));
         Self { jobs }
     }
 
@@ -62,9 +70,32 @@ impl DeliveryWriter {
     }
 }
 
-async fn run(db: AnyPool, pipeline: Pipeline, window_ms: i64, mut queue: mpsc::Receiver<Job>) {
+async fn run(
+    db: AnyPool,
+    pipeline: Pipeline,
+    window_ms: i64,
+    prune_every: Duration,
+    mut queue: mpsc::Receiver<Job>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut prune = tokio::time::interval(prune_every);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // `recv_many` is cancel safe: a prune tick never loses a delivery.
+        let received = tokio::select! {
+            received = queue.recv_many(&mut batch, MAX_BATCH) => received,
+            _ = prune.tick() => {
+                match store::prune(&db, now_ms() - window_ms, PRUNE_CHUNK).await {
+                    Ok(deleted) if deleted as i64 == PRUNE_CHUNK => prune.reset_immediately(),
+                    Ok(deleted) => tracing::debug!(deleted, "expired delivery claims pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning expired delivery claims failed"),
+                }
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let deliveries: Vec<&Accepted> = batch.iter().map(|job| &job.delivery).collect();
         let results = match commit(&db, &deliveries, window_ms).await {
             Ok(recorded) => recorded.into_iter().map(Ok).collect(),
