@@ -198,6 +198,19 @@ impl RegistryClient {
     }
 }
 
+/// Whether `image` is an image reference (`registry/repository[:tag][@digest]`).
+pub fn check_reference(image: &str) -> std::result::Result<(), String> {
+    image.parse::<Reference>().map(|_| ()).map_err(|e| format!("`{image}` is not an image reference: {e}"))
+}
+
+/// `image` pinned to `digest`: `registry/repository@digest`, any tag dropped (the digest is
+/// what was verified; a tag may move).
+pub fn pin(image: &str, digest: &str) -> std::result::Result<String, String> {
+    let reference: Reference =
+        image.parse().map_err(|e| format!("`{image}` is not an image reference: {e}"))?;
+    Ok(format!("{}/{}@{digest}", reference.registry(), reference.repository()))
+}
+
 /// A registry's answer that the repository or manifest does not exist (as opposed to an
 /// outage or a refusal).
 fn is_not_found(e: &OciDistributionError) -> bool {
@@ -214,4 +227,19 @@ fn is_not_found(e: &OciDistributionError) -> bool {
 
 fn http_header(value: &'static str) -> http::HeaderValue {
     http::HeaderValue::from_static(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_reference_keeps_registry_and_repository_and_drops_the_tag() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let pinned = format!("127.0.0.1:5000/ci/web@{digest}");
+        assert_eq!(pin("127.0.0.1:5000/ci/web:1.4.0", digest).unwrap(), pinned);
+        assert_eq!(pin(&pinned, digest).unwrap(), pinned);
+        assert_eq!(pin("busybox", digest).unwrap(), format!("docker.io/library/busybox@{digest}"));
+        assert!(check_reference("Not A Reference!").is_err());
+    }
 }

@@ -62,35 +62,3 @@ impl Drop for ImageRegistry {
         let _ = self.child.wait();
     }
 }
-
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-
-/// A client for loopback registries, which speak plain HTTP.
-pub fn oci_http_client() -> oci_client::Client {
-    let protocol = oci_client::client::ClientProtocol::Http;
-    oci_client::Client::new(oci_client::client::ClientConfig { protocol, ..Default::default() })
-}
-
-/// Pushes a one-layer amd64 image holding `layer` as `reference` (`host:port/repo:tag`);
-/// returns its manifest digest.
-pub async fn push_image(reference: &str, layer: &bytes::Bytes) -> String {
-    use slipway_registry::archive::digest_of;
-    let client = oci_http_client();
-    let config = bytes::Bytes::from(
-        serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest_of(layer)]}}))
-            .unwrap(),
-    );
-    let reference: oci_client::Reference = reference.parse().unwrap();
-    for blob in [&config, layer] {
-        client.push_blob(&reference, blob.clone(), &digest_of(blob)).await.unwrap();
-    }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(layer), "size": layer.len()}],
-    }))
-    .unwrap();
-    client.push_manifest_raw(&reference, manifest.clone(), MANIFEST_TYPE.parse().unwrap()).await.unwrap();
-    digest_of(&manifest)
-}

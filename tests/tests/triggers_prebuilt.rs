@@ -6,7 +6,6 @@ mod triggers_support;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use slipway_tests::image_registry::push_image;
 use slipway_tests::server::TestServer;
 use triggers_support::{create_trigger, create_trigger_with, repository, start};
 
@@ -20,6 +19,32 @@ async fn deliver(server: &TestServer, id: &str, secret: &str, delivery: &str, bo
         .await
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Pushes a one-layer amd64 image holding `layer` as `reference` (`host:port/repo:tag`, a
+/// loopback registry over plain HTTP) with `oci-client`; returns its manifest digest.
+async fn push_image(reference: &str, layer: &bytes::Bytes) -> String {
+    use slipway_registry::archive::digest_of;
+    const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+    let protocol = oci_client::client::ClientProtocol::Http;
+    let client = oci_client::Client::new(oci_client::client::ClientConfig { protocol, ..Default::default() });
+    let config = bytes::Bytes::from(
+        serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest_of(layer)]}}))
+            .unwrap(),
+    );
+    let reference: oci_client::Reference = reference.parse().unwrap();
+    for blob in [&config, layer] {
+        client.push_blob(&reference, blob.clone(), &digest_of(blob)).await.unwrap();
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    client.push_manifest_raw(&reference, manifest.clone(), MANIFEST_TYPE.parse().unwrap()).await.unwrap();
+    digest_of(&manifest)
 }
 
 #[tokio::test]

@@ -179,10 +179,9 @@ impl BuildSubmission {
                 SourceRequest::Dir { path } => allowed_dir(path, source_roots).map(|_| ()),
                 SourceRequest::Upload { id } => super::upload::check_id(id),
                 SourceRequest::Git { .. } => Ok(()),
-                SourceRequest::Image { reference, .. } => reference
-                    .parse::<oci_client::Reference>()
-                    .map(|_| ())
-                    .map_err(|e| format!("image `{reference}` is not an image reference: {e}")),
+                SourceRequest::Image { reference, .. } => {
+                    slipway_builder::registry::check_reference(reference)
+                }
             };
             if let Err(e) = source {
                 note(format!("component `{name}`: {e}"));

@@ -9,7 +9,7 @@
 use serde_json::json;
 use slipway_builder::BuildLog;
 use slipway_builder::plan::plan_images;
-use slipway_builder::registry::ResolvedImage;
+use slipway_builder::registry::{ResolvedImage, pin};
 use slipway_registry::manifest::ImageRef;
 
 use super::model::{BuildSubmission, ComponentSpec, SourceRequest};
@@ -25,7 +25,8 @@ impl Pipeline {
                 let found = self.resolve_image(reference).await?;
                 Ok::<_, PipelineError>(match found {
                     Some(image) => {
-                        *reference = pinned(reference, &image.digest);
+                        *reference = pin(reference, &image.digest)
+                            .map_err(|problem| PipelineError::InvalidRequest { problems: vec![problem] })?;
                         None
                     }
                     None => Some(reference.clone()),
@@ -84,30 +85,5 @@ impl Pipeline {
             skipped: Some(reason),
             reused_version: None,
         })
-    }
-}
-
-/// `reference` pinned to `digest`: `registry/repository@digest`, the tag dropped (the digest
-/// is what was verified; a tag may move).
-fn pinned(reference: &str, digest: &str) -> String {
-    match reference.parse::<oci_client::Reference>() {
-        Ok(parsed) => format!("{}/{}@{digest}", parsed.registry(), parsed.repository()),
-        Err(_) => format!("{reference}@{digest}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pinned_reference_keeps_registry_and_repository_and_drops_the_tag() {
-        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        assert_eq!(pinned("127.0.0.1:5000/ci/web:1.4.0", digest), format!("127.0.0.1:5000/ci/web@{digest}"));
-        assert_eq!(
-            pinned(&format!("127.0.0.1:5000/ci/web@{digest}"), digest),
-            format!("127.0.0.1:5000/ci/web@{digest}")
-        );
-        assert_eq!(pinned("busybox", digest), format!("docker.io/library/busybox@{digest}"));
     }
 }

@@ -5,23 +5,44 @@
 
 use bytes::Bytes;
 use oci_client::Reference;
+use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use slipway_registry::archive::digest_of;
-use slipway_tests::image_registry::{self, ImageRegistry, oci_http_client as oci};
+use slipway_tests::image_registry::ImageRegistry;
 
 use crate::support::{Api, assert_error};
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
+fn oci() -> oci_client::Client {
+    oci_client::Client::new(ClientConfig { protocol: ClientProtocol::Http, ..Default::default() })
+}
+
 /// Pushes a one-layer image to `registry` as `shop/web:1.0`; returns (manifest digest, layer).
 async fn push_image(registry: &ImageRegistry) -> (String, Bytes) {
+    let client = oci();
     let layer = Bytes::from(
         (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>(),
     );
-    let digest = image_registry::push_image(&format!("{}/shop/web:1.0", registry.host()), &layer).await;
-    (digest, layer)
+    let config = Bytes::from(
+        serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest_of(&layer)]}}))
+            .unwrap(),
+    );
+    let reference: Reference = format!("{}/shop/web:1.0", registry.host()).parse().unwrap();
+    for blob in [&config, &layer] {
+        client.push_blob(&reference, blob.clone(), &digest_of(blob)).await.unwrap();
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    client.push_manifest_raw(&reference, manifest.clone(), MANIFEST_TYPE.parse().unwrap()).await.unwrap();
+    (digest_of(&manifest), layer)
 }
 
 async fn import(api: &Api, archive: Bytes) -> (StatusCode, Value) {
