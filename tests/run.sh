@@ -49,6 +49,7 @@ command -v git >/dev/null || packages+=(git)
 # --- end dashboard
 # --- scale-out (issue 10): PostgreSQL, the second database every store test runs on
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+command -v haproxy >/dev/null || packages+=(haproxy) # the load balancer of examples/cluster
 # --- end scale-out
 if [ ${#packages[@]} -gt 0 ]; then
     step "installing ${packages[*]}"
