@@ -188,6 +188,28 @@ pub fn open_object_store(config: &Config) -> Result<Arc<dyn ObjectStore>, Storag
     })
 }
 
+/// Most rows one multi-row statement writes; with a few columns each it stays far below the
+/// bound-parameter limits of SQLite (32,766) and PostgreSQL (65,535).
+pub const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, $2, …), ($n+1, …)`: `rows` rows of `columns` numbered placeholders, the form both
+/// SQLite and PostgreSQL read.
+pub fn value_rows(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 6);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 1..=columns {
+            if column > 1 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

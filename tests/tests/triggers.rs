@@ -323,3 +323,30 @@ async fn claims_older_than_the_replay_window_are_pruned_and_live_ones_kept() {
     let replay = deliver_github(&server, &id, "push", "live", &body, &secret).await;
     assert_eq!(replay.status(), 200, "the live delivery is still a replay");
 }
+
+#[tokio::test]
+async fn a_trigger_deleted_elsewhere_starts_nothing_though_this_replica_cached_it() {
+    let (repo, commit) = repository();
+    let server = TestServer::start_with(|c| c.pipeline.run_builds = false, slipway_server::router::app).await;
+    let (id, secret) = create_trigger(&server, "github-push", repo.path()).await;
+    let body = github_push("refs/heads/main", &commit);
+    assert_eq!(deliver_github(&server, &id, "push", "cached", &body, &secret).await.status(), 202);
+
+    // Deleted the way another replica sharing the database deletes it: this server's cache
+    // still holds the trigger.
+    for table in ["trigger_deliveries WHERE trigger_id = $1", "triggers WHERE id = $1"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .bind(&id)
+            .execute(&server.state.db)
+            .await
+            .unwrap();
+    }
+    let other = github_push("refs/heads/main", &format!("{:040x}", 7));
+    let refused = deliver_github(&server, &id, "push", "after-delete", &other, &secret).await;
+    assert_eq!(refused.status(), 404);
+    let builds: Value = server.get_json("/v1/builds?app=hooked").await;
+    assert_eq!(builds["builds"].as_array().unwrap().len(), 1, "nothing new started: {builds}");
+    let (claims,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM trigger_deliveries").fetch_one(&server.state.db).await.unwrap();
+    assert_eq!(claims, 0, "the refused delivery left no claim");
+}

@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 use super::PipelineError;
 use super::model::{BuildState, BuildSubmission, BuildView, ComponentSpec, ComponentView, PublishedPackage};
 use crate::cluster::Cluster;
-use crate::storage::{Dialect, now_ms};
+use crate::storage::{Dialect, ROWS_PER_STATEMENT, now_ms, value_rows};
 
 /// A component write's fence: its build is running under this replica's lease (`$4`).
 const HELD: &str = "EXISTS (SELECT 1 FROM builds WHERE id = $2 AND state = 'running' AND owner = $4)";
@@ -120,32 +120,54 @@ impl NewBuild {
     /// Inserts the build and its components on `conn`; the caller's transaction commits
     /// them.
     pub async fn insert(&self, conn: &mut AnyConnection) -> Result<(), PipelineError> {
-        sqlx::query(
-            "INSERT INTO builds (id, app, version, tags, state, reason, requested_by, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
-        )
-        .bind(&self.id)
-        .bind(&self.app)
-        .bind(&self.submission.version)
-        .bind(serde_json::to_string(&self.submission.tags)?)
-        .bind(BuildState::Queued.as_str())
-        .bind(&self.requested_by)
-        .bind(self.created_at_ms)
-        .execute(&mut *conn)
-        .await?;
-        for (position, component) in self.submission.components.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO build_components (build_id, position, name, component_type, spec, state)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&self.id)
-            .bind(position as i64)
-            .bind(&component.name)
-            .bind(&component.component_type)
-            .bind(serde_json::to_string(component)?)
-            .bind(BuildState::Queued.as_str())
-            .execute(&mut *conn)
-            .await?;
+        Self::insert_all(conn, &[self]).await
+    }
+
+    /// Inserts builds and their components on `conn` with one statement per table (per
+    /// chunk of rows); the caller's transaction commits them.
+    pub async fn insert_all(conn: &mut AnyConnection, builds: &[&NewBuild]) -> Result<(), PipelineError> {
+        const BUILD_COLUMNS: usize = 7;
+        const COMPONENT_COLUMNS: usize = 6;
+        for chunk in builds.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO builds (id, app, version, tags, state, requested_by, created_at_ms) VALUES {}",
+                value_rows(chunk.len(), BUILD_COLUMNS)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for build in chunk {
+                query = query
+                    .bind(&build.id)
+                    .bind(&build.app)
+                    .bind(&build.submission.version)
+                    .bind(serde_json::to_string(&build.submission.tags)?)
+                    .bind(BuildState::Queued.as_str())
+                    .bind(&build.requested_by)
+                    .bind(build.created_at_ms);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let components: Vec<(&NewBuild, usize, &ComponentSpec)> = builds
+            .iter()
+            .flat_map(|build| {
+                build.submission.components.iter().enumerate().map(move |(p, c)| (*build, p, c))
+            })
+            .collect();
+        for chunk in components.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO build_components (build_id, position, name, component_type, spec, state) VALUES {}",
+                value_rows(chunk.len(), COMPONENT_COLUMNS)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (build, position, component) in chunk {
+                query = query
+                    .bind(&build.id)
+                    .bind(*position as i64)
+                    .bind(&component.name)
+                    .bind(&component.component_type)
+                    .bind(serde_json::to_string(component)?)
+                    .bind(BuildState::Queued.as_str());
+            }
+            query.execute(&mut *conn).await?;
         }
         Ok(())
     }

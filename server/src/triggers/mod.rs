@@ -6,6 +6,7 @@
 //! and stores its build in one transaction, or finds the build of the delivery it replays.
 //! A delivery that starts nothing leaves no claim behind, so the sender may retry it.
 
+mod batch;
 mod branch;
 mod store;
 pub mod verify;
@@ -195,7 +196,7 @@ impl Triggers {
         limit(&self.per_client, &client, "this client")?;
         let key = trigger_key(id).ok_or_else(|| TriggerError::NotFound { id: id.into() })?;
         limit(&self.per_trigger, &key, "this trigger")?;
-        let trigger = self.store.get(id).await?;
+        let trigger = self.store.cached(id).await?;
         verify::verify(trigger.auth, &trigger.secret, headers, body).map_err(TriggerError::Unauthentic)?;
 
         let submission = match self.accept(&trigger, headers, body).await? {
@@ -214,11 +215,15 @@ impl Triggers {
         }
         let by = format!("trigger:{}", trigger.id);
         let build = self.pipeline.prepare(&trigger.app, submission, &by).await?;
-        let delivery = writer::Accepted { trigger_id: trigger.id, keys, build };
+        let delivery = writer::Accepted { trigger_id: trigger.id.clone(), keys, build };
         Ok(match self.writer.record(delivery).await? {
             writer::Recorded::Started(build) => Delivery::Started(build),
             writer::Recorded::Duplicate { build_id } => {
                 Delivery::Duplicate(self.pipeline.get(&build_id).await?)
+            }
+            writer::Recorded::TriggerGone => {
+                self.store.forget(id);
+                return Err(TriggerError::NotFound { id: id.into() });
             }
         })
     }

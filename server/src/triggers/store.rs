@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{AnyConnection, AnyPool};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use super::TriggerError;
 use super::verify::AuthMode;
@@ -79,14 +82,42 @@ pub struct Trigger {
 
 type Row = (String, String, String, String, String, String, i64);
 
+/// Triggers a delivery has read lately.
+const CACHED_TRIGGERS: u64 = 10_000;
+
 #[derive(Clone)]
 pub struct TriggerStore {
     db: AnyPool,
+    /// Triggers by id for the delivery path, which would otherwise read one row per
+    /// delivery. A trigger never changes after it is created, it can only be deleted, and a
+    /// delete elsewhere (another replica) is caught where it matters: the delivery writer
+    /// checks in each batch's transaction that the trigger still exists, so a stale entry
+    /// starts nothing. Unknown ids are not cached.
+    cache: moka::sync::Cache<String, Arc<Trigger>>,
 }
 
 impl TriggerStore {
     pub fn new(db: AnyPool) -> Self {
-        Self { db }
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(CACHED_TRIGGERS)
+            .time_to_idle(std::time::Duration::from_secs(600))
+            .build();
+        Self { db, cache }
+    }
+
+    /// The trigger as the delivery path uses it: from the cache, else read and cached.
+    pub async fn cached(&self, id: &str) -> Result<Arc<Trigger>, TriggerError> {
+        if let Some(trigger) = self.cache.get(id) {
+            return Ok(trigger);
+        }
+        let trigger = Arc::new(self.get(id).await?);
+        self.cache.insert(id.to_owned(), trigger.clone());
+        Ok(trigger)
+    }
+
+    /// Drops a trigger from the cache (after its delete, or when a batch found it gone).
+    pub fn forget(&self, id: &str) {
+        self.cache.invalidate(id);
     }
 
     pub async fn insert(&self, trigger: &Trigger) -> Result<(), TriggerError> {
@@ -150,6 +181,7 @@ impl TriggerStore {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), TriggerError> {
+        self.forget(id);
         let gone = sqlx::query("DELETE FROM triggers WHERE id = $1")
             .bind(id)
             .execute(&self.db)
@@ -166,34 +198,58 @@ impl TriggerStore {
     }
 }
 
-/// Claims `key` of `trigger` for `build_id`, unless a claim made at or after `cutoff_ms`
-/// holds it; false when one does. A claim older than the window, or left without a build
-/// by an earlier version, is taken over. The primary key makes this safe between concurrent
-/// transactions and between replicas.
-pub async fn claim(
+/// One replay claim to take: `key` of `trigger` for the build `build_id`.
+pub struct Claim<'a> {
+    pub trigger: &'a str,
+    pub key: &'a str,
+    pub build_id: &'a str,
+}
+
+/// Most claims in one statement (three parameters each, far below either database's limit).
+const CLAIMS_PER_STATEMENT: usize = 500;
+
+/// Takes every claim that no claim made at or after `cutoff_ms` holds, in multi-row
+/// statements; returns the (trigger, key) pairs taken. A claim older than the window, or
+/// left without a build by an earlier version, is taken over. The primary key makes this
+/// safe between concurrent transactions and between replicas. The claims must be distinct.
+pub async fn claim_all(
     conn: &mut AnyConnection,
-    trigger: &str,
-    key: &str,
-    build_id: &str,
+    claims: &[Claim<'_>],
     now_ms: i64,
     cutoff_ms: i64,
-) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "INSERT INTO trigger_deliveries (trigger_id, delivery_key, build_id, created_at_ms)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (trigger_id, delivery_key) DO UPDATE
-         SET build_id = excluded.build_id, created_at_ms = excluded.created_at_ms
-         WHERE trigger_deliveries.created_at_ms < $5 OR trigger_deliveries.build_id IS NULL",
-    )
-    .bind(trigger)
-    .bind(key)
-    .bind(build_id)
-    .bind(now_ms)
-    .bind(cutoff_ms)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(claimed == 1)
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    let mut taken = HashSet::with_capacity(claims.len());
+    for chunk in claims.chunks(CLAIMS_PER_STATEMENT) {
+        let (now, cutoff) = (3 * chunk.len() + 1, 3 * chunk.len() + 2);
+        let values: Vec<String> = (0..chunk.len())
+            .map(|r| format!("(${}, ${}, ${}, ${now})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO trigger_deliveries (trigger_id, delivery_key, build_id, created_at_ms) VALUES {}
+             ON CONFLICT (trigger_id, delivery_key) DO UPDATE
+             SET build_id = excluded.build_id, created_at_ms = excluded.created_at_ms
+             WHERE trigger_deliveries.created_at_ms < ${cutoff} OR trigger_deliveries.build_id IS NULL
+             RETURNING trigger_id, delivery_key",
+            values.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+        for claim in chunk {
+            query = query.bind(claim.trigger).bind(claim.key).bind(claim.build_id);
+        }
+        taken.extend(query.bind(now_ms).bind(cutoff_ms).fetch_all(&mut *conn).await?);
+    }
+    Ok(taken)
+}
+
+/// Which of `ids` name triggers that exist.
+pub async fn existing(conn: &mut AnyConnection, ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
+    let list: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+    let sql = format!("SELECT id FROM triggers WHERE id IN ({})", list.join(", "));
+    let mut query = sqlx::query_as::<_, (String,)>(AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    Ok(query.fetch_all(&mut *conn).await?.into_iter().map(|(id,)| id).collect())
 }
 
 /// Deletes up to `limit` claims made before `cutoff_ms` (they decide nothing any more: a
@@ -229,7 +285,7 @@ pub async fn claimed_build(
 
 /// Drops claims this transaction made for a delivery that turned out to be a replay. A
 /// claim it took over had expired, so dropping it loses nothing.
-pub async fn unclaim(conn: &mut AnyConnection, trigger: &str, keys: &[String]) -> Result<(), sqlx::Error> {
+pub async fn unclaim(conn: &mut AnyConnection, trigger: &str, keys: &[&String]) -> Result<(), sqlx::Error> {
     for key in keys {
         sqlx::query("DELETE FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2")
             .bind(trigger)

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{TriggerError, store};
@@ -41,6 +41,19 @@ pub enum Recorded {
     Started(BuildView),
     /// One of its keys was claimed within the window: the build that claim started.
     Duplicate { build_id: String },
+    /// Its trigger was deleted after the delivery was authenticated: nothing is stored.
+    TriggerGone,
+}
+
+impl Recorded {
+    /// The build the delivery started or repeats.
+    pub fn build_id(&self) -> Option<&str> {
+        match self {
+            Recorded::Started(view) => Some(&view.id),
+            Recorded::Duplicate { build_id } => Some(build_id),
+            Recorded::TriggerGone => None,
+        }
+    }
 }
 
 struct Job {
@@ -127,29 +140,7 @@ async fn commit(
 ) -> Result<Vec<Recorded>, TriggerError> {
     let mut tx = db.begin().await?;
     let now = now_ms();
-    let mut recorded = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        recorded.push(record(&mut tx, delivery, now, now - window_ms).await?);
-    }
+    let recorded = super::batch::record(&mut tx, deliveries, now, now - window_ms).await?;
     tx.commit().await?;
     Ok(recorded)
-}
-
-/// Claims every key of the delivery for its build, then stores the build; a key already
-/// claimed makes it a replay, and the claims made before it are dropped again.
-async fn record(
-    conn: &mut AnyConnection,
-    delivery: &Accepted,
-    now: i64,
-    cutoff: i64,
-) -> Result<Recorded, TriggerError> {
-    let trigger = &delivery.trigger_id;
-    for (claimed, key) in delivery.keys.iter().enumerate() {
-        if !store::claim(conn, trigger, key, &delivery.build.id, now, cutoff).await? {
-            store::unclaim(conn, trigger, &delivery.keys[..claimed]).await?;
-            return Ok(Recorded::Duplicate { build_id: store::claimed_build(conn, trigger, key).await? });
-        }
-    }
-    delivery.build.insert(conn).await?;
-    Ok(Recorded::Started(delivery.build.view()))
 }
