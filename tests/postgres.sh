@@ -5,6 +5,7 @@
 #   eval "$(tests/postgres.sh start DIR)"   # initdb in DIR/data and start it; prints
 #                                          # SLIPWAY_TEST_POSTGRES_URL and _DIR
 #   tests/postgres.sh stop DIR            # fast shutdown
+#   tests/postgres.sh resume DIR          # start a stopped one again, on the same port
 #
 # PostgreSQL refuses to run as root, so as root it runs as Debian's `postgres` user (DIR's
 # parents must let that user through). Needs Debian's postgresql package.
@@ -32,10 +33,16 @@ start() {
     mkdir -p "$dir"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
     as_pg "$bin/initdb" -D "$dir/data" -A trust -U slipway --no-sync -E UTF8 >"$dir/initdb.log"
-    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=500" start >/dev/null
+    echo "$port" >"$dir/port"
+    run "$dir"
     echo "export SLIPWAY_TEST_POSTGRES_URL=postgres://slipway@127.0.0.1:$port/postgres"
     echo "export SLIPWAY_TEST_POSTGRES_DIR=$dir"
+}
+
+run() {
+    local dir=$1
+    as_pg "$(pg_bin)/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
+        -o "-p $(cat "$dir/port") -k $dir -c listen_addresses=127.0.0.1 -c max_connections=500" start >/dev/null
 }
 
 stop() {
@@ -45,5 +52,6 @@ stop() {
 case "${1:-}" in
     start) start "${2:?start DIR}" ;;
     stop) stop "${2:?stop DIR}" ;;
-    *) echo "usage: $0 start DIR | stop DIR" >&2; exit 2 ;;
+    resume) run "${2:?resume DIR}" ;;
+    *) echo "usage: $0 start DIR | stop DIR | resume DIR" >&2; exit 2 ;;
 esac

@@ -69,6 +69,10 @@ pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty means `slipway.db` in the data directory.
     pub url: String,
     pub max_connections: u32,
+    /// How long a call waits for a database connection before it is refused with 503
+    /// `database_failed`: while the database is unreachable, callers hear so quickly
+    /// instead of hanging.
+    pub acquire_timeout_ms: u64,
     /// How long a SQLite statement waits for another connection's write lock before it fails
     /// with "database is locked".
     pub busy_timeout_ms: u64,
@@ -223,6 +227,7 @@ impl Default for DatabaseConfig {
         Self {
             url: String::new(),
             max_connections: 8,
+            acquire_timeout_ms: 5_000,
             busy_timeout_ms: 5_000,
             sqlite_synchronous: SqliteSynchronous::Full,
         }

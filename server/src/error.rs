@@ -67,9 +67,8 @@ impl ApiError {
                 AuthError::Forbidden { .. } => (StatusCode::FORBIDDEN, "insufficient_scope"),
                 AuthError::NotFound { .. } => (StatusCode::NOT_FOUND, "token_not_found"),
                 AuthError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-                AuthError::Storage(_) | AuthError::AdminFile { .. } => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-                }
+                AuthError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
+                AuthError::AdminFile { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::Registry(e) => registry_status_and_code(e),
             ApiError::Trigger(e) => match e {

@@ -89,6 +89,7 @@ pub async fn open_database(config: &Config) -> Result<AnyPool, StorageError> {
     let session: Arc<str> = sqlite_session(&config.database).into();
     let pool = AnyPoolOptions::new()
         .max_connections(config.database.max_connections)
+        .acquire_timeout(std::time::Duration::from_millis(config.database.acquire_timeout_ms))
         .after_connect(move |conn, _| {
             let session = session.clone();
             Box::pin(async move {

@@ -3,7 +3,8 @@
 //! `/v1/cluster` by their heartbeats, and when the replica running a build is killed, another
 //! takes the build over within the lease time and publishes it once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -189,4 +190,106 @@ async fn a_plugin_switch_through_one_replica_is_active_on_the_others_at_once() {
         }
         eprintln!("revision {revision} active on the other replica after {:?}", at.elapsed());
     }
+}
+
+/// A PostgreSQL of the test's own (the outage must not reach other tests' databases).
+struct OwnPostgres {
+    dir: PathBuf,
+    url: String,
+}
+
+impl OwnPostgres {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh")
+    }
+
+    fn start(parent: &Path) -> OwnPostgres {
+        let dir = parent.join("postgres");
+        let out = Command::new("bash").arg(Self::script()).arg("start").arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let env = String::from_utf8(out.stdout).unwrap();
+        let url = env.lines().find_map(|l| l.strip_prefix("export SLIPWAY_TEST_POSTGRES_URL=")).unwrap();
+        OwnPostgres { dir, url: url.to_owned() }
+    }
+
+    fn run(&self, command: &str) {
+        assert!(
+            Command::new("bash").arg(Self::script()).arg(command).arg(&self.dir).status().unwrap().success()
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.run("stop");
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_refuses_writes_clearly_and_loses_no_accepted_build() {
+    if !slipway_tests::database::postgres_pass() {
+        eprintln!(
+            "skipped: the database outage test stops a PostgreSQL of its own (the PostgreSQL pass runs it)"
+        );
+        return;
+    }
+    let Some((registry, base)) = registry_and_base() else { return };
+    let binary = slipway_binary();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let postgres = OwnPostgres::start(root.path());
+    let status =
+        Command::new("psql").arg(&postgres.url).args(["-qc", "CREATE DATABASE slipway"]).status().unwrap();
+    assert!(status.success());
+    let database = format!("{}/slipway", postgres.url.rsplit_once('/').unwrap().0);
+
+    let data = root.path().join("replica");
+    std::fs::create_dir_all(&data).unwrap();
+    let source = root.path().join("source");
+    write(
+        &source,
+        "app/Dockerfile",
+        &format!("FROM {base}\nRUN echo started && sleep 4\nRUN echo done > /done.txt\n"),
+    );
+    let config = root.path().join("slipway.toml");
+    let toml = format!(
+        "[pipeline]\nregistry = {registry:?}\ninsecure_registries = [{registry:?}]\nsource_roots = [{:?}]\n\n[cluster]\nlease_ms = 3000\n",
+        source.display().to_string()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let env = [("SLIPWAY_DATABASE__URL", database.as_str())];
+    let server = Slipway::start(&binary, &data, &["--config", config.to_str().unwrap()], &env).await;
+    let request = json!({"components": [
+        {"name": "app", "type": "microservice", "source": {"dir": {"path": source}}, "path": "app"},
+    ]});
+    let submit = || server.client.post(server.url(&format!("/v1/apps/{APP}/builds"))).json(&request).send();
+    let accepted = submit().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id = accepted.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.get_json(&format!("/v1/builds/{id}")).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "the build never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The database goes away while the build runs.
+    postgres.run("stop");
+    let refused = submit().await.unwrap();
+    assert_eq!(refused.status(), 503, "a write is refused, not lost silently");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_failed", "{body}");
+    let ready = server.client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready without its database");
+    let alive = server.client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(alive.status(), 200, "but alive: nothing to restart");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    postgres.run("resume");
+
+    // Reconnected by itself: the build accepted before the outage still finishes, once.
+    let done = wait_build(&server.client, &server.url(&format!("/v1/builds/{id}"))).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let packages = server.get_json(&format!("/v1/apps/{APP}/packages")).await;
+    assert_eq!(packages["items"].as_array().unwrap().len(), 1, "{packages}");
+    let after = submit().await.unwrap();
+    assert_eq!(after.status(), 202, "writes are accepted again");
 }

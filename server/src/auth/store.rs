@@ -21,6 +21,8 @@ const PREFIX: &str = "slw_";
 /// How long a looked-up token is trusted before the database is asked again: the bound on
 /// how late another replica sees a revocation.
 const CACHE_TTL: Duration = Duration::from_secs(1);
+/// How long a token read before the database went away keeps working without it.
+const OUTAGE_GRACE: Duration = Duration::from_secs(300);
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -74,6 +76,10 @@ fn list(scopes: &[Scope]) -> String {
 pub struct TokenStore {
     db: AnyPool,
     cache: moka::future::Cache<String, Arc<TokenRow>>,
+    /// What was last read about each token, used only while the database cannot be
+    /// reached: nobody can revoke a token then either, so reads served from memory keep
+    /// working through a short outage.
+    last_known: moka::future::Cache<String, Arc<TokenRow>>,
 }
 
 #[derive(Debug)]
@@ -92,7 +98,9 @@ macro_rules! select_tokens {
 impl TokenStore {
     pub fn new(db: AnyPool) -> Self {
         let cache = moka::future::Cache::builder().max_capacity(10_000).time_to_live(CACHE_TTL).build();
-        Self { db, cache }
+        let last_known =
+            moka::future::Cache::builder().max_capacity(10_000).time_to_live(OUTAGE_GRACE).build();
+        Self { db, cache, last_known }
     }
 
     /// Creates a token; the returned string is the only time its secret is seen.
@@ -188,11 +196,16 @@ impl TokenStore {
             token.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')).ok_or(AuthError::Invalid)?;
         let row = match self.cache.get(id).await {
             Some(row) => row,
-            None => {
-                let row = self.load(id).await?.ok_or(AuthError::Invalid)?;
-                self.cache.insert(id.to_owned(), row.clone()).await;
-                row
-            }
+            None => match self.load(id).await {
+                Ok(row) => {
+                    let row = row.ok_or(AuthError::Invalid)?;
+                    self.cache.insert(id.to_owned(), row.clone()).await;
+                    self.last_known.insert(id.to_owned(), row.clone()).await;
+                    row
+                }
+                Err(e @ AuthError::Storage(_)) => self.last_known.get(id).await.ok_or(e)?,
+                Err(e) => return Err(e),
+            },
         };
         if !bool::from(hash(secret).as_bytes().ct_eq(row.secret_hash.as_bytes())) {
             return Err(AuthError::Invalid);

@@ -40,18 +40,29 @@ impl BuildStore {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Extends the lease of every build this replica runs; returns the ids it still holds.
-    /// A build missing from the answer was cancelled or taken over meanwhile.
-    pub async fn renew(&self) -> Result<Vec<String>, PipelineError> {
+    /// Extends the leases of `running`, the builds this replica is running now; returns the
+    /// ids it still holds. A build missing from the answer was cancelled or taken over
+    /// meanwhile. A build this replica holds but no longer runs (its run ended without being
+    /// recorded, e.g. while the database was away) is not renewed: its lease runs out and it
+    /// is taken over like any other.
+    pub async fn renew(&self, running: &[String]) -> Result<Vec<String>, PipelineError> {
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = self.dialect.now_ms();
-        let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE builds SET lease_until_ms = {now} + $1 WHERE owner = $2 AND state = 'running' RETURNING id"
+        let ids: Vec<String> = (3..running.len() + 3).map(|n| format!("${n}")).collect();
+        let mut renew = sqlx::query_as::<_, (String,)>(AssertSqlSafe(format!(
+            "UPDATE builds SET lease_until_ms = {now} + $1
+             WHERE owner = $2 AND state = 'running' AND id IN ({})
+             RETURNING id",
+            ids.join(", ")
         )))
         .bind(self.lease_ms)
-        .bind(&self.owner)
-        .fetch_all(&self.db)
-        .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        .bind(&self.owner);
+        for id in running {
+            renew = renew.bind(id);
+        }
+        Ok(renew.fetch_all(&self.db).await?.into_iter().map(|(id,)| id).collect())
     }
 
     /// Takes over running builds whose lease ran out, or, with `own`, every build this

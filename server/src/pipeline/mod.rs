@@ -322,11 +322,13 @@ impl Pipeline {
     }
 
     async fn keep_leases(&self) -> Result<(), PipelineError> {
-        let held: std::collections::HashSet<String> = self.inner.store.renew().await?.into_iter().collect();
+        let running: Vec<String> = self.running().keys().cloned().collect();
+        let held: std::collections::HashSet<String> =
+            self.inner.store.renew(&running).await?.into_iter().collect();
         let lost: Vec<(String, AbortHandle)> = {
-            let mut running = self.running();
-            let ids: Vec<String> = running.keys().filter(|id| !held.contains(*id)).cloned().collect();
-            ids.into_iter().filter_map(|id| running.remove(&id).map(|task| (id, task))).collect()
+            let mut tasks = self.running();
+            let ids: Vec<String> = running.into_iter().filter(|id| !held.contains(id)).collect();
+            ids.into_iter().filter_map(|id| tasks.remove(&id).map(|task| (id, task))).collect()
         };
         for (id, task) in lost {
             // Cancelled, or taken over after this replica was cut off for longer than the
