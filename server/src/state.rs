@@ -62,11 +62,11 @@ impl AppState {
         if config.pipeline.run_builds {
             pipeline.spawn_dispatcher(cluster.renew_every());
         }
-        cluster.spawn_listener(config.database_url(), plugins.clone());
         let scaler = status.clone();
         cluster.spawn_heartbeat(move || scaler.len());
         let triggers = Triggers::new(db.clone(), plugins.clone(), pipeline.clone(), &config.triggers);
         let tokens = TokenStore::new(db.clone());
+        cluster.spawn_listener(config.database_url(), plugins.clone(), tokens.clone());
         if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {
             tracing::info!(path = %path.display(), "first start: created an admin API token and wrote it to this file");
         }

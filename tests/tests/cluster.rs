@@ -293,3 +293,89 @@ async fn a_database_outage_refuses_writes_clearly_and_loses_no_accepted_build() 
     let after = submit().await.unwrap();
     assert_eq!(after.status(), 202, "writes are accepted again");
 }
+
+#[tokio::test]
+async fn a_revoked_token_and_a_replayed_delivery_hold_on_every_replica() {
+    let binary = slipway_binary();
+    let shared = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = shared.path().join("slipway.toml");
+    std::fs::write(&config, "[pipeline]\nrun_builds = false\n").unwrap();
+    let a = replica(&binary, data_a.path(), shared.path(), &config).await;
+    std::fs::copy(data_a.path().join("admin-token"), data_b.path().join("admin-token")).unwrap();
+    let b = replica(&binary, data_b.path(), shared.path(), &config).await;
+
+    // A token made through A works on B; revoked through A, B refuses it within a second.
+    let created: Value = a
+        .client
+        .post(a.url("/v1/tokens"))
+        .json(&json!({"name": "ci", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (token, secret) = (created["token"]["id"].as_str().unwrap(), created["secret"].as_str().unwrap());
+    let on_b = || reqwest::Client::new().get(b.url("/v1/cluster")).bearer_auth(secret).send();
+    assert_eq!(on_b().await.unwrap().status(), 200);
+    let revoked = a.client.delete(a.url(&format!("/v1/tokens/{token}"))).send().await.unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    // PostgreSQL carries the announcement at once; two processes on one SQLite file (not a
+    // deployment, only this test's second pass) rely on the one-second token cache.
+    let within = if slipway_tests::database::postgres_pass() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(3)
+    };
+    let at = Instant::now();
+    loop {
+        let response = on_b().await.unwrap();
+        if response.status() == 401 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "token_revoked", "{body}");
+            break;
+        }
+        assert!(at.elapsed() < within, "B still accepts a token revoked through A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("the revocation held on the other replica after {:?}", at.elapsed());
+
+    // A delivery accepted by A and replayed to B returns A's build.
+    let trigger: Value = a
+        .client
+        .post(a.url("/v1/triggers"))
+        .json(&json!({"app": "hooked", "adapter": "generic", "branches": ["main"],
+                      "repository_url": "https://git.example/acme/shop.git",
+                      "components": [{"name": "app", "type": "microservice"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (id, secret) = (trigger["trigger"]["id"].as_str().unwrap(), trigger["secret"].as_str().unwrap());
+    let push = json!({"action": "build", "repository": "acme/shop", "ref": "refs/heads/main",
+                      "commit": "8d3f1c2b4a5e6f708192a3b4c5d6e7f8091a2b3c"});
+    let deliver = |server: &Slipway| {
+        reqwest::Client::new()
+            .post(server.url(&format!("/v1/triggers/{id}")))
+            .bearer_auth(secret)
+            .header("idempotency-key", "delivery-1")
+            .json(&push)
+            .send()
+    };
+    let first = deliver(&a).await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let replay = deliver(&b).await.unwrap();
+    assert_eq!(replay.status(), 200);
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(
+        (&replay["duplicate"], &replay["build"]["id"]),
+        (&json!(true), &first["build"]["id"]),
+        "{replay}"
+    );
+    let builds = b.get_json("/v1/builds?app=hooked").await;
+    assert_eq!(builds["builds"].as_array().unwrap().len(), 1, "{builds}");
+}

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use crate::auth::{Scope, TokenInfo};
+use crate::cluster::Change;
 use crate::error::{ApiError, ErrorBody, Json};
 use crate::openapi::ApiRouter;
 use crate::state::AppState;
@@ -66,6 +67,7 @@ async fn rotate(
     Path(id): Path<String>,
 ) -> Result<Json<TokenWithSecret>, ApiError> {
     let (token, secret) = state.tokens.rotate(&id).await?;
+    state.cluster.announce(Change::Tokens).await;
     tracing::info!(token = %token.id, "API token rotated");
     Ok(Json(TokenWithSecret { token, secret }))
 }
@@ -75,6 +77,7 @@ async fn rotate(
     (status = 404, description = "`token_not_found`", body = ErrorBody)))]
 async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenInfo>, ApiError> {
     let token = state.tokens.revoke(&id).await?;
+    state.cluster.announce(Change::Tokens).await;
     tracing::info!(token = %token.id, "API token revoked");
     Ok(Json(token))
 }

@@ -190,6 +190,12 @@ impl TokenStore {
         }
     }
 
+    /// Drops what this replica remembers about tokens (another replica revoked or rotated
+    /// one), so the next use of each is checked against the database.
+    pub fn forget_cached(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Checks a bearer token and returns who it belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let (id, secret) =

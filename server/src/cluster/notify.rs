@@ -1,10 +1,10 @@
 //! Changes one replica makes that every other must act on at once (a plugin revision
-//! switched, a plugin package installed or removed): announced with PostgreSQL's `NOTIFY`
-//! and heard with `LISTEN`, so the others reload within moments instead of at a next poll.
-//! On SQLite there is a single process and nobody to tell.
+//! switched, a plugin package installed or removed, an API token revoked or rotated):
+//! announced with PostgreSQL's `NOTIFY` and heard with `LISTEN`, so the others reload within
+//! moments instead of at a next poll. On SQLite there is a single process and nobody to tell.
 //!
-//! API tokens need no announcement: a replica trusts what it read about a token for one
-//! second at most (see `auth::store`), so a revocation holds everywhere within that second.
+//! Should an announcement be lost, a replica still trusts what it read about a token for
+//! one second at most (see `auth::store`).
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgListener;
 
 use super::Cluster;
+use crate::auth::TokenStore;
 use crate::storage::Dialect;
 
 const CHANNEL: &str = "slipway_changes";
@@ -23,12 +24,15 @@ const RECONNECT: Duration = Duration::from_secs(1);
 pub enum Change {
     /// Installed or removed plugin packages, or a switched active revision.
     Plugins,
+    /// A token revoked or given a new secret.
+    Tokens,
 }
 
 impl Change {
     fn as_str(self) -> &'static str {
         match self {
             Change::Plugins => "plugins",
+            Change::Tokens => "tokens",
         }
     }
 }
@@ -50,13 +54,13 @@ impl Cluster {
     /// Listens for other replicas' announcements until the process ends; after any gap in
     /// listening (the database restarted), reloads everything, since announcements made
     /// meanwhile were lost.
-    pub fn spawn_listener(&self, url: String, plugins: slipway_plugins::PluginHost) {
+    pub fn spawn_listener(&self, url: String, plugins: slipway_plugins::PluginHost, tokens: TokenStore) {
         if self.inner.dialect != Dialect::Postgres {
             return;
         }
         tokio::spawn(async move {
             loop {
-                if let Err(e) = listen(&url, &plugins).await {
+                if let Err(e) = listen(&url, &plugins, &tokens).await {
                     tracing::warn!(error = %e, "listening for other replicas' changes failed; listening again");
                 }
                 tokio::time::sleep(RECONNECT).await;
@@ -66,13 +70,19 @@ impl Cluster {
 }
 
 /// One listening session: returns when the connection is lost.
-async fn listen(url: &str, plugins: &slipway_plugins::PluginHost) -> Result<(), sqlx::Error> {
+async fn listen(
+    url: &str,
+    plugins: &slipway_plugins::PluginHost,
+    tokens: &TokenStore,
+) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
     listener.listen(CHANNEL).await?;
     reload(plugins).await;
+    tokens.forget_cached();
     while let Some(notification) = listener.try_recv().await? {
         match notification.payload() {
             "plugins" => reload(plugins).await,
+            "tokens" => tokens.forget_cached(),
             other => tracing::debug!(change = other, "ignored an announcement this version does not know"),
         }
     }
