@@ -2,23 +2,31 @@
 //! to the same digest as last time, on the same script revision, returns the last verdict
 //! without running the script.
 
-use std::sync::Arc;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::model::CheckVerdict;
-use crate::triple::PluginTriple;
+use crate::triple::{HealthStatus, PluginTriple};
 
 pub type ObservationDigest = [u8; 32];
 
+/// One remembered verdict, kept small because the status scaler keeps one per watched
+/// instance (100,000 and more): a 64-bit fingerprint instead of the digest and revision,
+/// and the details as their JSON text instead of a `Value` tree (which costs a map node of
+/// several hundred bytes even for two fields). Details are parsed again only on a hit.
 struct Entry {
-    triple: PluginTriple,
-    digest: ObservationDigest,
-    verdict: CheckVerdict,
+    fingerprint: u64,
+    status: HealthStatus,
+    reason: Box<str>,
+    details: Box<str>,
 }
 
 pub struct Memo {
-    last: moka::sync::Cache<String, Arc<Entry>>,
+    /// Keyed by a 64-bit hash of the instance id (the fingerprint covers the arguments,
+    /// the instance id among them, so two ids sharing a key never share a verdict).
+    last: moka::sync::Cache<u64, std::sync::Arc<Entry>>,
 }
 
 impl Memo {
@@ -32,14 +40,42 @@ impl Memo {
         triple: &PluginTriple,
         digest: &ObservationDigest,
     ) -> Option<CheckVerdict> {
-        let entry = self.last.get(instance_id)?;
-        (entry.triple == *triple && entry.digest == *digest).then(|| entry.verdict.clone())
+        let entry = self.last.get(&key(instance_id))?;
+        if entry.fingerprint != fingerprint(triple, digest) {
+            return None;
+        }
+        Some(CheckVerdict {
+            status: entry.status,
+            reason: entry.reason.to_string(),
+            details: serde_json::from_str(&entry.details).unwrap_or(Value::Null),
+            triple: triple.clone(),
+        })
     }
 
     pub fn remember(&self, instance_id: String, digest: ObservationDigest, verdict: &CheckVerdict) {
-        let entry = Entry { triple: verdict.triple.clone(), digest, verdict: verdict.clone() };
-        self.last.insert(instance_id, Arc::new(entry));
+        let entry = Entry {
+            fingerprint: fingerprint(&verdict.triple, &digest),
+            status: verdict.status,
+            reason: verdict.reason.as_str().into(),
+            details: verdict.details.to_string().into_boxed_str(),
+        };
+        self.last.insert(key(&instance_id), std::sync::Arc::new(entry));
     }
+}
+
+fn key(instance_id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    instance_id.hash(&mut h);
+    h.finish()
+}
+
+/// The script revision and the arguments' digest folded into 64 bits: the digest is a
+/// SHA-256, so its first eight bytes are as good as any, and a stale verdict needs a
+/// 64-bit collision on one instance's own history.
+fn fingerprint(triple: &PluginTriple, digest: &ObservationDigest) -> u64 {
+    let mut h = DefaultHasher::new();
+    triple.hash(&mut h);
+    h.finish() ^ u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
 /// SHA-256 of the JSON text of a check's arguments (instance and observation).
@@ -50,7 +86,7 @@ pub fn digest(args_json: &[u8]) -> ObservationDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::triple::{HealthStatus, ScriptKind};
+    use crate::triple::ScriptKind;
 
     #[test]
     fn same_digest_and_revision_hits_anything_else_misses() {
@@ -59,7 +95,7 @@ mod tests {
         let verdict = CheckVerdict {
             status: HealthStatus::Healthy,
             reason: "ok".into(),
-            details: serde_json::Value::Null,
+            details: serde_json::json!({ "status": 200, "latency_ms": 3, "why": ["a", null] }),
             triple: triple.clone(),
         };
         let d1 = digest(br#"[{"a":1},{"http":{"status":200}}]"#);

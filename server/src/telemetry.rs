@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -23,6 +23,9 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The process-wide recorder. The `metrics` facade allows one global recorder, so every
 /// server started in this process (tests start several) shares it.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -39,6 +42,18 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only if a recorder is installed already, and then that one is fed.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples pile up in the recorder until drained: without a scrape, one
+            // sample per status check would grow without bound.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("a thread for metrics upkeep");
             handle
         })
         .clone()

@@ -1,33 +1,36 @@
 //! Status transitions: stored as history and streamed to subscribers.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::health::Health;
 use crate::table::Instance;
 
-/// One change of an instance's status.
+/// One change of an instance's status. The strings are shared with the instance table, so
+/// the recent events the stream keeps for its subscribers cost little more than pointers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transition {
-    pub instance_id: String,
-    pub app_instance: String,
-    pub component: String,
+    pub instance_id: Arc<str>,
+    pub app_instance: Arc<str>,
+    pub component: Arc<str>,
     pub from: Health,
     pub to: Health,
-    pub reason: String,
+    pub reason: Arc<str>,
     pub at_ms: i64,
 }
 
 impl Transition {
     pub(crate) fn of(instance: &Instance, from: Health, at_ms: i64) -> Self {
         Self {
-            instance_id: instance.id.to_string(),
-            app_instance: instance.app_instance.to_string(),
-            component: instance.component.to_string(),
+            instance_id: instance.id.clone(),
+            app_instance: instance.app_instance.clone(),
+            component: instance.component.clone(),
             from,
             to: instance.health,
-            reason: instance.reason.to_string(),
+            reason: instance.reason.clone(),
             at_ms,
         }
     }
@@ -40,7 +43,7 @@ impl Transition {
 pub struct TransitionEvent {
     #[serde(flatten)]
     pub transition: Transition,
-    pub app: String,
+    pub app: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<str>>,
 }

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use serde_json::Value;
 use slipway_plugins::{CheckInput, PluginHost};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::events::TransitionEvent;
 use crate::fetch::Fetchers;
@@ -42,6 +44,15 @@ pub fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A fetched check on its way to judgement. It holds its `max_in_flight` permit until
+/// then, so when judging falls behind, fetching waits instead of piling up observations in
+/// memory (each is a few kilobytes of JSON values).
+struct Fetched {
+    job: Job,
+    observation: Value,
+    _permit: OwnedSemaphorePermit,
+}
+
 pub struct Runner {
     pub scheduler: Arc<Mutex<Scheduler>>,
     pub fetchers: Fetchers,
@@ -55,12 +66,13 @@ pub struct Runner {
 impl Runner {
     /// Runs until the returned handles are aborted.
     pub fn spawn(self) -> Vec<tokio::task::JoinHandle<()>> {
-        let (results_tx, results_rx) = mpsc::channel(self.max_in_flight.max(1) * 2);
+        // Every check in the channel holds a permit, so sends never wait long.
+        let (results_tx, results_rx) = mpsc::channel(self.max_in_flight.max(1));
         let this = Arc::new(self);
         vec![tokio::spawn(this.clone().dispatch(results_tx)), tokio::spawn(this.judge(results_rx))]
     }
 
-    async fn dispatch(self: Arc<Self>, results: mpsc::Sender<(Job, Value)>) {
+    async fn dispatch(self: Arc<Self>, results: mpsc::Sender<Fetched>) {
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let mut tick = tokio::time::interval(DISPATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -95,52 +107,82 @@ impl Runner {
                     let observation = fetchers.observe(&job.target).await;
                     metrics::histogram!("slipway_status_observe_duration_seconds")
                         .record(started.elapsed().as_secs_f64());
-                    drop(permit);
-                    let _ = results.send((job, observation)).await;
+                    let _ = results.send(Fetched { job, observation, _permit: permit }).await;
                 });
             }
         }
     }
 
-    async fn judge(self: Arc<Self>, mut results: mpsc::Receiver<(Job, Value)>) {
-        while let Some(first) = results.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_JUDGE_BATCH {
-                match results.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-            let started = Instant::now();
-            let verdicts = self.verdicts(batch).await;
-            metrics::histogram!("slipway_status_judge_batch_seconds").record(started.elapsed().as_secs_f64());
-            metrics::counter!("slipway_status_checks_total").increment(verdicts.len() as u64);
-            let events = {
-                let mut s = self.scheduler.lock();
-                let transitions = s.apply(verdicts, self.clock.now_ms(), wall_ms());
-                transitions
-                    .into_iter()
-                    .map(|t| {
-                        let app = s.table.apps.get(t.app_instance.as_str());
-                        TransitionEvent {
-                            app: app.map(|a| a.spec.app.clone()).unwrap_or_default(),
-                            cluster: app.and_then(|a| a.spec.cluster.clone()),
-                            transition: t,
+    /// Keeps several batches with the plugin host at once, so the host encodes and decodes
+    /// one while the worker processes run the others; verdicts are applied as each batch
+    /// comes back, in whatever order.
+    async fn judge(self: Arc<Self>, mut results: mpsc::Receiver<Fetched>) {
+        let most_in_flight = self.plugins.config().worker_count() + 1;
+        let mut in_flight = FuturesUnordered::new();
+        let mut open = true;
+        while open || !in_flight.is_empty() {
+            tokio::select! {
+                biased;
+                Some(judged) = in_flight.next(), if !in_flight.is_empty() => match judged {
+                    Ok(verdicts) => self.settle(verdicts),
+                    Err(e) => tracing::error!(error = %e, "a judge task failed; its checks are lost"),
+                },
+                first = results.recv(), if open && in_flight.len() < most_in_flight => {
+                    let Some(first) = first else {
+                        open = false;
+                        continue;
+                    };
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_JUDGE_BATCH {
+                        match results.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(_) => break,
                         }
-                    })
-                    .collect::<Vec<_>>()
-            };
-            if !events.is_empty() {
-                metrics::counter!("slipway_status_transitions_total").increment(events.len() as u64);
-                let _ = self.sink.send(events);
+                    }
+                    // A task of its own, so the host's encoding of one batch runs on the
+                    // other core while this loop applies another.
+                    let this = self.clone();
+                    in_flight.push(tokio::spawn(async move {
+                        let started = Instant::now();
+                        let verdicts = this.verdicts(batch).await;
+                        metrics::histogram!("slipway_status_judge_batch_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        verdicts
+                    }));
+                }
             }
         }
     }
 
-    /// Judges a batch: one `check_batch` call per status plugin in it.
-    async fn verdicts(&self, batch: Vec<(Job, Value)>) -> Vec<Verdict> {
+    /// Applies one judged batch and passes its transitions on.
+    fn settle(&self, verdicts: Vec<Verdict>) {
+        metrics::counter!("slipway_status_checks_total").increment(verdicts.len() as u64);
+        let events = {
+            let mut s = self.scheduler.lock();
+            let transitions = s.apply(verdicts, self.clock.now_ms(), wall_ms());
+            transitions
+                .into_iter()
+                .map(|t| {
+                    let app = s.table.apps.get(&*t.app_instance);
+                    TransitionEvent {
+                        app: app.map_or_else(|| Arc::from(""), |a| a.app.clone()),
+                        cluster: app.and_then(|a| a.cluster.clone()),
+                        transition: t,
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        if !events.is_empty() {
+            metrics::counter!("slipway_status_transitions_total").increment(events.len() as u64);
+            let _ = self.sink.send(events);
+        }
+    }
+
+    /// Judges a batch: one `check_batch` call per status plugin in it. The permits of its
+    /// checks are released once it is judged.
+    async fn verdicts(&self, batch: Vec<Fetched>) -> Vec<Verdict> {
         let mut by_plugin: HashMap<Arc<str>, Vec<(Job, Value)>> = HashMap::new();
-        for (job, observation) in batch {
+        for Fetched { job, observation, .. } in batch {
             by_plugin.entry(job.plugin.clone()).or_default().push((job, observation));
         }
         let mut verdicts = Vec::new();

@@ -88,7 +88,7 @@ impl<C: Clock + Clone> Scheduler<C> {
     pub fn restore_health(&mut self, index: u32, health: Health, reason: &str, since_ms: i64) {
         if let Some(i) = self.table.get_mut(index) {
             i.health = health;
-            i.reason = reason.into();
+            i.reason = Arc::from(reason);
             i.since_ms = since_ms;
             i.observed = true;
         }
@@ -172,7 +172,7 @@ impl<C: Clock + Clone> Scheduler<C> {
         for v in verdicts {
             let Some((transition, turned_anomalous)) = self.apply_one(v, now_ms, wall_ms) else { continue };
             if turned_anomalous {
-                let app = self.table.apps.get(transition.app_instance.as_str());
+                let app = self.table.apps.get(&*transition.app_instance);
                 let (app, cluster) = (app.map(|a| a.app.clone()), app.and_then(|a| a.cluster.clone()));
                 if let Some(app) = app.filter(|a| self.apps.record_anomaly(a, now_ms)) {
                     self.bring_forward(now_ms, |e| e.app == app);
@@ -207,7 +207,9 @@ impl<C: Clock + Clone> Scheduler<C> {
         let old = i.health;
         i.observed = true;
         i.checked_ms = wall_ms;
-        i.reason = v.reason.into_boxed_str();
+        if *i.reason != *v.reason {
+            i.reason = Arc::from(v.reason);
+        }
         let transition = (old != v.health).then(|| {
             i.health = v.health;
             i.since_ms = wall_ms;

@@ -20,7 +20,7 @@ use crate::model::{BulkRequest, ClusterInfo, ClusterSpec};
 use crate::runner::{MonoClock, Runner, wall_ms};
 use crate::schedule::ScheduleConfig;
 use crate::scheduler::Scheduler;
-use crate::table::{AppEntry, Instance};
+use crate::table::{AppEntry, Instance, NOT_CHECKED};
 use crate::validate::{Catalog, validate};
 use crate::{Error, store};
 
@@ -48,17 +48,18 @@ impl Default for StatusConfig {
     }
 }
 
-/// One component instance as the API shows it.
+/// One component instance as the API shows it. The strings are the table's own, shared:
+/// a read copies pointers under the scheduler's lock and serialises after releasing it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceView {
-    pub id: String,
-    pub app_instance: String,
-    pub component: String,
-    pub plugin: String,
+    pub id: Arc<str>,
+    pub app_instance: Arc<str>,
+    pub component: Arc<str>,
+    pub plugin: Arc<str>,
     pub status: Health,
-    pub reason: String,
+    pub reason: Arc<str>,
     pub since_ms: i64,
     /// 0 until the first check.
     pub checked_at_ms: i64,
@@ -145,7 +146,7 @@ impl StatusService {
         let restored = store::load_instances(&db).await?;
         for stored in &restored {
             let index = scheduler.upsert_instance(&stored.spec, now, stored.since_ms);
-            if stored.reason != "not checked yet" {
+            if stored.reason != NOT_CHECKED {
                 scheduler.restore_health(index, stored.status, &stored.reason, stored.since_ms);
             }
         }
@@ -211,14 +212,14 @@ impl StatusService {
     }
 
     /// The current state of each id, in request order; unknown ids are listed apart.
-    pub fn batch_get(&self, ids: &[String]) -> (Vec<InstanceView>, Vec<String>) {
-        let s = self.inner.scheduler.lock();
+    pub fn batch_get<'a>(&self, ids: &[&'a str]) -> (Vec<InstanceView>, Vec<&'a str>) {
         let mut found = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
-        for id in ids {
+        let s = self.inner.scheduler.lock();
+        for &id in ids {
             match s.table.by_id(id) {
                 Some(i) => found.push(view(i)),
-                None => missing.push(id.clone()),
+                None => missing.push(id),
             }
         }
         (found, missing)
@@ -329,12 +330,12 @@ impl StatusService {
 
 fn view(i: &Instance) -> InstanceView {
     InstanceView {
-        id: i.id.to_string(),
-        app_instance: i.app_instance.to_string(),
-        component: i.component.to_string(),
-        plugin: i.plugin.to_string(),
+        id: i.id.clone(),
+        app_instance: i.app_instance.clone(),
+        component: i.component.clone(),
+        plugin: i.plugin.clone(),
         status: i.health,
-        reason: i.reason.to_string(),
+        reason: i.reason.clone(),
         since_ms: i.since_ms,
         checked_at_ms: i.checked_ms,
         flapping: i.schedule.is_flapping(),

@@ -2,6 +2,8 @@
 //! clusters (with their kubeconfig, a secret), app instances, component instances with
 //! their last status, and the transition history.
 
+use std::sync::Arc;
+
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use crate::Error;
@@ -174,7 +176,7 @@ pub async fn apply_bulk(
                 .bind(&i.app_instance)
                 .bind(serde_json::to_string(i).unwrap_or_default())
                 .bind(Health::Unknown.as_str())
-                .bind("not checked yet")
+                .bind(crate::table::NOT_CHECKED)
                 .bind(now_ms)
                 .bind(now_ms);
         }
@@ -210,22 +212,22 @@ pub async fn record_transitions(db: &AnyPool, transitions: &[Transition]) -> Res
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for t in chunk {
             q = q
-                .bind(&t.instance_id)
+                .bind(&*t.instance_id)
                 .bind(t.at_ms)
                 .bind(t.from.as_str())
                 .bind(t.to.as_str())
-                .bind(&t.reason)
-                .bind(&t.app_instance)
-                .bind(&t.component);
+                .bind(&*t.reason)
+                .bind(&*t.app_instance)
+                .bind(&*t.component);
         }
         q.execute(&mut *tx).await?;
     }
     for t in transitions {
         sqlx::query("UPDATE status_instances SET status = $1, reason = $2, since_ms = $3 WHERE id = $4")
             .bind(t.to.as_str())
-            .bind(&t.reason)
+            .bind(&*t.reason)
             .bind(t.at_ms)
-            .bind(&t.instance_id)
+            .bind(&*t.instance_id)
             .execute(&mut *tx)
             .await?;
     }
@@ -249,14 +251,15 @@ pub async fn history(db: &AnyPool, instance_id: &str, limit: i64) -> Result<Vec<
                 let s: String = r.try_get(i)?;
                 s.parse().map_err(|e| corrupt("transition of", instance_id, e))
             };
+            let text = |i: usize| -> Result<Arc<str>, Error> { Ok(r.try_get::<String, _>(i)?.into()) };
             Ok(Transition {
-                instance_id: instance_id.to_owned(),
+                instance_id: instance_id.into(),
                 at_ms: r.try_get(0)?,
                 from: status(1)?,
                 to: status(2)?,
-                reason: r.try_get(3)?,
-                app_instance: r.try_get(4)?,
-                component: r.try_get(5)?,
+                reason: text(3)?,
+                app_instance: text(4)?,
+                component: text(5)?,
             })
         })
         .collect()

@@ -10,6 +10,8 @@ use crate::health::Health;
 use crate::model::{AppInstanceSpec, ComponentInstanceSpec, KubeObjectRef, Observe};
 use crate::schedule::CheckSchedule;
 
+/// The reason of an instance before its first result.
+pub const NOT_CHECKED: &str = "not checked yet";
 /// `due_tick` of an instance waiting in the budget queue.
 pub const QUEUED: u64 = u64::MAX;
 /// `due_tick` of an instance whose check is running.
@@ -44,7 +46,8 @@ pub struct Instance {
     pub health: Health,
     /// False until the first check result (the stored health is then a placeholder).
     pub observed: bool,
-    pub reason: Box<str>,
+    /// Shared so reads copy a pointer, not the text, while they hold the scheduler's lock.
+    pub reason: Arc<str>,
     /// Wall-clock ms of the last status change and of the last check.
     pub since_ms: i64,
     pub checked_ms: i64,
@@ -139,7 +142,7 @@ impl InstanceTable {
         match observe {
             Observe::Http { url } => {
                 let host = self.host_id(authority_of(url));
-                Target::Http { url: self.intern(url), host }
+                Target::Http { url: Arc::from(url.as_str()), host }
             }
             Observe::Tcp { address } => {
                 Target::Tcp { address: Arc::from(address.as_str()), host: self.host_id(address) }
@@ -207,7 +210,8 @@ impl InstanceTable {
             self.attach(&app_instance, index);
             return index;
         }
-        let id = self.intern(&spec.id);
+        // Ids and URLs are unique per instance: shared with the id map, never interned.
+        let id: Arc<str> = Arc::from(spec.id.as_str());
         let instance = Instance {
             id: id.clone(),
             app_instance: app_instance.clone(),
@@ -217,7 +221,7 @@ impl InstanceTable {
             target,
             health: Health::Unknown,
             observed: false,
-            reason: "not checked yet".into(),
+            reason: self.intern(NOT_CHECKED),
             since_ms: now_ms,
             checked_ms: 0,
             schedule,

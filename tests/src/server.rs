@@ -32,7 +32,26 @@ impl TestServer {
     /// `edit` adjusts the configuration before the stores open; `app` builds the router
     /// from the opened state (use [`slipway_server::router::with_layers`] to add routes).
     pub async fn start_with(edit: impl FnOnce(&mut Config), app: impl FnOnce(AppState) -> Router) -> Self {
-        let data_dir = tempfile::tempdir().expect("temp data dir");
+        Self::start_in(tempfile::tempdir().expect("temp data dir"), edit, app).await
+    }
+
+    /// Stops the server and hands back its data directory, for [`TestServer::start_in`]
+    /// to restart on it as the service would: what was stored comes back, what was only in
+    /// memory is gone.
+    pub async fn shut_down(mut self) -> TempDir {
+        self.stop().await.expect("the server stops cleanly");
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp data dir"));
+        // Dropping the old state stops its background work (the status scaler's checks).
+        drop(self);
+        data_dir
+    }
+
+    /// [`TestServer::start_with`] on an existing data directory.
+    pub async fn start_in(
+        data_dir: TempDir,
+        edit: impl FnOnce(&mut Config),
+        app: impl FnOnce(AppState) -> Router,
+    ) -> Self {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.path().into(),

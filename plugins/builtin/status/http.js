@@ -1,4 +1,7 @@
 // status/http: judges an HTTP observation by its status code and optional JSON field rules.
+// No answer (a timeout, a refused or reset connection, DNS, TLS, a garbled reply) is
+// `unknown` with that reason: the target's health could not be seen, which is not the same
+// as seeing it unhealthy.
 //
 // params (instance.params, all optional):
 //   expect_status: [200, 204] or ["2xx", "3xx"]   (default: any 2xx or 3xx)
@@ -10,7 +13,7 @@ export function check(instance, observation, ctx) {
   if (!observation) return verdict("unknown", "no observation", {});
   if (observation.error) {
     const e = observation.error;
-    return verdict("degraded", `${e.kind}: ${e.message}`, { error: e });
+    return verdict("unknown", `${e.kind}: ${e.message}`, { error: e });
   }
   const http = observation.http;
   if (!http) return verdict("unknown", "the observation holds no http answer", {});

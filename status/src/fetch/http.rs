@@ -19,6 +19,7 @@ impl HttpFetcher {
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_idle_timeout(config.idle_timeout)
             .tcp_nodelay(true)
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())

@@ -25,8 +25,14 @@ pub struct FetchConfig {
     pub timeout: Duration,
     #[serde(with = "crate::schedule::millis")]
     pub connect_timeout: Duration,
-    /// Idle pooled connections kept per host.
+    /// Idle pooled connections kept per host. A burst against a few hosts opens as many
+    /// connections as checks run at once; keeping them saves a connect and a TIME_WAIT
+    /// socket per check on the next round.
     pub max_idle_per_host: usize,
+    /// How long an idle connection is kept. Every kept connection is an open file: over
+    /// many distinct hosts the idle ones number about checks per second × this.
+    #[serde(with = "crate::schedule::millis")]
+    pub idle_timeout: Duration,
     /// Bytes of a response body handed to the plugin; the rest is not read.
     pub max_body_bytes: usize,
     /// How long one Kubernetes LIST answers for every instance of its group.
@@ -39,7 +45,8 @@ impl Default for FetchConfig {
         Self {
             timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(2),
-            max_idle_per_host: 64,
+            max_idle_per_host: 512,
+            idle_timeout: Duration::from_secs(15),
             max_body_bytes: 64 * 1024,
             kube_list_ttl: Duration::from_secs(2),
         }

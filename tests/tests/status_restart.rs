@@ -1,0 +1,133 @@
+//! A restart of the status scaler with many registered instances, end to end: a server on
+//! a data directory is shut down and a new one started on it, against the fleet simulator
+//! over real HTTP. The restored instances keep their statuses and history, and the first
+//! round of checks is spread over the tight interval instead of hitting every target at
+//! once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use slipway_server::config::Config;
+use slipway_tests::fleet::{Fleet, FleetConfig, Layout, Mode};
+use slipway_tests::server::TestServer;
+
+const INSTANCES: usize = 2_000;
+const LAYOUT: Layout = Layout { per_app: 4, apps: 10, clusters: 4 };
+const TIGHT: Duration = Duration::from_secs(1);
+/// Quarters of the tight window the first round is watched in.
+const SLICES: usize = 4;
+
+fn schedule(c: &mut Config) {
+    c.status.schedule.tight = TIGHT;
+    c.status.schedule.ceiling = Duration::from_secs(4);
+}
+
+async fn post(server: &TestServer, path: &str, body: &Value) -> Value {
+    let response = server.client().post(server.url(path)).json(body).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().await.unwrap()
+}
+
+async fn states(server: &TestServer) -> Vec<Value> {
+    let ids: Vec<String> = (0..INSTANCES).map(Layout::instance_id).collect();
+    let body = post(server, "/v1/health:batchGet", &json!({ "ids": ids })).await;
+    body["instances"].as_array().unwrap().clone()
+}
+
+async fn wait_until(server: &TestServer, within: Duration, ok: impl Fn(&[Value]) -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok(&states(server).await) {
+        assert!(Instant::now() < deadline, "not reached within {within:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn history(server: &TestServer, id: &str) -> Vec<(String, String)> {
+    let body = server.get_json(&format!("/v1/instances/{id}/history")).await;
+    let transitions = body["transitions"].as_array().unwrap();
+    transitions.iter().rev().map(|t| (t["from"].to_string(), t["to"].to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_restores_statuses_and_history_and_spreads_the_first_round() {
+    let fleet =
+        Fleet::start(FleetConfig { instances: INSTANCES, ports: 4, per_namespace: 1_000 }, 0).await.unwrap();
+    let server = TestServer::start_with(schedule, slipway_server::router::app).await;
+    for from in (0..INSTANCES).step_by(1_000) {
+        post(&server, "/v1/instances", &LAYOUT.http_body(&fleet.endpoints, from..from + 1_000)).await;
+    }
+    wait_until(&server, Duration::from_secs(30), |s| s.iter().all(|v| v["status"] == "healthy")).await;
+    // i7 fails and recovers, i9 stays failing: both have history to keep.
+    fleet.state.set_mode_of(&[7, 9], Mode::Fail, 0);
+    let failing = |s: &[Value]| s[7]["status"] == "degraded" && s[9]["status"] == "degraded";
+    wait_until(&server, Duration::from_secs(20), failing).await;
+    fleet.state.set_mode(7..8, Mode::Healthy, 0);
+    wait_until(&server, Duration::from_secs(20), |s| s[7]["status"] == "healthy").await;
+    // Every instance backs off to the ceiling (1, 1, 1, 2, 4 s), so the checks seen after
+    // the restart are the restart's own.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (history_7, history_9) = (history(&server, "i7").await, history(&server, "i9").await);
+    let step = |from: &str, to: &str| (format!("\"{from}\""), format!("\"{to}\""));
+    assert_eq!(history_7.last(), Some(&step("degraded", "healthy")), "{history_7:?}");
+    assert_eq!(history_9.last(), Some(&step("healthy", "degraded")), "{history_9:?}");
+    let last_seen = states(&server).await;
+
+    let data_dir = server.shut_down().await;
+    // A fetch the old server started just before it stopped may still land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = fleet.state.requests(0..INSTANCES);
+    let started = Instant::now();
+    let server = TestServer::start_in(data_dir, schedule, slipway_server::router::app).await;
+    let opened = started.elapsed();
+
+    // Statuses are restored before anything is checked again: an instance not yet checked
+    // by this server shows what the last one stored.
+    let restored = states(&server).await;
+    let unchecked: Vec<&Value> = restored.iter().filter(|v| v["checkedAtMs"] == 0).collect();
+    assert!(!unchecked.is_empty(), "some instances are read before their first check");
+    // The status is the stored one; the reason is that of the last transition (the store
+    // is written on changes, not on every check).
+    for v in &unchecked {
+        let n: usize = v["id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(v["status"], last_seen[n]["status"], "{v}");
+    }
+    assert!(restored[9]["reason"].as_str().unwrap().contains("503"), "{}", restored[9]);
+
+    // The first round, watched in slices of the tight window from the moment the new
+    // server started opening: when each instance was asked, and how often.
+    // Slack past the window for a loaded machine: the spread is what is tested, not speed.
+    let watch_until = started.elapsed() + TIGHT * 3;
+    let poll = Duration::from_millis(20);
+    let mut asked: Vec<Vec<Duration>> = vec![Vec::new(); INSTANCES];
+    let mut last = before;
+    while started.elapsed() < watch_until {
+        let at = started.elapsed();
+        let now = fleet.state.requests(0..INSTANCES);
+        for n in 0..INSTANCES {
+            asked[n].extend(std::iter::repeat_n(at, (now[n] - last[n]) as usize));
+        }
+        last = now;
+        tokio::time::sleep(poll).await;
+    }
+    let never = asked.iter().filter(|a| a.is_empty()).count();
+    assert_eq!(never, 0, "instances not checked in the first round (opened in {opened:?})");
+    // A re-check comes at the tight interval less its jitter (at most 10 %); two requests
+    // closer than that would be one instance checked twice at once.
+    let too_close =
+        asked.iter().filter(|a| a.windows(2).any(|w| w[1] - w[0] < TIGHT * 9 / 10 - poll * 2)).count();
+    assert_eq!(too_close, 0, "instances checked twice in the first round");
+    let slice = TIGHT / SLICES as u32;
+    let mut per_slice = vec![0usize; (watch_until.as_millis() / slice.as_millis()) as usize + 1];
+    for a in &asked {
+        per_slice[(a[0].as_millis() / slice.as_millis()) as usize] += 1;
+    }
+    assert!(
+        per_slice.iter().all(|&n| n <= INSTANCES / 2),
+        "the first round is spread over the tight window, not fired at once: {per_slice:?} per {slice:?}"
+    );
+
+    // The history survived, and a restored status the first check confirms is no transition.
+    wait_until(&server, Duration::from_secs(10), |s| s.iter().all(|v| v["checkedAtMs"] != 0)).await;
+    assert_eq!(history(&server, "i7").await, history_7);
+    assert_eq!(history(&server, "i9").await, history_9);
+}
