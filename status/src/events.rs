@@ -13,11 +13,15 @@ use crate::table::Instance;
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Transition {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub instance_id: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub app_instance: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub component: Arc<str>,
     pub from: Health,
     pub to: Health,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub reason: Arc<str>,
     pub at_ms: i64,
 }

@@ -54,11 +54,16 @@ impl Default for StatusConfig {
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceView {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub app_instance: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub component: Arc<str>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub plugin: Arc<str>,
     pub status: Health,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub reason: Arc<str>,
     pub since_ms: i64,
     /// 0 until the first check.

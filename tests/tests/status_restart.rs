@@ -112,10 +112,17 @@ async fn a_restart_restores_statuses_and_history_and_spreads_the_first_round() {
     let never = asked.iter().filter(|a| a.is_empty()).count();
     assert_eq!(never, 0, "instances not checked in the first round (opened in {opened:?})");
     // A re-check comes at the tight interval less its jitter (at most 10 %); two requests
-    // closer than that would be one instance checked twice at once.
-    let too_close =
-        asked.iter().filter(|a| a.windows(2).any(|w| w[1] - w[0] < TIGHT * 9 / 10 - poll * 2)).count();
-    assert_eq!(too_close, 0, "instances checked twice in the first round");
+    // within half of it would be one instance checked twice at once. (Half, not 90 %: the
+    // polls that time the requests stall now and then on a loaded machine.)
+    let gaps: Vec<Duration> = asked.iter().flat_map(|a| a.windows(2).map(|w| w[1] - w[0])).collect();
+    let too_close = gaps.iter().filter(|&&g| g < TIGHT / 2).count();
+    assert_eq!(
+        too_close,
+        0,
+        "checks of one instance closer than {:?} (smallest gap {:?})",
+        TIGHT / 2,
+        gaps.iter().min()
+    );
     let slice = TIGHT / SLICES as u32;
     let mut per_slice = vec![0usize; (watch_until.as_millis() / slice.as_millis()) as usize + 1];
     for a in &asked {
