@@ -78,7 +78,7 @@ fn fingerprint(triple: &PluginTriple, digest: &ObservationDigest) -> u64 {
     h.finish() ^ u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
-/// SHA-256 of the JSON text of a check's arguments (instance and observation).
+/// SHA-256 of a check's arguments (instance and observation) as encoded for the worker.
 pub fn digest(args_json: &[u8]) -> ObservationDigest {
     Sha256::digest(args_json).into()
 }

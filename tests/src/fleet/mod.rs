@@ -18,8 +18,9 @@ mod serve;
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -78,6 +79,9 @@ pub struct FleetState {
     delays_ms: Vec<AtomicU32>,
     requests: Vec<AtomicU32>,
     lists: AtomicU64,
+    /// Whether health requests are logged with their arrival time (off in benchmarks).
+    logging: AtomicBool,
+    log: Mutex<Vec<(usize, Instant)>>,
 }
 
 impl FleetState {
@@ -89,6 +93,8 @@ impl FleetState {
             delays_ms: (0..n).map(|_| AtomicU32::new(0)).collect(),
             requests: (0..n).map(|_| AtomicU32::new(0)).collect(),
             lists: AtomicU64::new(0),
+            logging: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
         }
     }
 
@@ -135,9 +141,27 @@ impl FleetState {
         self.lists.store(0, Ordering::Relaxed);
     }
 
+    /// Starts logging each health request with the instance and the moment it arrived:
+    /// when a test asks how checks of one instance were spaced, the times are taken where
+    /// the requests land, not by polling the counters from a task that may be late.
+    pub fn log_requests(&self) {
+        self.log.lock().expect("request log").clear();
+        self.logging.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops logging and hands back what was logged since [`FleetState::log_requests`], in
+    /// arrival order.
+    pub fn take_request_log(&self) -> Vec<(usize, Instant)> {
+        self.logging.store(false, Ordering::SeqCst);
+        std::mem::take(&mut *self.log.lock().expect("request log"))
+    }
+
     /// Counts a request and says how the instance answers it.
     fn answer(&self, n: usize) -> Option<(Mode, u32)> {
         let count = self.requests.get(n)?.fetch_add(1, Ordering::Relaxed);
+        if self.logging.load(Ordering::Relaxed) {
+            self.log.lock().expect("request log").push((n, Instant::now()));
+        }
         let mode = match self.mode(n) {
             Mode::Flap if count % 2 == 0 => Mode::Fail,
             Mode::Flap => Mode::Healthy,
