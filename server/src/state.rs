@@ -62,8 +62,7 @@ impl AppState {
         if config.pipeline.run_builds {
             pipeline.spawn_dispatcher(cluster.renew_every());
         }
-        let scaler = status.clone();
-        cluster.spawn_heartbeat(move || scaler.len());
+        cluster.spawn_heartbeat(status.len_reader());
         let triggers = Triggers::new(db.clone(), plugins.clone(), pipeline.clone(), &config.triggers);
         let tokens = TokenStore::new(db.clone());
         cluster.spawn_listener(config.database_url(), plugins.clone(), tokens.clone());

@@ -328,6 +328,14 @@ impl StatusService {
         self.inner.scheduler.lock().table.len()
     }
 
+    /// [`StatusService::len`] for a task that reports it periodically (the replica
+    /// heartbeat): the reader does not keep the service alive, so once the state that owns
+    /// it is dropped the checks stop, and the reader answers 0.
+    pub fn len_reader(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || inner.upgrade().map_or(0, |i| i.scheduler.lock().table.len())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
