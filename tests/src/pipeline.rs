@@ -29,6 +29,16 @@ pub fn write(root: &Path, path: &str, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Writes a `slipway.toml` at `path` for a server (a real process) that pushes to `registry`
+/// and whose builds may read directories under `root`; `extra` is appended as it is.
+pub fn write_config(path: &Path, registry: &str, root: &Path, extra: &str) {
+    let toml = format!(
+        "[pipeline]\nregistry = {registry:?}\ninsecure_registries = [{registry:?}]\nsource_roots = [{:?}]\n{extra}",
+        root.display().to_string()
+    );
+    std::fs::write(path, toml).unwrap();
+}
+
 /// A server pushing to `registry` whose builds may read directories under `root`.
 pub async fn start(registry: &str, root: &Path) -> TestServer {
     let registry = registry.to_owned();

@@ -72,6 +72,36 @@ impl Slipway {
         self.client.get(self.url(path)).send().await.expect("GET").json().await.expect("a JSON answer")
     }
 
+    /// `POST path` with a JSON body as the admin, answered with JSON.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
+    /// Submits a build of `app` with one component, `name`, built from the Dockerfile in
+    /// `source/name`, tagged `stable`; returns its id once it is accepted.
+    pub async fn submit_dir_build(&self, app: &str, name: &str, source: &Path) -> String {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/apps/{app}/builds")))
+            .json(&serde_json::json!({"tags": ["stable"], "components": [
+                {"name": name, "type": "microservice", "source": {"dir": {"path": source}}, "path": name},
+            ]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let accepted: serde_json::Value = response.json().await.unwrap();
+        accepted["id"].as_str().unwrap().to_owned()
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

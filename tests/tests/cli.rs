@@ -7,9 +7,8 @@ mod cli_support;
 
 use std::time::{Duration, Instant};
 
-use cli_support::{Cli, example_app};
+use cli_support::{Cli, example_app, example_fleet};
 use serde_json::{Value, json};
-use slipway_tests::fleet::{Fleet, FleetConfig};
 use slipway_tests::server::TestServer;
 
 /// The loopback registry `tests/run.sh` provides, or `None` with the reason printed.
@@ -148,10 +147,7 @@ async fn health_of_registered_instances_and_plugins() {
     )
     .await;
     let cli = Cli::new(&server);
-    let fleet = Fleet::start(FleetConfig { instances: 6, ports: 1, per_namespace: 1_000 }, 0).await.unwrap();
-    let example = std::fs::read_to_string(example_app().join("fleet.yaml")).unwrap();
-    let file = cli.dir().join("fleet.yaml");
-    std::fs::write(&file, example.replace("127.0.0.1:7710", &fleet.endpoints.addrs[0].to_string())).unwrap();
+    let (fleet, file) = example_fleet(&cli).await;
     fleet.state.set_mode_of(&[5], slipway_tests::fleet::Mode::Fail, 0);
 
     let registered = cli.run(&["instances", "register", "-f", file.to_str().unwrap()]).await;

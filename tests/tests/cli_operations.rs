@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cli_support::{Cli, example_app};
+use cli_support::{Cli, example_app, example_fleet};
 use serde_json::{Value, json};
-use slipway_tests::fleet::{Fleet, FleetConfig, Mode};
+use slipway_tests::fleet::Mode;
 use slipway_tests::image_registry::ImageRegistry;
 use slipway_tests::server::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -221,10 +221,7 @@ async fn health_watch_redraws_when_a_status_changes_and_only_then() {
     )
     .await;
     let cli = Cli::new(&server);
-    let fleet = Fleet::start(FleetConfig { instances: 6, ports: 1, per_namespace: 1_000 }, 0).await.unwrap();
-    let example = std::fs::read_to_string(example_app().join("fleet.yaml")).unwrap();
-    let file = cli.dir().join("fleet.yaml");
-    std::fs::write(&file, example.replace("127.0.0.1:7710", &fleet.endpoints.addrs[0].to_string())).unwrap();
+    let (fleet, file) = example_fleet(&cli).await;
     let registered = cli.run(&["instances", "register", "-f", file.to_str().unwrap()]).await;
     assert_eq!(registered.code, 0, "{registered:?}");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -8,9 +8,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use slipway_tests::pipeline::{registry_and_base, write};
+use slipway_tests::pipeline::{registry_and_base, write, write_config};
 use slipway_tests::process::{Slipway, slipway_binary};
 use slipway_tests::server::wait_build;
+
+/// True on the PostgreSQL pass; otherwise says why the test does not run on this one.
+fn postgres_pass_or_skip(why: &str) -> bool {
+    let on = slipway_tests::database::postgres_pass();
+    if !on {
+        eprintln!("skipped on the SQLite pass: {why} (the PostgreSQL pass runs it)");
+    }
+    on
+}
 
 const APP: &str = "cluster-shop";
 const LEASE_MS: u64 = 3_000;
@@ -26,6 +35,26 @@ async fn replica(binary: &Path, data: &Path, shared: &Path, config: &Path) -> Sl
         ("SLIPWAY_CLUSTER__LEASE_MS", lease.as_str()),
     ];
     Slipway::start(binary, data, &["--config", config.to_str().unwrap()], &env).await
+}
+
+/// Two replicas that accept builds but leave them queued, with their directories.
+struct Replicas {
+    a: Slipway,
+    b: Slipway,
+    _dirs: [tempfile::TempDir; 3],
+}
+
+async fn two_replicas() -> Replicas {
+    let binary = slipway_binary();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [shared, data_a, data_b] = &dirs;
+    let config = shared.path().join("slipway.toml");
+    std::fs::write(&config, "[pipeline]\nrun_builds = false\n").unwrap();
+    let a = replica(&binary, data_a.path(), shared.path(), &config).await;
+    // The second replica shares the database, so the first one's admin token works on it.
+    std::fs::copy(data_a.path().join("admin-token"), data_b.path().join("admin-token")).unwrap();
+    let b = replica(&binary, data_b.path(), shared.path(), &config).await;
+    Replicas { a, b, _dirs: dirs }
 }
 
 async fn replicas_seen_by(server: &Slipway) -> Vec<Value> {
@@ -45,24 +74,10 @@ async fn a_build_whose_replica_is_killed_is_taken_over_and_published_once() {
         &format!("FROM {base}\nRUN echo the slow step starts && sleep 6\nRUN echo done > /done.txt\n"),
     );
     let config = shared.path().join("slipway.toml");
-    let toml = format!(
-        "[pipeline]\nregistry = {registry:?}\ninsecure_registries = [{registry:?}]\nsource_roots = [{:?}]\n",
-        source.path().display().to_string()
-    );
-    std::fs::write(&config, toml).unwrap();
+    write_config(&config, &registry, source.path(), "");
 
     let a = replica(&binary, data_a.path(), shared.path(), &config).await;
-    let response = a
-        .client
-        .post(a.url(&format!("/v1/apps/{APP}/builds")))
-        .json(&json!({"tags": ["stable"], "components": [
-            {"name": "slow", "type": "microservice", "source": {"dir": {"path": source.path()}}, "path": "slow"},
-        ]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = a.submit_dir_build(APP, "slow", source.path()).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     // Running, and its log (flushed every second) holds the RUN in the shared object store.
     let stored_log = shared.path().join(format!("objects/builds/{id}/logs/slow.log"));
@@ -141,20 +156,10 @@ async fn active_on(server: &Slipway) -> Option<String> {
 
 #[tokio::test]
 async fn a_plugin_switch_through_one_replica_is_active_on_the_others_at_once() {
-    if !slipway_tests::database::postgres_pass() {
-        eprintln!(
-            "skipped: replicas hear each other's changes through PostgreSQL LISTEN/NOTIFY (the PostgreSQL pass runs this)"
-        );
+    if !postgres_pass_or_skip("replicas hear each other's changes through PostgreSQL LISTEN/NOTIFY") {
         return;
     }
-    let binary = slipway_binary();
-    let shared = tempfile::tempdir().unwrap();
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = shared.path().join("slipway.toml");
-    std::fs::write(&config, "[pipeline]\nrun_builds = false\n").unwrap();
-    let a = replica(&binary, data_a.path(), shared.path(), &config).await;
-    std::fs::copy(data_a.path().join("admin-token"), data_b.path().join("admin-token")).unwrap();
-    let b = replica(&binary, data_b.path(), shared.path(), &config).await;
+    let Replicas { a, b, .. } = &two_replicas().await;
 
     for (version, revision) in [("1.0.0", 1), ("1.1.0", 2)] {
         let installed = a
@@ -227,10 +232,7 @@ impl Drop for OwnPostgres {
 
 #[tokio::test]
 async fn a_database_outage_refuses_writes_clearly_and_loses_no_accepted_build() {
-    if !slipway_tests::database::postgres_pass() {
-        eprintln!(
-            "skipped: the database outage test stops a PostgreSQL of its own (the PostgreSQL pass runs it)"
-        );
+    if !postgres_pass_or_skip("the database outage test stops a PostgreSQL of its own") {
         return;
     }
     let Some((registry, base)) = registry_and_base() else { return };
@@ -252,11 +254,7 @@ async fn a_database_outage_refuses_writes_clearly_and_loses_no_accepted_build() 
         &format!("FROM {base}\nRUN echo started && sleep 4\nRUN echo done > /done.txt\n"),
     );
     let config = root.path().join("slipway.toml");
-    let toml = format!(
-        "[pipeline]\nregistry = {registry:?}\ninsecure_registries = [{registry:?}]\nsource_roots = [{:?}]\n\n[cluster]\nlease_ms = 3000\n",
-        source.display().to_string()
-    );
-    std::fs::write(&config, toml).unwrap();
+    write_config(&config, &registry, &source, "\n[cluster]\nlease_ms = 3000\n");
     let env = [("SLIPWAY_DATABASE__URL", database.as_str())];
     let server = Slipway::start(&binary, &data, &["--config", config.to_str().unwrap()], &env).await;
     let request = json!({"components": [
@@ -296,26 +294,10 @@ async fn a_database_outage_refuses_writes_clearly_and_loses_no_accepted_build() 
 
 #[tokio::test]
 async fn a_revoked_token_and_a_replayed_delivery_hold_on_every_replica() {
-    let binary = slipway_binary();
-    let shared = tempfile::tempdir().unwrap();
-    let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config = shared.path().join("slipway.toml");
-    std::fs::write(&config, "[pipeline]\nrun_builds = false\n").unwrap();
-    let a = replica(&binary, data_a.path(), shared.path(), &config).await;
-    std::fs::copy(data_a.path().join("admin-token"), data_b.path().join("admin-token")).unwrap();
-    let b = replica(&binary, data_b.path(), shared.path(), &config).await;
+    let Replicas { a, b, .. } = &two_replicas().await;
 
     // A token made through A works on B; revoked through A, B refuses it within a second.
-    let created: Value = a
-        .client
-        .post(a.url("/v1/tokens"))
-        .json(&json!({"name": "ci", "scopes": ["read"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = a.post_json("/v1/tokens", &json!({"name": "ci", "scopes": ["read"]})).await;
     let (token, secret) = (created["token"]["id"].as_str().unwrap(), created["secret"].as_str().unwrap());
     let on_b = || reqwest::Client::new().get(b.url("/v1/cluster")).bearer_auth(secret).send();
     assert_eq!(on_b().await.unwrap().status(), 200);
@@ -342,18 +324,14 @@ async fn a_revoked_token_and_a_replayed_delivery_hold_on_every_replica() {
     eprintln!("the revocation held on the other replica after {:?}", at.elapsed());
 
     // A delivery accepted by A and replayed to B returns A's build.
-    let trigger: Value = a
-        .client
-        .post(a.url("/v1/triggers"))
-        .json(&json!({"app": "hooked", "adapter": "generic", "branches": ["main"],
-                      "repository_url": "https://git.example/acme/shop.git",
-                      "components": [{"name": "app", "type": "microservice"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let trigger = a
+        .post_json(
+            "/v1/triggers",
+            &json!({"app": "hooked", "adapter": "generic", "branches": ["main"],
+                    "repository_url": "https://git.example/acme/shop.git",
+                    "components": [{"name": "app", "type": "microservice"}]}),
+        )
+        .await;
     let (id, secret) = (trigger["trigger"]["id"].as_str().unwrap(), trigger["secret"].as_str().unwrap());
     let push = json!({"action": "build", "repository": "acme/shop", "ref": "refs/heads/main",
                       "commit": "8d3f1c2b4a5e6f708192a3b4c5d6e7f8091a2b3c"});

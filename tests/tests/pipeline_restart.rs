@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use slipway_tests::pipeline::{registry_and_base, write};
+use slipway_tests::pipeline::{registry_and_base, write, write_config};
 use slipway_tests::process::{Slipway, slipway_binary};
 use slipway_tests::server::wait_build;
 
@@ -39,25 +39,11 @@ async fn a_build_killed_mid_run_runs_again_once_then_is_interrupted_and_retries_
         &format!("FROM {base}\nRUN echo the slow step starts && sleep 8\nRUN echo done > /done.txt\n"),
     );
     let config = data.path().join("slipway.toml");
-    let toml = format!(
-        "[pipeline]\nregistry = {registry:?}\ninsecure_registries = [{registry:?}]\nsource_roots = [{:?}]\n",
-        source.path().display().to_string()
-    );
-    std::fs::write(&config, toml).unwrap();
+    write_config(&config, &registry, source.path(), "");
     let args = ["--config", config.to_str().unwrap()];
 
     let server = Slipway::start(&binary, data.path(), &args, &[]).await;
-    let response = server
-        .client
-        .post(server.url(&format!("/v1/apps/{APP}/builds")))
-        .json(&json!({"tags": ["stable"], "components": [
-            {"name": "slow", "type": "microservice", "source": {"dir": {"path": source.path()}}, "path": "slow"},
-        ]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = server.submit_dir_build(APP, "slow", source.path()).await;
     // The RUN has started (its line is stored) and sleeps: kill the server now.
     wait_stored_log(data.path(), &id, "RUN echo the slow step starts").await;
     let running = server.get_json(&format!("/v1/builds/{id}")).await;

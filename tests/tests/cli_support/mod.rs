@@ -102,3 +102,14 @@ impl Cli {
 pub fn example_app() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello").canonicalize().unwrap()
 }
+
+/// A fleet simulator serving the example app's six instances, and the example's
+/// `fleet.yaml` rewritten to point at it (in the CLI's directory), ready to register.
+pub async fn example_fleet(cli: &Cli) -> (slipway_tests::fleet::Fleet, PathBuf) {
+    use slipway_tests::fleet::{Fleet, FleetConfig};
+    let fleet = Fleet::start(FleetConfig { instances: 6, ports: 1, per_namespace: 1_000 }, 0).await.unwrap();
+    let example = std::fs::read_to_string(example_app().join("fleet.yaml")).unwrap();
+    let file = cli.dir().join("fleet.yaml");
+    std::fs::write(&file, example.replace("127.0.0.1:7710", &fleet.endpoints.addrs[0].to_string())).unwrap();
+    (fleet, file)
+}
