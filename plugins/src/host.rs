@@ -225,14 +225,35 @@ impl PluginHost {
         function: &str,
         args: Vec<Value>,
     ) -> Result<CallOutput, Error> {
+        let mut results = self.call_batch(kind, name, revision, function, &[args]).await?;
+        results.pop().expect("one result per call")
+    }
+
+    /// Calls one function of a script once per argument list, in one batch spread over the
+    /// workers (one round trip per worker instead of one per call). The outer error is for
+    /// the whole batch (unknown script, worker start failure); each call has its own result.
+    pub async fn call_batch(
+        &self,
+        kind: ScriptKind,
+        name: &str,
+        revision: Option<u32>,
+        function: &str,
+        calls: &[Vec<Value>],
+    ) -> Result<Vec<Result<CallOutput, Error>>, Error> {
         let triple = self.resolve(kind, name, revision)?;
-        let args = encode_args(&Value::Array(args))?;
-        let mut results = self.run(&triple, function, vec![args]).await?;
-        let result = results.pop().expect("one result per call")?;
-        let result = wire::decode(&result).map_err(|e| wrong_shape(&triple, function, e.to_string()))?;
-        check_shape(&triple, function, &result)?;
-        metrics::counter!("slipway_plugin_calls_total", "kind" => kind.as_str()).increment(1);
-        Ok(CallOutput { result, triple })
+        let encoded = calls.iter().map(|args| encode_args(args)).collect::<Result<_, _>>()?;
+        let results = self.run(&triple, function, encoded).await?;
+        metrics::counter!("slipway_plugin_calls_total", "kind" => kind.as_str())
+            .increment(results.len() as u64);
+        Ok(results
+            .into_iter()
+            .map(|outcome| {
+                let result =
+                    wire::decode(&outcome?).map_err(|e| wrong_shape(&triple, function, e.to_string()))?;
+                check_shape(&triple, function, &result)?;
+                Ok(CallOutput { result, triple: triple.clone() })
+            })
+            .collect())
     }
 
     /// Judges many instances with the active revision of `status/<name>`. An instance whose
@@ -325,9 +346,13 @@ impl PluginHost {
 }
 
 /// A call's arguments (one array) in the wire form.
-fn encode_args(args: &Value) -> Result<Vec<u8>, Error> {
+fn encode_args(args: &[Value]) -> Result<Vec<u8>, Error> {
     let mut bytes = Vec::with_capacity(256);
-    wire::encode(args, &mut bytes).map_err(|e| Error::Worker(format!("arguments: {e}")))?;
+    bytes.push(wire::ARRAY);
+    for arg in args {
+        wire::encode(arg, &mut bytes).map_err(|e| Error::Worker(format!("arguments: {e}")))?;
+    }
+    bytes.push(wire::END);
     Ok(bytes)
 }
 

@@ -183,3 +183,27 @@ async fn generic_reads_the_branch_from_ref_and_passes_images_on() {
         assert!(rejected["reason"].as_str().unwrap().contains(reason), "{rejected}");
     }
 }
+
+#[tokio::test]
+async fn a_batch_of_calls_answers_each_in_order_and_fails_each_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    let echo = "export function parse(request, ctx) {\n  if (request.fail) throw new Error(`refused ${request.n}`);\n  return { accept: true, request: { n: request.n } };\n}\n";
+    host.install_package(support::package("acme", "1.0.0", &[("trigger", "echo", 1, echo)])).await.unwrap();
+    let calls: Vec<Vec<Value>> =
+        (0..40).map(|n| vec![json!({"n": n, "fail": n % 7 == 3}), json!({})]).collect();
+    let results = host.call_batch(ScriptKind::Trigger, "echo", None, "parse", &calls).await.unwrap();
+    assert_eq!(results.len(), 40);
+    for (n, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(output) if n % 7 != 3 => {
+                assert_eq!(output.result["request"]["n"], n, "answers keep the order of the calls");
+                assert_eq!(output.triple.to_string(), "trigger/echo/1");
+            }
+            Err(e) if n % 7 == 3 => assert!(e.to_string().contains(&format!("refused {n}")), "{e}"),
+            other => panic!("call {n}: {other:?}"),
+        }
+    }
+    let unknown = host.call_batch(ScriptKind::Trigger, "nope", None, "parse", &calls).await;
+    assert!(matches!(unknown, Err(Error::UnknownScript { .. })), "a batch for an unknown script fails whole");
+}

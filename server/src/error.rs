@@ -79,9 +79,9 @@ impl ApiError {
                 TriggerError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_trigger"),
                 TriggerError::Plugin(e) => plugin_status_and_code(e),
                 TriggerError::Pipeline(e) => pipeline_status_and_code(e),
-                TriggerError::Database(_) | TriggerError::WriterStopped => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "database_failed")
-                }
+                TriggerError::Database(_)
+                | TriggerError::WriterStopped
+                | TriggerError::AdapterCallsStopped => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),
                 TriggerError::Corrupt(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
             ApiError::Pipeline(e) => pipeline_status_and_code(e),

@@ -6,6 +6,7 @@
 //! and stores its build in one transaction, or finds the build of the delivery it replays.
 //! A delivery that starts nothing leaves no claim behind, so the sender may retry it.
 
+mod adapter;
 mod batch;
 mod branch;
 mod store;
@@ -31,6 +32,7 @@ pub use verify::AuthMode;
 use crate::config::TriggersConfig;
 use crate::pipeline::{BuildSubmission, BuildView, ComponentSpec, Pipeline, PipelineError, SourceRequest};
 use crate::storage::now_ms;
+use adapter::AdapterCalls;
 use store::TriggerStore;
 use writer::DeliveryWriter;
 
@@ -53,6 +55,8 @@ pub enum TriggerError {
     Invalid { problems: Vec<String> },
     #[error("the delivery writer has stopped")]
     WriterStopped,
+    #[error("the adapter caller has stopped")]
+    AdapterCallsStopped,
     #[error(transparent)]
     Plugin(#[from] slipway_plugins::Error),
     #[error(transparent)]
@@ -83,6 +87,7 @@ enum Verdict {
 pub struct Triggers {
     store: TriggerStore,
     plugins: PluginHost,
+    adapters: AdapterCalls,
     pipeline: Pipeline,
     writer: DeliveryWriter,
     /// How long a delivery's claims make its replays duplicates.
@@ -103,6 +108,7 @@ impl Triggers {
         let window_ms = config.dedupe_window_s as i64 * 1000;
         let triggers = Self {
             store: TriggerStore::new(db.clone()),
+            adapters: AdapterCalls::spawn(plugins.clone()),
             plugins,
             writer: DeliveryWriter::spawn(
                 db,
@@ -236,11 +242,7 @@ impl Triggers {
         body: &[u8],
     ) -> Result<Verdict, TriggerError> {
         let request = adapter_request(headers, body);
-        let verdict = self
-            .plugins
-            .call(ScriptKind::Trigger, &trigger.adapter, None, "parse", vec![request, json!({})])
-            .await?;
-        let verdict = verdict.result;
+        let verdict = self.adapters.parse(&trigger.adapter, request).await?;
         let rejected = |reason: String| TriggerError::Rejected { adapter: trigger.adapter.clone(), reason };
         if verdict["accept"] != Value::Bool(true) {
             let reason = verdict["reason"].as_str().unwrap_or("no reason given").to_owned();
