@@ -118,6 +118,17 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let at = fleet.fault(&correlated, "fail").await?;
     let correlated_latencies =
         api.latencies(&correlated, at, p.ceiling * 2, |v| v.status != "healthy").await?;
+    // Tightening fires at the third detection (the default threshold), so the tail is that
+    // moment plus one tight window: the log shows which of the two a slow p99 came from.
+    let mut sorted = correlated_latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "status: correlated detections (s): first {:?}, third {:.1}, median {:.1}, last {:.1}",
+        sorted.first(),
+        sorted.get(2).copied().unwrap_or_default(),
+        sorted[sorted.len() / 2],
+        sorted.last().copied().unwrap_or_default()
+    );
     let at = fleet.fault(&correlated, "healthy").await?;
     recovery
         .extend(api.latencies(&correlated, at, Duration::from_secs(60), |v| v.status == "healthy").await?);
