@@ -368,10 +368,20 @@ impl Pipeline {
             let span = tracing::info_span!("build", build = %id);
             let key = id.clone();
             let run = async move {
-                if let Err(e) = pipeline.run_build(&id).await {
-                    tracing::error!(build = %id, error = %e, "build could not be recorded");
-                    let reason = format!("internal error: {e}");
-                    let _ = pipeline.inner.store.finish(&id, BuildState::Failed, Some(&reason), None).await;
+                match pipeline.run_build(&id).await {
+                    Ok(()) => {}
+                    // The build did not fail, its record did (the database went away): its
+                    // lease is no longer renewed, so it is taken over and run again, and a
+                    // package it already published is found by its publish key.
+                    Err(e @ PipelineError::Database(_)) => {
+                        tracing::warn!(build = %id, error = %e, "build could not be recorded; it runs again once its lease runs out");
+                    }
+                    Err(e) => {
+                        tracing::error!(build = %id, error = %e, "build could not be recorded");
+                        let reason = format!("internal error: {e}");
+                        let _ =
+                            pipeline.inner.store.finish(&id, BuildState::Failed, Some(&reason), None).await;
+                    }
                 }
                 pipeline.running().remove(&id);
                 drop(permit);

@@ -103,6 +103,8 @@ impl Pipeline {
                 tracing::info!(version = %package.version, digest = %package.digest, "build published");
                 self.inner.store.finish(id, BuildState::Succeeded, None, Some(&package)).await
             }
+            // The database went away mid-publish: not the build's fault; it runs again.
+            Err(slipway_registry::Error::Database(e)) => Err(PipelineError::Database(e)),
             Err(e) => {
                 let reason = format!("publishing the app package failed: {e}");
                 self.inner.store.finish(id, BuildState::Failed, Some(&reason), None).await
