@@ -79,32 +79,56 @@ pub async fn put_stream<E: std::fmt::Display>(
 /// process dies first.
 pub(crate) async fn stage_stream<E: std::fmt::Display>(
     store: &dyn ObjectStore,
-    body: impl Stream<Item = Result<Bytes, E>>,
+    body: impl Stream<Item = std::result::Result<Bytes, E>>,
 ) -> Result<StoredBlob> {
     let staging = Path::from(format!("{UPLOADS}/{}", uuid::Uuid::new_v4()));
-    let upload = store.put_multipart(&staging).await.map_err(Error::store(&staging))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
     let mut hasher = Sha256::new();
+    let body = body.map(|chunk| chunk.map_err(|e| Error::Body(e.to_string())));
+    let hash = |chunk: &Bytes| {
+        hasher.update(chunk);
+        Ok(())
+    };
+    let (writer, size_bytes) =
+        write_stream(store, &staging, body, hash, |e| Error::store(&staging)(e)).await?;
+    writer.finish().await.map_err(Error::store(&staging))?;
+    verify_size(store, &staging, size_bytes).await?;
+    Ok(StoredBlob { digest: format_digest(hasher.finalize()), size_bytes, key: staging })
+}
+
+/// Streams `body` into a new multipart object at `key`, a part at a time with a bounded
+/// number of parts in flight, so memory stays flat whatever the size. `each` sees every
+/// chunk before it is written and may refuse it (a size limit) or record it (a digest). On
+/// any failure the upload is aborted and nothing partial stays. Returns the writer, for the
+/// caller to finish (or abort after a last check of its own), and the bytes written.
+pub async fn write_stream<E>(
+    store: &dyn ObjectStore,
+    key: &Path,
+    body: impl Stream<Item = std::result::Result<Bytes, E>>,
+    mut each: impl FnMut(&Bytes) -> std::result::Result<(), E>,
+    store_error: impl Fn(object_store::Error) -> E,
+) -> std::result::Result<(WriteMultipart, u64), E> {
+    let upload = store.put_multipart(key).await.map_err(&store_error)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
     let mut size_bytes = 0u64;
     let mut body = std::pin::pin!(body);
-    let written: Result<()> = async {
+    let written: std::result::Result<(), E> = async {
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::Body(e.to_string()))?;
-            hasher.update(&chunk);
+            let chunk = chunk?;
+            each(&chunk)?;
             size_bytes += chunk.len() as u64;
-            writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(Error::store(&staging))?;
+            writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(&store_error)?;
             writer.put(chunk);
         }
         Ok(())
     }
     .await;
-    if let Err(e) = written {
-        let _ = writer.abort().await;
-        return Err(e);
+    match written {
+        Ok(()) => Ok((writer, size_bytes)),
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
     }
-    writer.finish().await.map_err(Error::store(&staging))?;
-    verify_size(store, &staging, size_bytes).await?;
-    Ok(StoredBlob { digest: format_digest(hasher.finalize()), size_bytes, key: staging })
 }
 
 async fn verify_size(store: &dyn ObjectStore, key: &Path, size_bytes: u64) -> Result<()> {

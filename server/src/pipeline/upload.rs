@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
@@ -17,8 +17,6 @@ use tokio::io::AsyncWriteExt;
 use super::PipelineError;
 
 const PREFIX: &str = "sources";
-const PART_BYTES: usize = 8 << 20;
-const PARTS_IN_FLIGHT: usize = 2;
 
 /// What `POST /v1/sources` answers: the id a build names as `{"upload": {"id": …}}`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -56,29 +54,22 @@ impl SourceUploads {
     ) -> Result<UploadedSource, PipelineError> {
         let id = uuid::Uuid::now_v7().to_string();
         let key = key(&id);
-        let upload = self.objects.put_multipart(&key).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut size_bytes = 0u64;
-        let mut body = std::pin::pin!(body);
-        let written: Result<(), PipelineError> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| PipelineError::InvalidRequest {
-                    problems: vec![format!("the source upload was interrupted: {e}")],
-                })?;
-                size_bytes += chunk.len() as u64;
-                if size_bytes > self.max_bytes {
-                    return Err(PipelineError::SourceTooLarge { limit_bytes: self.max_bytes });
-                }
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-                writer.put(chunk);
+        let body = body.map(|chunk| {
+            chunk.map_err(|e| PipelineError::InvalidRequest {
+                problems: vec![format!("the source upload was interrupted: {e}")],
+            })
+        });
+        let mut seen = 0u64;
+        let limit = |chunk: &Bytes| {
+            seen += chunk.len() as u64;
+            if seen > self.max_bytes {
+                return Err(PipelineError::SourceTooLarge { limit_bytes: self.max_bytes });
             }
             Ok(())
-        }
-        .await;
-        if let Err(e) = written {
-            let _ = writer.abort().await;
-            return Err(e);
-        }
+        };
+        let (writer, size_bytes) =
+            slipway_registry::blobs::write_stream(&*self.objects, &key, body, limit, PipelineError::from)
+                .await?;
         if size_bytes == 0 {
             let _ = writer.abort().await;
             return Err(PipelineError::InvalidRequest {
