@@ -17,7 +17,8 @@ const MAX_ATTEMPTS: i64 = 2;
 #[derive(Debug, PartialEq)]
 pub struct TakenOver {
     pub id: String,
-    pub from: String,
+    /// Names the replica it was taken from while it runs again; `interrupted` at the end.
+    pub reason: String,
     pub requeued: bool,
 }
 
@@ -103,12 +104,7 @@ impl BuildStore {
             .bind(&id)
             .execute(&mut *tx)
             .await?;
-            let from = reason
-                .strip_prefix("interrupted on replica ")
-                .and_then(|rest| rest.split(';').next())
-                .unwrap_or("a replica")
-                .to_owned();
-            result.push(TakenOver { id, from, requeued });
+            result.push(TakenOver { id, reason, requeued });
         }
         tx.commit().await?;
         Ok(result)

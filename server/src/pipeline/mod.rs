@@ -339,7 +339,7 @@ impl Pipeline {
         }
         let taken = self.inner.store.take_over(false).await?;
         for t in &taken {
-            tracing::warn!(build = %t.id, from = %t.from, requeued = t.requeued, "took over a build whose lease ran out");
+            tracing::warn!(build = %t.id, reason = %t.reason, requeued = t.requeued, "took over a build whose lease ran out");
         }
         if taken.iter().any(|t| t.requeued) {
             self.inner.wake.notify_one();
