@@ -150,7 +150,7 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TriggersConfig {
-    /// Deliveries per second one trigger accepts (bursts up to the same number).
+    /// Deliveries one trigger accepts per second of the database's clock, over all replicas.
     pub per_trigger_per_s: u32,
     /// Deliveries per second one client address may send, over all triggers.
     pub per_client_per_s: u32,

@@ -63,7 +63,8 @@ impl AppState {
             pipeline.spawn_dispatcher(cluster.renew_every());
         }
         cluster.spawn_heartbeat(status.len_reader());
-        let triggers = Triggers::new(db.clone(), plugins.clone(), pipeline.clone(), &config.triggers);
+        let triggers =
+            Triggers::new(db.clone(), cluster.dialect(), plugins.clone(), pipeline.clone(), &config.triggers);
         let tokens = TokenStore::new(db.clone());
         cluster.spawn_listener(config.database_url(), plugins.clone(), tokens.clone());
         if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {

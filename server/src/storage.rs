@@ -22,6 +22,7 @@ fn all_migrations() -> Vec<Migrations> {
         crate::cluster::MIGRATIONS,
         crate::pipeline::MIGRATIONS,
         crate::triggers::MIGRATIONS,
+        crate::triggers::BUDGET_MIGRATIONS,
         slipway_plugins::MIGRATIONS,
         slipway_registry::MIGRATIONS,
         slipway_status::MIGRATIONS,

@@ -9,6 +9,7 @@
 mod adapter;
 mod batch;
 mod branch;
+mod budget;
 mod store;
 pub mod verify;
 mod writer;
@@ -26,19 +27,21 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use slipway_plugins::{PluginHost, ScriptKind};
 
+pub use budget::MIGRATIONS as BUDGET_MIGRATIONS;
 pub use store::{MIGRATIONS, Trigger, TriggerComponent, TriggerConfig};
 pub use verify::AuthMode;
 
 use crate::config::TriggersConfig;
 use crate::pipeline::{BuildSubmission, BuildView, ComponentSpec, Pipeline, PipelineError, SourceRequest};
-use crate::storage::now_ms;
+use crate::storage::{Dialect, now_ms};
 use adapter::AdapterCalls;
+use budget::Budgets;
 use store::TriggerStore;
 use writer::DeliveryWriter;
 
 /// Headers CI systems put a unique delivery id in.
 const DELIVERY_HEADERS: &[&str] = &["x-github-delivery", "x-gitlab-event-uuid", "idempotency-key"];
-/// How often limiter entries of clients and triggers that went quiet are dropped.
+/// How often limiter entries of clients and budgets of triggers that went quiet are dropped.
 const LIMITER_PRUNE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +95,10 @@ pub struct Triggers {
     writer: DeliveryWriter,
     /// How long a delivery's claims make its replays duplicates.
     window_ms: i64,
-    /// Keyed by the trigger id's 128 bits (see [`trigger_key`]).
-    per_trigger: Arc<DefaultKeyedRateLimiter<u128>>,
+    /// Per-trigger limits, held across replicas.
+    budgets: Budgets,
+    /// A flood guard of this replica: the address a replica sees is its own business (behind
+    /// a load balancer, often the balancer's), and it must cost no database work.
     per_client: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
@@ -104,10 +109,17 @@ fn quota(per_s: u32) -> Quota {
 impl Triggers {
     /// Opens the triggers and starts their delivery writer and limiter pruning (both end
     /// when the last handle is dropped).
-    pub fn new(db: sqlx::AnyPool, plugins: PluginHost, pipeline: Pipeline, config: &TriggersConfig) -> Self {
+    pub fn new(
+        db: sqlx::AnyPool,
+        dialect: Dialect,
+        plugins: PluginHost,
+        pipeline: Pipeline,
+        config: &TriggersConfig,
+    ) -> Self {
         let window_ms = config.dedupe_window_s as i64 * 1000;
         let triggers = Self {
             store: TriggerStore::new(db.clone()),
+            budgets: Budgets::new(db.clone(), dialect, config.per_trigger_per_s),
             adapters: AdapterCalls::spawn(plugins.clone()),
             plugins,
             writer: DeliveryWriter::spawn(
@@ -118,23 +130,21 @@ impl Triggers {
             ),
             window_ms,
             pipeline,
-            per_trigger: Arc::new(RateLimiter::keyed(quota(config.per_trigger_per_s))),
             per_client: Arc::new(RateLimiter::keyed(quota(config.per_client_per_s))),
         };
-        let (per_trigger, per_client) =
-            (Arc::downgrade(&triggers.per_trigger), Arc::downgrade(&triggers.per_client));
+        let (per_client, budgets) = (Arc::downgrade(&triggers.per_client), triggers.budgets.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(LIMITER_PRUNE);
             loop {
                 every.tick().await;
-                let (Some(per_trigger), Some(per_client)) = (per_trigger.upgrade(), per_client.upgrade())
-                else {
-                    break;
-                };
+                let Some(per_client) = per_client.upgrade() else { break };
                 // A key whose bucket refilled is the same as no key: forgetting it bounds the
                 // memory a stream of new client addresses can take.
-                per_trigger.retain_recent();
                 per_client.retain_recent();
+                drop(per_client);
+                if let Err(e) = budgets.prune().await {
+                    tracing::warn!(error = %e, "pruning the rate budgets of quiet triggers failed");
+                }
             }
         });
         triggers
@@ -197,12 +207,14 @@ impl Triggers {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Delivery, TriggerError> {
-        // Both limits come before any database work, so a flood costs memory lookups only;
-        // an id that cannot be a trigger's is refused before it takes a limiter entry.
+        // The limits come before the secret is checked or the body read. The client's costs
+        // a memory lookup; an id that cannot be a trigger's is refused before any database
+        // work; the trigger's budget is leased only for a trigger that exists, and a flood
+        // past it costs a memory lookup too.
         limit(&self.per_client, &client, "this client")?;
         let key = trigger_key(id).ok_or_else(|| TriggerError::NotFound { id: id.into() })?;
-        limit(&self.per_trigger, &key, "this trigger")?;
         let trigger = self.store.cached(id).await?;
+        self.budgets.take(key, &trigger.id).await?;
         verify::verify(trigger.auth, &trigger.secret, headers, body).map_err(TriggerError::Unauthentic)?;
 
         let submission = match self.accept(&trigger, headers, body).await? {

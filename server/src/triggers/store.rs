@@ -190,10 +190,12 @@ impl TriggerStore {
         if gone == 0 {
             return Err(TriggerError::NotFound { id: id.into() });
         }
-        sqlx::query("DELETE FROM trigger_deliveries WHERE trigger_id = $1")
-            .bind(id)
-            .execute(&self.db)
-            .await?;
+        for table in ["trigger_deliveries", "trigger_budgets"] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE trigger_id = $1")))
+                .bind(id)
+                .execute(&self.db)
+                .await?;
+        }
         Ok(())
     }
 }
