@@ -54,19 +54,23 @@ impl AppState {
         registry.spawn_garbage_collector();
         let plugins =
             slipway_plugins::PluginHost::open(db.clone(), objects.clone(), config.plugins.clone()).await?;
-        let status = slipway_status::StatusService::open(db.clone(), plugins.clone(), config.status).await?;
         let cluster = Cluster::join(db.clone(), &config).await.map_err(StorageError::Cluster)?;
+        // On PostgreSQL several replicas may share the fleet: each checks its shard. On
+        // SQLite there is one process, which checks everything.
+        let shard_as = (cluster.dialect() == storage::Dialect::Postgres).then(|| cluster.id().to_owned());
+        let status =
+            slipway_status::StatusService::open(db.clone(), plugins.clone(), config.status, shard_as).await?;
         let pipeline =
             Pipeline::open(&config, db.clone(), objects.clone(), plugins.clone(), registry.clone(), &cluster)
                 .await?;
         if config.pipeline.run_builds {
             pipeline.spawn_dispatcher(cluster.renew_every());
         }
-        cluster.spawn_heartbeat(status.len_reader());
+        cluster.spawn_heartbeat(status.downgrade());
         let triggers =
             Triggers::new(db.clone(), cluster.dialect(), plugins.clone(), pipeline.clone(), &config.triggers);
         let tokens = TokenStore::new(db.clone());
-        cluster.spawn_listener(config.database_url(), plugins.clone(), tokens.clone());
+        cluster.spawn_listener(config.database_url(), plugins.clone(), tokens.clone(), status.downgrade());
         if let Some(path) = tokens.ensure_initial_admin(&config.data_dir).await? {
             tracing::info!(path = %path.display(), "first start: created an admin API token and wrote it to this file");
         }

@@ -107,7 +107,7 @@ mod tests {
         t.upsert_app(&app("a2", "shop", Some("us")));
         t.upsert_app(&app("a3", "blog", None));
         for (id, ai) in [("x2", "a1"), ("x1", "a1"), ("y1", "a2"), ("z1", "a3")] {
-            t.upsert_instance(&instance(id, ai), s, 0);
+            t.upsert_instance(&instance(id, ai), s, 0, true);
         }
         let x1 = t.index_of("x1").unwrap();
         t.get_mut(x1).unwrap().health = Health::Degraded;

@@ -20,15 +20,20 @@ pub mod flapping;
 pub mod health;
 pub mod heatmap;
 pub mod model;
+pub mod peers;
 mod runner;
 pub mod schedule;
 pub mod scheduler;
 mod service;
+pub mod shard;
 mod store;
 pub mod table;
 mod validate;
 pub mod wheel;
 
 pub use error::{Error, Problem};
-pub use service::{AppInstanceView, BulkOutcome, GroupBy, InstanceView, StatusConfig, StatusService};
+pub use scheduler::Reshard;
+pub use service::{
+    AppInstanceView, BulkOutcome, GroupBy, InstanceView, StatusConfig, StatusService, WeakStatusService,
+};
 pub use store::MIGRATIONS;

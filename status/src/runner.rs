@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -38,6 +39,11 @@ impl MonoClock {
     pub fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64 + 1
     }
+
+    /// `at` on this clock.
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.0).as_millis() as u64 + 1
+    }
 }
 
 pub fn wall_ms() -> i64 {
@@ -61,6 +67,9 @@ pub struct Runner {
     pub max_in_flight: usize,
     /// Where transitions go (history and subscribers).
     pub sink: mpsc::UnboundedSender<Vec<TransitionEvent>>,
+    /// Checks run and results count only while the clock is before this (see
+    /// `service::Sharding`); `u64::MAX` on a single node.
+    pub fence: Arc<AtomicU64>,
 }
 
 impl Runner {
@@ -80,6 +89,9 @@ impl Runner {
         loop {
             tick.tick().await;
             let now = self.clock.now_ms();
+            if self.fenced(now) {
+                continue;
+            }
             let (jobs, deferred, waiting) = {
                 let mut s = self.scheduler.lock();
                 let (jobs, deferred) = s.take_due(now, permits.available_permits());
@@ -154,23 +166,31 @@ impl Runner {
         }
     }
 
-    /// Applies one judged batch and passes its transitions on.
+    /// True when the lease has run out; everything owned is then let go, so the checks
+    /// that were in flight are not waited for.
+    fn fenced(&self, now_ms: u64) -> bool {
+        if self.fence.load(Ordering::SeqCst) > now_ms {
+            return false;
+        }
+        let released = self.scheduler.lock().release_all();
+        if released > 0 {
+            tracing::warn!(released, "the status lease ran out: stopped checking until the next heartbeat");
+        }
+        true
+    }
+
+    /// Applies one judged batch and passes its transitions on. Without a lease the batch
+    /// is dropped: the instances may be another replica's by now.
     fn settle(&self, verdicts: Vec<Verdict>) {
+        let now = self.clock.now_ms();
+        if self.fenced(now) {
+            return;
+        }
         metrics::counter!("slipway_status_checks_total").increment(verdicts.len() as u64);
         let events = {
             let mut s = self.scheduler.lock();
-            let transitions = s.apply(verdicts, self.clock.now_ms(), wall_ms());
-            transitions
-                .into_iter()
-                .map(|t| {
-                    let app = s.table.apps.get(&*t.app_instance);
-                    TransitionEvent {
-                        app: app.map_or_else(|| Arc::from(""), |a| a.app.clone()),
-                        cluster: app.and_then(|a| a.cluster.clone()),
-                        transition: t,
-                    }
-                })
-                .collect::<Vec<_>>()
+            let transitions = s.apply(verdicts, now, wall_ms());
+            transitions.into_iter().map(|t| s.event(t)).collect::<Vec<_>>()
         };
         if !events.is_empty() {
             metrics::counter!("slipway_status_transitions_total").increment(events.len() as u64);

@@ -11,11 +11,13 @@ use serde_json::{Value, json};
 
 use crate::budget::{Budget, BudgetConfig, Deferred, DueCheck, Priority, TargetKey};
 use crate::correlate::Correlator;
-use crate::events::Transition;
+use crate::events::{Transition, TransitionEvent};
 use crate::health::Health;
 use crate::model::{AppInstanceSpec, ComponentInstanceSpec};
+use crate::peers::Judged;
 use crate::schedule::{CheckSchedule, ScheduleConfig, first_check_offset, mix};
-use crate::table::{IN_FLIGHT, InstanceTable, QUEUED, Target};
+use crate::shard::{assign, groups_of};
+use crate::table::{IN_FLIGHT, InstanceTable, QUEUED, Target, UNOWNED};
 use crate::wheel::TimerWheel;
 
 /// Wheel resolution: due times are kept to a tenth of a second.
@@ -49,6 +51,19 @@ pub struct Scheduler<C: Clock = DefaultClock> {
     budget: Budget<C>,
     apps: Correlator<Arc<str>>,
     clusters: Correlator<Arc<str>>,
+    /// This replica's id when the fleet is sharded over several; `None` checks everything.
+    replica: Option<Arc<str>>,
+    /// The live replicas of the last [`Scheduler::reshard`].
+    replicas: Vec<Arc<str>>,
+    owned: usize,
+}
+
+/// What a change of the live replicas did here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reshard {
+    pub acquired: usize,
+    pub released: usize,
+    pub owned: usize,
 }
 
 impl Scheduler<DefaultClock> {
@@ -68,7 +83,130 @@ impl<C: Clock + Clone> Scheduler<C> {
             budget: Budget::with_clock(budget, clock),
             apps: Correlator::new(config.sibling_threshold, window),
             clusters: Correlator::new(config.sibling_threshold, window),
+            replica: None,
+            replicas: Vec::new(),
+            owned: 0,
         }
+    }
+
+    /// Makes this scheduler one shard of several: from now on it checks only what
+    /// [`Scheduler::reshard`] gives it, and nothing before the first call.
+    pub fn shard_as(&mut self, replica: &str) {
+        self.replica = Some(Arc::from(replica));
+        let indices: Vec<u32> = self.table.iter().map(|(index, _)| index).collect();
+        indices.into_iter().for_each(|index| self.release(index));
+    }
+
+    pub fn is_sharded(&self) -> bool {
+        self.replica.is_some()
+    }
+
+    /// Takes the instances the live `replicas` (sorted ids) leave to this one and lets go
+    /// of the rest. Instances taken on get their first check spread over the tight
+    /// interval from now. A replica missing from the list (its heartbeat lapsed) owns
+    /// nothing. No-op on a single node.
+    pub fn reshard(&mut self, replicas: &[Arc<str>], now_ms: u64) -> Reshard {
+        let Some(me) = self.replica.clone() else {
+            return Reshard { owned: self.table.len(), ..Reshard::default() };
+        };
+        if replicas != self.replicas {
+            self.replicas = replicas.to_vec();
+        }
+        let mine = replicas.iter().position(|r| *r == me);
+        let (members, weights) = groups_of(&self.table);
+        let owners = if mine.is_some() { assign(replicas, &weights) } else { Default::default() };
+        let mut outcome = Reshard::default();
+        for (index, key) in members {
+            let owned = mine.is_some() && owners.get(&key).copied() == mine;
+            let was = self.table.get(index).is_some_and(|i| i.owned);
+            match (was, owned) {
+                (false, true) => {
+                    if let Some(i) = self.table.get_mut(index) {
+                        i.owned = true;
+                        i.due_tick = QUEUED;
+                    }
+                    let offset = first_check_offset(self.config.tight, mix(u64::from(index) ^ now_ms));
+                    self.refile(index, now_ms + offset);
+                    outcome.acquired += 1;
+                }
+                (true, false) => {
+                    self.release(index);
+                    outcome.released += 1;
+                }
+                _ => {}
+            }
+            outcome.owned += usize::from(owned);
+        }
+        self.owned = outcome.owned;
+        outcome
+    }
+
+    /// Places again over the same replicas, after instances were added or removed.
+    pub fn rebalance(&mut self, now_ms: u64) -> Reshard {
+        let replicas = self.replicas.clone();
+        self.reshard(&replicas, now_ms)
+    }
+
+    /// A transition as streamed: with its app and cluster.
+    pub fn event(&self, transition: Transition) -> TransitionEvent {
+        let app = self.table.apps.get(&*transition.app_instance);
+        TransitionEvent {
+            app: app.map_or_else(|| Arc::from(""), |a| a.app.clone()),
+            cluster: app.and_then(|a| a.cluster.clone()),
+            transition,
+        }
+    }
+
+    /// Instances this replica checks.
+    pub fn owned(&self) -> usize {
+        if self.replica.is_none() { self.table.len() } else { self.owned }
+    }
+
+    /// Lets go of every instance: this replica can no longer prove it holds its share.
+    /// It owns nothing until the next [`Scheduler::reshard`].
+    pub fn release_all(&mut self) -> usize {
+        self.replicas.clear();
+        self.owned = 0;
+        let owned: Vec<u32> = self.table.iter().filter(|(_, i)| i.owned).map(|(index, _)| index).collect();
+        owned.iter().for_each(|&index| self.release(index));
+        owned.len()
+    }
+
+    fn release(&mut self, index: u32) {
+        if let Some(i) = self.table.get_mut(index) {
+            i.owned = false;
+            // A check in flight is dropped when it returns; wheel entries are skipped.
+            i.due_tick = UNOWNED;
+        }
+    }
+
+    /// The status another replica judged for an instance it checks. Returns the
+    /// transition when it changed here, and feeds the correlators, so an anomaly seen
+    /// anywhere brings forward the siblings this replica checks.
+    pub fn apply_foreign(&mut self, judged: Judged, now_ms: u64) -> Option<Transition> {
+        let (id, to, reason, at_ms) = judged;
+        let index = self.table.index_of(&id)?;
+        let i = self.table.get_mut(index)?;
+        if i.owned || (i.observed && i.since_ms > at_ms) {
+            return None; // this replica's own judgement, or older than what it has
+        }
+        let from = i.health;
+        let turned_anomalous = !from.is_anomalous() && to.is_anomalous();
+        if *i.reason != *reason {
+            i.reason = Arc::from(reason);
+        }
+        i.checked_ms = i.checked_ms.max(at_ms);
+        i.observed = true;
+        if from == to {
+            return None;
+        }
+        i.health = to;
+        i.since_ms = at_ms;
+        let transition = Transition::of(i, from, at_ms);
+        if turned_anomalous {
+            self.correlate(&transition.app_instance, now_ms);
+        }
+        Some(transition)
     }
 
     pub fn upsert_app(&mut self, spec: &AppInstanceSpec) {
@@ -78,7 +216,8 @@ impl<C: Clock + Clone> Scheduler<C> {
     /// Registers or updates an instance; its first check falls somewhere in the tight
     /// window from `now_ms`, so a bulk registration or a restart is spread out.
     pub fn upsert_instance(&mut self, spec: &ComponentInstanceSpec, now_ms: u64, wall_ms: i64) -> u32 {
-        let index = self.table.upsert_instance(spec, CheckSchedule::new(&self.config), wall_ms);
+        let owned = self.replica.is_none();
+        let index = self.table.upsert_instance(spec, CheckSchedule::new(&self.config), wall_ms, owned);
         let offset = first_check_offset(self.config.tight, mix(u64::from(index) ^ wall_ms as u64));
         self.file(index, now_ms + offset);
         index
@@ -100,8 +239,8 @@ impl<C: Clock + Clone> Scheduler<C> {
 
     fn file(&mut self, index: u32, due_ms: u64) {
         let Some(instance) = self.table.get(index) else { return };
-        if instance.due_tick == IN_FLIGHT {
-            return; // its result reschedules it
+        if instance.due_tick == IN_FLIGHT || !instance.owned {
+            return; // its result reschedules it, or another replica checks it
         }
         self.refile(index, due_ms);
     }
@@ -128,8 +267,8 @@ impl<C: Clock + Clone> Scheduler<C> {
         let Self { wheel, table, budget, config, .. } = self;
         wheel.advance(now_ms, |index, tick| {
             let Some(i) = table.get_mut(index) else { return };
-            if i.due_tick != tick {
-                return; // rescheduled since: a stale entry
+            if i.due_tick != tick || !i.owned {
+                return; // rescheduled or handed over since: a stale entry
             }
             i.due_tick = QUEUED;
             let urgent = !i.observed || i.health.is_anomalous() || i.schedule.is_settling(config);
@@ -172,18 +311,24 @@ impl<C: Clock + Clone> Scheduler<C> {
         for v in verdicts {
             let Some((transition, turned_anomalous)) = self.apply_one(v, now_ms, wall_ms) else { continue };
             if turned_anomalous {
-                let app = self.table.apps.get(&*transition.app_instance);
-                let (app, cluster) = (app.map(|a| a.app.clone()), app.and_then(|a| a.cluster.clone()));
-                if let Some(app) = app.filter(|a| self.apps.record_anomaly(a, now_ms)) {
-                    self.bring_forward(now_ms, |e| e.app == app);
-                }
-                if let Some(cluster) = cluster.filter(|c| self.clusters.record_anomaly(c, now_ms)) {
-                    self.bring_forward(now_ms, |e| e.cluster.as_ref() == Some(&cluster));
-                }
+                self.correlate(&transition.app_instance, now_ms);
             }
             transitions.push(transition);
         }
         transitions
+    }
+
+    /// Counts a new anomaly in `app_instance`'s app and cluster, and brings the siblings
+    /// forward when it is one too many.
+    fn correlate(&mut self, app_instance: &str, now_ms: u64) {
+        let app = self.table.apps.get(app_instance);
+        let (app, cluster) = (app.map(|a| a.app.clone()), app.and_then(|a| a.cluster.clone()));
+        if let Some(app) = app.filter(|a| self.apps.record_anomaly(a, now_ms)) {
+            self.bring_forward(now_ms, |e| e.app == app);
+        }
+        if let Some(cluster) = cluster.filter(|c| self.clusters.record_anomaly(c, now_ms)) {
+            self.bring_forward(now_ms, |e| e.cluster.as_ref() == Some(&cluster));
+        }
     }
 
     /// One result; `Some` with the transition (and whether a healthy instance turned
@@ -191,8 +336,8 @@ impl<C: Clock + Clone> Scheduler<C> {
     fn apply_one(&mut self, v: Verdict, now_ms: u64, wall_ms: i64) -> Option<(Transition, bool)> {
         let config = self.config;
         let i = self.table.get_mut(v.index)?;
-        if i.due_tick != IN_FLIGHT {
-            return None;
+        if i.due_tick != IN_FLIGHT || !i.owned {
+            return None; // handed over while in flight: the new owner judges it
         }
         if i.generation != v.generation {
             // Updated while in flight: check the new definition soon instead.
@@ -242,7 +387,8 @@ impl<C: Clock + Clone> Scheduler<C> {
             .flat_map(|a| a.components.iter().copied())
             .filter(|&index| {
                 self.table.get(index).is_some_and(|i| {
-                    !i.health.is_anomalous()
+                    i.owned
+                        && !i.health.is_anomalous()
                         && i.due_tick != QUEUED
                         && i.due_tick != IN_FLIGHT
                         && i.due_tick > horizon
@@ -436,5 +582,80 @@ mod tests {
         sim.checks.iter().for_each(|&(_, i)| *per.entry(i).or_default() += 1);
         assert_eq!(per.len(), 200);
         assert!(per.values().all(|&n| n >= 2));
+    }
+
+    fn replicas(ids: &[&str]) -> Vec<Arc<str>> {
+        ids.iter().map(|&r| Arc::from(r)).collect()
+    }
+
+    #[test]
+    fn shards_split_the_fleet_and_a_survivor_takes_over_within_the_tight_interval() {
+        let (mut a, mut b) = (sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]), sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]));
+        a.s.shard_as("a");
+        b.s.shard_as("b");
+        // Sharded and not yet placed: nothing is checked.
+        a.run(6_000, |_| Health::Healthy);
+        assert!(a.checks.is_empty());
+        let both = replicas(&["a", "b"]);
+        let (ra, rb) = (a.s.reshard(&both, a.now), b.s.reshard(&both, b.now));
+        assert_eq!(ra.owned + rb.owned, 1_000);
+        assert!(ra.owned.abs_diff(rb.owned) < 100, "{ra:?} {rb:?}");
+        let start = a.now;
+        a.run(start + 60_000, |_| Health::Healthy);
+        b.run(start + 60_000, |_| Health::Healthy);
+        let (ca, cb) = (a.checked_between(start, a.now + 1), b.checked_between(start, b.now + 1));
+        assert_eq!(ca.len(), ra.owned);
+        assert_eq!(cb.len(), rb.owned);
+        assert!(ca.is_disjoint(&cb), "an instance checked by both replicas");
+        // `a` leaves: `b` checks every instance within the tight interval, `a`'s first.
+        let left = b.now;
+        let rb = b.s.reshard(&replicas(&["b"]), left);
+        assert_eq!((rb.acquired, rb.owned), (ra.owned, 1_000));
+        b.run(left + 5_100, |_| Health::Healthy);
+        assert!(ca.is_subset(&b.checked_between(left, left + 5_101)));
+    }
+
+    #[test]
+    fn a_replica_without_its_lease_checks_nothing_and_drops_results_in_flight() {
+        let mut a = sim(BudgetConfig::default(), &[("shop", "eu-1", 100)]);
+        a.s.shard_as("a");
+        a.s.reshard(&replicas(&["a"]), 0);
+        let (jobs, _) = a.s.take_due(5_000, usize::MAX);
+        assert_eq!(jobs.len(), 100);
+        assert_eq!(a.s.release_all(), 100);
+        let verdicts = jobs
+            .iter()
+            .map(|j| Verdict { index: j.index, generation: j.generation, health: Health::Degraded, reason: "x".into() })
+            .collect();
+        assert!(a.s.apply(verdicts, 5_100, 5_100).is_empty(), "a result after the release counts for nothing");
+        a.now = 5_100;
+        a.run(20_000, |_| Health::Healthy);
+        assert!(a.checks.is_empty());
+        // Placed again: checked again, in flight or not before.
+        a.s.reshard(&replicas(&["a"]), a.now);
+        a.run(a.now + 5_100, |_| Health::Healthy);
+        assert_eq!(a.checked_between(0, a.now + 1).len(), 100);
+    }
+
+    #[test]
+    fn foreign_statuses_update_the_table_and_bring_siblings_forward() {
+        let mut a = sim(BudgetConfig::default(), &[("shop", "eu-1", 30)]);
+        a.s.shard_as("a");
+        // `a` owns the odd instances of the app (as if by placement), the rest are another's.
+        a.s.reshard(&replicas(&["a"]), 0);
+        a.run(700_000, |_| Health::Healthy);
+        let others: Vec<u32> = (0..30).step_by(2).map(|k| a.index(&format!("shop-{k}/web"))).collect();
+        others.iter().for_each(|&i| a.s.release(i));
+        let at = a.now;
+        for k in [0, 2, 4] {
+            let t = a.s.apply_foreign((format!("shop-{k}/web"), Health::Degraded, "503".into(), at as i64), at);
+            assert_eq!(t.map(|t| (t.from, t.to)), Some((Health::Healthy, Health::Degraded)));
+        }
+        assert_eq!(a.s.table.by_id("shop-0/web").unwrap().health, Health::Degraded);
+        // An older report does not undo a newer one.
+        assert!(a.s.apply_foreign(("shop-0/web".into(), Health::Healthy, "ok".into(), at as i64 - 1), at).is_none());
+        a.run(at + 5_100, |_| Health::Healthy);
+        let mine: HashSet<u32> = (1..30).step_by(2).map(|k| a.index(&format!("shop-{k}/web"))).collect();
+        assert_eq!(a.checked_between(at, at + 5_101), mine, "the third anomaly anywhere brings this replica's siblings forward");
     }
 }

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -17,9 +19,10 @@ use crate::events::{Transition, TransitionEvent};
 use crate::fetch::{ClusterRegistry, FetchConfig, Fetchers};
 use crate::health::Health;
 use crate::model::{BulkRequest, ClusterInfo, ClusterSpec};
+use crate::peers::{Envelope, Message};
 use crate::runner::{MonoClock, Runner, wall_ms};
 use crate::schedule::ScheduleConfig;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Reshard, Scheduler};
 use crate::table::{AppEntry, Instance, NOT_CHECKED};
 use crate::validate::{Catalog, validate};
 use crate::{Error, store};
@@ -123,7 +126,52 @@ struct Inner {
     /// the history writer so the two never contend for SQLite's single writer.
     writes: Arc<tokio::sync::Mutex<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    sharding: Option<Sharding>,
 }
+
+/// This replica's part in a fleet sharded over several (see [`crate::shard`]).
+struct Sharding {
+    replica: String,
+    /// Until when (on the service's clock) this replica may check what it owns: the lease
+    /// its last heartbeat bought. Checked before every dispatch, so a replica that was
+    /// frozen or cut off for longer stops before it checks anything.
+    fence: Arc<AtomicU64>,
+    /// When the newest bulk change this replica applied was made, for replays.
+    last_change_ms: AtomicI64,
+    changes: AtomicU64,
+}
+
+/// `slipway/<version>`, and on a sharded fleet `(replica <id>)`: an instance's owner can
+/// tell which replica polls it.
+fn user_agent(sharding: Option<&Sharding>) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match sharding {
+        Some(s) => format!("slipway/{version} (replica {})", s.replica),
+        None => format!("slipway/{version}"),
+    }
+}
+
+/// See [`StatusService::downgrade`].
+#[derive(Clone)]
+pub struct WeakStatusService(std::sync::Weak<Inner>);
+
+impl WeakStatusService {
+    pub fn upgrade(&self) -> Option<StatusService> {
+        self.0.upgrade().map(|inner| StatusService { inner })
+    }
+}
+
+/// The ids a bulk change touched, as kept in the change feed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChangedIds {
+    apps: Vec<String>,
+    instances: Vec<String>,
+    deleted: Vec<String>,
+}
+
+/// A replayed change may be this much older than the newest one seen (clock skew between
+/// replicas and commits landing out of order).
+const REPLAY_SLACK_MS: i64 = 60_000;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -133,8 +181,15 @@ impl Drop for Inner {
 
 impl StatusService {
     /// Restores clusters and instances from the database (first checks spread over the
-    /// tight window) and starts checking.
-    pub async fn open(db: AnyPool, plugins: PluginHost, config: StatusConfig) -> Result<Self, Error> {
+    /// tight window) and starts checking. With `replica`, this is one shard of a fleet
+    /// sharded over several replicas on PostgreSQL: it checks nothing until
+    /// [`StatusService::reshard`] gives it instances and [`StatusService::hold_until`] a lease.
+    pub async fn open(
+        db: AnyPool,
+        plugins: PluginHost,
+        config: StatusConfig,
+        replica: Option<String>,
+    ) -> Result<Self, Error> {
         let clock = MonoClock::start();
         let clusters = ClusterRegistry::default();
         for c in store::load_clusters(&db).await? {
@@ -156,22 +211,45 @@ impl StatusService {
             }
         }
         tracing::info!(instances = restored.len(), "restored status instances");
+        let sharding = replica.map(|replica| {
+            scheduler.shard_as(&replica);
+            Sharding {
+                replica,
+                fence: Arc::new(AtomicU64::new(0)),
+                last_change_ms: AtomicI64::new(wall_ms()),
+                changes: AtomicU64::new(0),
+            }
+        });
+        let fence = sharding.as_ref().map_or_else(|| Arc::new(AtomicU64::new(u64::MAX)), |s| s.fence.clone());
         let scheduler = Arc::new(Mutex::new(scheduler));
         let (events, _) = broadcast::channel(16_384);
         let (sink, transitions) = mpsc::unbounded_channel();
         let mut tasks = Runner {
             scheduler: scheduler.clone(),
-            fetchers: Fetchers::new(config.fetch, clusters.clone())?,
+            fetchers: Fetchers::new(config.fetch, clusters.clone(), &user_agent(sharding.as_ref()))?,
             plugins: plugins.clone(),
             clock,
             max_in_flight: config.max_in_flight,
             sink,
+            fence,
         }
         .spawn();
         let writes = Arc::new(tokio::sync::Mutex::new(()));
-        tasks.push(tokio::spawn(record(db.clone(), writes.clone(), events.clone(), transitions)));
+        let announce_as = sharding.as_ref().map(|s| s.replica.clone());
+        tasks.push(tokio::spawn(record(db.clone(), writes.clone(), events.clone(), transitions, announce_as)));
         Ok(Self {
-            inner: Arc::new(Inner { db, plugins, scheduler, clusters, events, clock, config, writes, tasks }),
+            inner: Arc::new(Inner {
+                db,
+                plugins,
+                scheduler,
+                clusters,
+                events,
+                clock,
+                config,
+                writes,
+                tasks,
+                sharding,
+            }),
         })
     }
 
@@ -189,25 +267,45 @@ impl StatusService {
             validate(&request, &s.table, &catalog, &inner.clusters, inner.config.max_bulk_items)?
         };
         let now_wall = wall_ms();
+        let change = inner.sharding.as_ref().map(|sharding| {
+            let n = sharding.changes.fetch_add(1, Ordering::Relaxed);
+            let ids = ChangedIds {
+                apps: request.app_instances.iter().map(|a| a.id.clone()).collect(),
+                instances: request.instances.iter().map(|i| i.id.clone()).collect(),
+                deleted: request.delete.clone(),
+            };
+            store::StoredChange {
+                id: format!("{}-{now_wall}-{n}", sharding.replica),
+                at_ms: now_wall,
+                ids: serde_json::to_string(&ids).expect("serialisable"),
+            }
+        });
         store::apply_bulk(
             &inner.db,
             &request.app_instances,
             &request.instances,
             &request.delete,
             &plan.emptied_apps,
+            change.as_ref(),
             now_wall,
         )
         .await?;
-        let mut s = inner.scheduler.lock();
-        let now = inner.clock.now_ms();
-        for app in &request.app_instances {
-            s.upsert_app(app);
+        {
+            let mut s = inner.scheduler.lock();
+            let now = inner.clock.now_ms();
+            for app in &request.app_instances {
+                s.upsert_app(app);
+            }
+            for instance in &request.instances {
+                s.upsert_instance(instance, now, now_wall);
+            }
+            for id in &request.delete {
+                s.remove(id);
+            }
+            s.rebalance(now);
         }
-        for instance in &request.instances {
-            s.upsert_instance(instance, now, now_wall);
-        }
-        for id in &request.delete {
-            s.remove(id);
+        if let Some(change) = change {
+            self.tell_others(Message::Changed(change.id)).await;
         }
         Ok(BulkOutcome {
             upserted_app_instances: request.app_instances.len(),
@@ -276,12 +374,14 @@ impl StatusService {
 
     /// A deploy or trigger for an app instance (or one component instance) counts as a
     /// change: its components are checked now and then tightly. Returns how many.
-    pub fn change_event(&self, id: &str) -> Result<usize, Error> {
+    pub async fn change_event(&self, id: &str) -> Result<usize, Error> {
         let now = self.inner.clock.now_ms();
-        match self.inner.scheduler.lock().change_event(id, now) {
-            0 => Err(Error::NotFound { what: "app instance or instance", id: id.to_owned() }),
-            n => Ok(n),
+        let count = self.inner.scheduler.lock().change_event(id, now);
+        if count == 0 {
+            return Err(Error::NotFound { what: "app instance or instance", id: id.to_owned() });
         }
+        self.tell_others(Message::DeployEvent(id.to_owned())).await;
+        Ok(count)
     }
 
     /// Registers (or replaces) a cluster by kubeconfig. The kubeconfig is stored for
@@ -328,16 +428,148 @@ impl StatusService {
         self.inner.scheduler.lock().table.len()
     }
 
-    /// [`StatusService::len`] for a task that reports it periodically (the replica
-    /// heartbeat): the reader does not keep the service alive, so once the state that owns
-    /// it is dropped the checks stop, and the reader answers 0.
-    pub fn len_reader(&self) -> impl Fn() -> usize + Send + Sync + 'static {
-        let inner = Arc::downgrade(&self.inner);
-        move || inner.upgrade().map_or(0, |i| i.scheduler.lock().table.len())
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Places the fleet over the live `replicas` (their ids, in any order) and checks
+    /// this replica's share. No-op on a single node.
+    pub fn reshard(&self, replicas: &[String]) -> Reshard {
+        let mut sorted: Vec<Arc<str>> = replicas.iter().map(|r| Arc::from(r.as_str())).collect();
+        sorted.sort();
+        sorted.dedup();
+        let now = self.inner.clock.now_ms();
+        let outcome = self.inner.scheduler.lock().reshard(&sorted, now);
+        if outcome.acquired + outcome.released > 0 {
+            tracing::info!(
+                replicas = sorted.len(),
+                acquired = outcome.acquired,
+                released = outcome.released,
+                owned = outcome.owned,
+                "status instances placed again"
+            );
+        }
+        outcome
+    }
+
+    /// Lets this replica check what it owns until `deadline`: the end of the lease its
+    /// last heartbeat bought.
+    pub fn hold_until(&self, deadline: Instant) {
+        if let Some(sharding) = &self.inner.sharding {
+            sharding.fence.store(self.inner.clock.ms_at(deadline), Ordering::SeqCst);
+        }
+    }
+
+    /// Whether this replica may check what it owns now.
+    pub fn holds_lease(&self) -> bool {
+        self.inner.sharding.as_ref().is_none_or(|s| s.fence.load(Ordering::SeqCst) > self.inner.clock.now_ms())
+    }
+
+    /// Stops checking everything: the lease ran out. Checks resume at the next
+    /// [`StatusService::reshard`] that includes this replica.
+    pub fn release_all(&self) -> usize {
+        self.inner.scheduler.lock().release_all()
+    }
+
+    /// Instances this replica checks.
+    pub fn owned(&self) -> usize {
+        self.inner.scheduler.lock().owned()
+    }
+
+    /// A handle that does not keep the service alive, for tasks that run beside it (the
+    /// replica heartbeat): once the state that owns the service is dropped, the checks
+    /// stop, and such a task's upgrade fails.
+    pub fn downgrade(&self) -> WeakStatusService {
+        WeakStatusService(Arc::downgrade(&self.inner))
+    }
+
+    /// Acts on a notification from another replica (see [`crate::peers`]).
+    pub async fn receive(&self, payload: &str) -> Result<(), Error> {
+        let Some(sharding) = &self.inner.sharding else { return Ok(()) };
+        let envelope = Envelope::parse(payload)
+            .map_err(|e| Error::Corrupt { what: "status notification", id: String::new(), message: e.to_string() })?;
+        if envelope.from == sharding.replica {
+            return Ok(());
+        }
+        match envelope.message {
+            Message::Transitions(judged) => {
+                let now = self.inner.clock.now_ms();
+                let events: Vec<TransitionEvent> = {
+                    let mut s = self.inner.scheduler.lock();
+                    let transitions: Vec<Transition> =
+                        judged.into_iter().filter_map(|j| s.apply_foreign(j, now)).collect();
+                    transitions.into_iter().map(|t| s.event(t)).collect()
+                };
+                for event in events {
+                    let _ = self.inner.events.send(Arc::new(event));
+                }
+            }
+            Message::Changed(id) => {
+                if let Some(change) = store::load_change(&self.inner.db, &id).await? {
+                    self.apply_change(change).await?;
+                }
+            }
+            Message::DeployEvent(id) => {
+                let now = self.inner.clock.now_ms();
+                self.inner.scheduler.lock().change_event(&id, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Catches up after notifications may have been lost (the listener reconnected):
+    /// replays recent bulk changes and reloads the statuses other replicas recorded.
+    pub async fn resync(&self) -> Result<(), Error> {
+        let Some(sharding) = &self.inner.sharding else { return Ok(()) };
+        let since = sharding.last_change_ms.load(Ordering::SeqCst) - REPLAY_SLACK_MS;
+        for change in store::changes_since(&self.inner.db, since).await? {
+            self.apply_change(change).await?;
+        }
+        let stored = store::load_health(&self.inner.db).await?;
+        let now = self.inner.clock.now_ms();
+        let mut s = self.inner.scheduler.lock();
+        for (id, health, reason, since_ms) in stored {
+            s.apply_foreign((id, health, reason, since_ms), now);
+        }
+        Ok(())
+    }
+
+    /// Applies another replica's bulk change: the touched rows as they are now.
+    async fn apply_change(&self, change: store::StoredChange) -> Result<(), Error> {
+        let ids: ChangedIds = serde_json::from_str(&change.ids)
+            .map_err(|e| Error::Corrupt { what: "status change", id: change.id.clone(), message: e.to_string() })?;
+        let apps = store::load_app_instances_by_id(&self.inner.db, &ids.apps).await?;
+        let instances = store::load_instances_by_id(&self.inner.db, &ids.instances).await?;
+        let mut s = self.inner.scheduler.lock();
+        let (now, now_wall) = (self.inner.clock.now_ms(), wall_ms());
+        for app in &apps {
+            s.upsert_app(app);
+        }
+        let mut present = std::collections::HashSet::with_capacity(instances.len());
+        for stored in &instances {
+            let index = s.upsert_instance(&stored.spec, now, now_wall);
+            if stored.reason != NOT_CHECKED {
+                s.restore_health(index, stored.status, &stored.reason, stored.since_ms);
+            }
+            present.insert(stored.spec.id.as_str());
+        }
+        // Upserted here but gone from the table since: deleted by a later change.
+        for id in ids.instances.iter().filter(|id| !present.contains(id.as_str())).chain(&ids.deleted) {
+            s.remove(id);
+        }
+        s.rebalance(now);
+        if let Some(sharding) = &self.inner.sharding {
+            sharding.last_change_ms.fetch_max(change.at_ms, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Tells the other replicas of a sharded fleet (nobody on a single node).
+    async fn tell_others(&self, message: Message) {
+        if let Some(sharding) = &self.inner.sharding {
+            let envelope = Envelope { from: sharding.replica.clone(), message };
+            crate::peers::announce(&self.inner.db, &[envelope.payload()]).await;
+        }
     }
 }
 
@@ -383,6 +615,7 @@ async fn record(
     writes: Arc<tokio::sync::Mutex<()>>,
     events: broadcast::Sender<Arc<TransitionEvent>>,
     mut incoming: mpsc::UnboundedReceiver<Vec<TransitionEvent>>,
+    announce_as: Option<String>,
 ) {
     while let Some(mut batch) = incoming.recv().await {
         while let Ok(more) = incoming.try_recv() {
@@ -395,6 +628,9 @@ async fn record(
         };
         if let Err(e) = written {
             tracing::error!(error = %e, count = transitions.len(), "cannot record status transitions");
+        }
+        if let Some(replica) = &announce_as {
+            crate::peers::announce(&db, &crate::peers::transition_payloads(replica, &transitions)).await;
         }
         for event in batch {
             let _ = events.send(Arc::new(event));

@@ -11,7 +11,8 @@ use crate::events::Transition;
 use crate::health::Health;
 use crate::model::{AppInstanceSpec, ComponentInstanceSpec};
 
-pub const MIGRATIONS: &[(&str, &str)] = &[(
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
     "status-0001-instances-clusters-history",
     "CREATE TABLE status_clusters (
         name TEXT PRIMARY KEY,
@@ -43,7 +44,23 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
         component TEXT NOT NULL
     );
     CREATE INDEX status_transitions_instance ON status_transitions (instance_id, at_ms)",
-)];
+    ),
+    // What each bulk change touched, so the other replicas of a sharded fleet load just
+    // those rows (and replay what they missed while they were not listening).
+    (
+        "status-0002-changes",
+        "CREATE TABLE status_changes (
+            id TEXT PRIMARY KEY,
+            at_ms BIGINT NOT NULL,
+            ids TEXT NOT NULL
+        );
+        CREATE INDEX status_changes_at ON status_changes (at_ms)",
+    ),
+];
+
+/// Changes older than this are pruned from the feed: a replica away for longer reloads
+/// everything when it comes back.
+pub const CHANGES_KEPT_MS: i64 = 3_600_000;
 
 /// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bind limits.
 const CHUNK: usize = 500;
@@ -112,31 +129,96 @@ pub async fn save_cluster(db: &AnyPool, c: &StoredCluster) -> Result<(), Error> 
 
 pub async fn load_app_instances(db: &AnyPool) -> Result<Vec<AppInstanceSpec>, Error> {
     let rows = sqlx::query("SELECT id, spec FROM status_app_instances").fetch_all(db).await?;
-    rows.iter()
-        .map(|r| {
-            let id: String = r.try_get(0)?;
-            let spec: String = r.try_get(1)?;
-            serde_json::from_str(&spec).map_err(|e| corrupt("app instance", &id, e))
-        })
-        .collect()
+    rows.iter().map(app_instance_row).collect()
 }
 
 pub async fn load_instances(db: &AnyPool) -> Result<Vec<StoredInstance>, Error> {
     let rows =
         sqlx::query("SELECT id, spec, status, reason, since_ms FROM status_instances").fetch_all(db).await?;
-    rows.iter()
-        .map(|r| {
-            let id: String = r.try_get(0)?;
-            let spec: String = r.try_get(1)?;
-            let status: String = r.try_get(2)?;
-            Ok(StoredInstance {
-                spec: serde_json::from_str(&spec).map_err(|e| corrupt("instance", &id, e))?,
-                status: status.parse().map_err(|e| corrupt("instance", &id, e))?,
-                reason: r.try_get(3)?,
-                since_ms: r.try_get(4)?,
-            })
+    rows.iter().map(instance_row).collect()
+}
+
+/// The app instances among `ids` that exist (a missing one was deleted).
+pub async fn load_app_instances_by_id(db: &AnyPool, ids: &[String]) -> Result<Vec<AppInstanceSpec>, Error> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!("SELECT id, spec FROM status_app_instances WHERE id IN ({})", list(chunk.len()));
+        let rows = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(id)).fetch_all(db).await?;
+        out.extend(rows.iter().map(app_instance_row).collect::<Result<Vec<_>, _>>()?);
+    }
+    Ok(out)
+}
+
+/// The component instances among `ids` that exist, with their last status.
+pub async fn load_instances_by_id(db: &AnyPool, ids: &[String]) -> Result<Vec<StoredInstance>, Error> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT id, spec, status, reason, since_ms FROM status_instances WHERE id IN ({})",
+            list(chunk.len())
+        );
+        let rows = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(id)).fetch_all(db).await?;
+        out.extend(rows.iter().map(instance_row).collect::<Result<Vec<_>, _>>()?);
+    }
+    Ok(out)
+}
+
+fn app_instance_row(r: &sqlx::any::AnyRow) -> Result<AppInstanceSpec, Error> {
+    let id: String = r.try_get(0)?;
+    let spec: String = r.try_get(1)?;
+    serde_json::from_str(&spec).map_err(|e| corrupt("app instance", &id, e))
+}
+
+fn instance_row(r: &sqlx::any::AnyRow) -> Result<StoredInstance, Error> {
+    let id: String = r.try_get(0)?;
+    let spec: String = r.try_get(1)?;
+    let status: String = r.try_get(2)?;
+    Ok(StoredInstance {
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("instance", &id, e))?,
+        status: status.parse().map_err(|e| corrupt("instance", &id, e))?,
+        reason: r.try_get(3)?,
+        since_ms: r.try_get(4)?,
+    })
+}
+
+/// One entry of the change feed: the ids a bulk change touched, as JSON.
+pub struct StoredChange {
+    pub id: String,
+    pub at_ms: i64,
+    pub ids: String,
+}
+
+pub async fn load_change(db: &AnyPool, id: &str) -> Result<Option<StoredChange>, Error> {
+    let row: Option<(String, i64, String)> =
+        sqlx::query_as("SELECT id, at_ms, ids FROM status_changes WHERE id = $1").bind(id).fetch_optional(db).await?;
+    Ok(row.map(|(id, at_ms, ids)| StoredChange { id, at_ms, ids }))
+}
+
+/// Changes made at or after `at_ms`, oldest first.
+pub async fn changes_since(db: &AnyPool, at_ms: i64) -> Result<Vec<StoredChange>, Error> {
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT id, at_ms, ids FROM status_changes WHERE at_ms >= $1 ORDER BY at_ms, id")
+            .bind(at_ms)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|(id, at_ms, ids)| StoredChange { id, at_ms, ids }).collect())
+}
+
+/// Every instance's last recorded status: (id, status, reason, since).
+pub async fn load_health(db: &AnyPool) -> Result<Vec<(String, Health, String, i64)>, Error> {
+    let rows: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT id, status, reason, since_ms FROM status_instances").fetch_all(db).await?;
+    rows.into_iter()
+        .map(|(id, status, reason, since)| {
+            let health = status.parse().map_err(|e| corrupt("instance", &id, e))?;
+            Ok((id, health, reason, since))
         })
         .collect()
+}
+
+/// `$1, $2, …` for an `IN` list.
+fn list(count: usize) -> String {
+    (1..=count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Writes one bulk request in one transaction: all of it or none.
@@ -146,9 +228,22 @@ pub async fn apply_bulk(
     instances: &[ComponentInstanceSpec],
     deleted: &[String],
     emptied_apps: &[String],
+    change: Option<&StoredChange>,
     now_ms: i64,
 ) -> Result<(), Error> {
     let mut tx = db.begin().await?;
+    if let Some(c) = change {
+        sqlx::query("INSERT INTO status_changes (id, at_ms, ids) VALUES ($1, $2, $3)")
+            .bind(&c.id)
+            .bind(c.at_ms)
+            .bind(&c.ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM status_changes WHERE at_ms < $1")
+            .bind(c.at_ms - CHANGES_KEPT_MS)
+            .execute(&mut *tx)
+            .await?;
+    }
     for chunk in apps.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO status_app_instances (id, spec, updated_at_ms) VALUES {}
@@ -190,8 +285,7 @@ pub async fn apply_bulk(
 
 async fn delete_ids(tx: &mut Transaction<'_, Any>, table: &str, ids: &[String]) -> Result<(), Error> {
     for chunk in ids.chunks(CHUNK) {
-        let list = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
-        let mut q = sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id IN ({list})")));
+        let mut q = sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id IN ({})", list(chunk.len()))));
         for id in chunk {
             q = q.bind(id);
         }

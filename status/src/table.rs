@@ -16,6 +16,8 @@ pub const NOT_CHECKED: &str = "not checked yet";
 pub const QUEUED: u64 = u64::MAX;
 /// `due_tick` of an instance whose check is running.
 pub const IN_FLIGHT: u64 = u64::MAX - 1;
+/// `due_tick` of an instance another replica checks.
+pub const UNOWNED: u64 = u64::MAX - 2;
 
 /// What to fetch, shared cheaply with the fetch task (reference counts, no copies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,11 +54,13 @@ pub struct Instance {
     pub since_ms: i64,
     pub checked_ms: i64,
     pub schedule: CheckSchedule,
-    /// The wheel tick this instance is filed under, or [`QUEUED`] / [`IN_FLIGHT`].
+    /// The wheel tick this instance is filed under, or [`QUEUED`] / [`IN_FLIGHT`] / [`UNOWNED`].
     pub due_tick: u64,
     /// Bumped on every update so results of checks started before it are ignored.
     pub generation: u32,
     pub checks: u32,
+    /// Whether this replica checks it (see [`crate::shard`]); on a single node, always.
+    pub owned: bool,
 }
 
 #[derive(Debug)]
@@ -179,13 +183,14 @@ impl InstanceTable {
         self.apps.insert(id, AppEntry { spec: spec.clone(), app, cluster, components });
     }
 
-    /// Inserts or updates a component instance; an update keeps the last health but counts
-    /// as a change for the schedule. Returns its index.
+    /// Inserts or updates a component instance; an update keeps the last health (and
+    /// whether it is `owned` here) but counts as a change for the schedule. Returns its index.
     pub fn upsert_instance(
         &mut self,
         spec: &ComponentInstanceSpec,
         schedule: CheckSchedule,
         now_ms: i64,
+        owned: bool,
     ) -> u32 {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
@@ -225,9 +230,10 @@ impl InstanceTable {
             since_ms: now_ms,
             checked_ms: 0,
             schedule,
-            due_tick: QUEUED,
+            due_tick: if owned { QUEUED } else { UNOWNED },
             generation,
             checks: 0,
+            owned,
         };
         let index = match self.free.pop() {
             Some(i) => {
@@ -316,8 +322,8 @@ mod tests {
         let mut t = InstanceTable::default();
         let s = CheckSchedule::new(&ScheduleConfig::default());
         t.upsert_app(&app("a1"));
-        let i = t.upsert_instance(&instance("x", "a1", "http://h:1/x"), s, 0);
-        let j = t.upsert_instance(&instance("y", "a1", "http://h:1/y"), s, 0);
+        let i = t.upsert_instance(&instance("x", "a1", "http://h:1/x"), s, 0, true);
+        let j = t.upsert_instance(&instance("y", "a1", "http://h:1/y"), s, 0, true);
         let (x, y) = (t.get(i).unwrap(), t.get(j).unwrap());
         assert!(Arc::ptr_eq(&x.plugin, &y.plugin));
         assert!(Arc::ptr_eq(&x.params, &y.params));
@@ -333,12 +339,12 @@ mod tests {
         let mut t = InstanceTable::default();
         let s = CheckSchedule::new(&ScheduleConfig::default());
         t.upsert_app(&app("a1"));
-        let i = t.upsert_instance(&instance("x", "a1", "http://h:1/x"), s, 0);
+        let i = t.upsert_instance(&instance("x", "a1", "http://h:1/x"), s, 0, true);
         assert!(t.remove("x").is_some());
         assert!(t.apps.is_empty());
         assert_eq!(t.len(), 0);
         t.upsert_app(&app("a2"));
-        assert_eq!(t.upsert_instance(&instance("z", "a2", "http://h:2/"), s, 0), i);
+        assert_eq!(t.upsert_instance(&instance("z", "a2", "http://h:2/"), s, 0, true), i);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use slipway_server::config::Config;
-use slipway_tests::fleet::{Fleet, FleetConfig, Layout, Mode};
+use slipway_tests::fleet::{Fleet, FleetConfig, Layout, Logged, Mode};
 use slipway_tests::server::TestServer;
 
 const INSTANCES: usize = 2_000;
@@ -115,7 +115,7 @@ async fn a_restart_restores_statuses_and_history_and_spreads_the_first_round() {
     }
     tokio::time::sleep(TIGHT).await;
     let mut asked: Vec<Vec<Duration>> = vec![Vec::new(); INSTANCES];
-    for (n, at) in fleet.state.take_request_log() {
+    for Logged { instance: n, at, .. } in fleet.state.take_request_log() {
         asked[n].push(at - started);
     }
     // A re-check comes at the tight interval less its jitter (at most 10 %), measured from

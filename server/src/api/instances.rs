@@ -141,7 +141,7 @@ async fn event(
     Path(id): Path<String>,
     Json(event): Json<ChangeEvent>,
 ) -> Result<(StatusCode, Json<EventAccepted>), ApiError> {
-    let instances = state.status.change_event(&id)?;
+    let instances = state.status.change_event(&id).await?;
     tracing::info!(id = %id, kind = ?event.kind, detail = %event.detail, instances, "change event");
     Ok((StatusCode::ACCEPTED, Json(EventAccepted { id, instances })))
 }

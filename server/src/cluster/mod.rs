@@ -11,7 +11,7 @@ pub use notify::Change;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sqlx::{AnyPool, AssertSqlSafe};
@@ -122,21 +122,53 @@ impl Cluster {
         self.inner.lease / 3
     }
 
-    /// Beats until the process ends; `status_instances` reports what this replica checks.
-    pub fn spawn_heartbeat(&self, status_instances: impl Fn() -> usize + Send + 'static) {
+    /// Beats until the status service is dropped. Each beat that lands reads the live
+    /// replicas, places the status instances over them, and only then extends this
+    /// replica's status lease: a replica that was cut off for longer than the lease gives
+    /// up what it lost before it checks anything again.
+    pub fn spawn_heartbeat(&self, status: slipway_status::WeakStatusService) {
         let cluster = self.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(cluster.renew_every());
+            let mut ticks = tokio::time::interval(cluster.beat_every());
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let instances = status_instances() as i64;
-                if let Err(e) = cluster.beat(instances).await {
-                    tracing::warn!(error = %e, "cluster heartbeat failed; retrying");
+                let Some(status) = status.upgrade() else { return };
+                let started = Instant::now();
+                let owned = status.owned() as i64;
+                metrics::gauge!("slipway_replica_status_instances").set(owned as f64);
+                let placed = match cluster.beat(owned).await {
+                    Ok(()) => cluster.live_replicas().await,
+                    Err(e) => Err(e),
+                };
+                match placed {
+                    Ok(live) => {
+                        status.reshard(&live);
+                        // The others count this lease from when the database stamped the
+                        // beat, which is after `started`: ending it a tenth early covers
+                        // clocks that run at slightly different rates.
+                        status.hold_until(started + cluster.lease() - cluster.lease() / 10);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed; retrying"),
                 }
-                metrics::gauge!("slipway_replica_status_instances").set(instances as f64);
             }
         });
+    }
+
+    /// A beat a second, or three per lease when the lease is shorter than three seconds.
+    fn beat_every(&self) -> Duration {
+        (self.inner.lease / 3).min(Duration::from_secs(1))
+    }
+
+    /// The replicas heard from within the lease, by the database's clock.
+    async fn live_replicas(&self) -> Result<Vec<String>, sqlx::Error> {
+        let now = self.inner.dialect.now_ms();
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT id FROM cluster_replicas WHERE heartbeat_at_ms >= {now} - $1 ORDER BY id"
+        )))
+        .bind(self.inner.lease.as_millis() as i64)
+        .fetch_all(&self.inner.db)
+        .await
     }
 
     async fn beat(&self, status_instances: i64) -> Result<(), sqlx::Error> {

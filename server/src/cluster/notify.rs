@@ -14,6 +14,7 @@ use sqlx::postgres::PgListener;
 use super::Cluster;
 use crate::auth::TokenStore;
 use crate::storage::Dialect;
+use slipway_status::WeakStatusService;
 
 const CHANNEL: &str = "slipway_changes";
 /// Wait before listening again after the database went away.
@@ -51,16 +52,25 @@ impl Cluster {
         }
     }
 
-    /// Listens for other replicas' announcements until the process ends; after any gap in
-    /// listening (the database restarted), reloads everything, since announcements made
-    /// meanwhile were lost.
-    pub fn spawn_listener(&self, url: String, plugins: slipway_plugins::PluginHost, tokens: TokenStore) {
+    /// Listens for other replicas' announcements and status news until the status service
+    /// is dropped; after any gap in listening (the database restarted), reloads everything,
+    /// since announcements made meanwhile were lost.
+    pub fn spawn_listener(
+        &self,
+        url: String,
+        plugins: slipway_plugins::PluginHost,
+        tokens: TokenStore,
+        status: WeakStatusService,
+    ) {
         if self.inner.dialect != Dialect::Postgres {
             return;
         }
         tokio::spawn(async move {
             loop {
-                if let Err(e) = listen(&url, &plugins, &tokens).await {
+                if status.upgrade().is_none() {
+                    return;
+                }
+                if let Err(e) = listen(&url, &plugins, &tokens, &status).await {
                     tracing::warn!(error = %e, "listening for other replicas' changes failed; listening again");
                 }
                 tokio::time::sleep(RECONNECT).await;
@@ -74,12 +84,25 @@ async fn listen(
     url: &str,
     plugins: &slipway_plugins::PluginHost,
     tokens: &TokenStore,
+    status: &WeakStatusService,
 ) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen_all([CHANNEL, slipway_status::peers::CHANNEL]).await?;
     reload(plugins).await;
     tokens.forget_cached();
+    if let Some(status) = status.upgrade()
+        && let Err(e) = status.resync().await
+    {
+        tracing::warn!(error = %e, "could not catch up with the other replicas' status changes");
+    }
     while let Some(notification) = listener.try_recv().await? {
+        if notification.channel() == slipway_status::peers::CHANNEL {
+            let Some(status) = status.upgrade() else { return Ok(()) };
+            if let Err(e) = status.receive(notification.payload()).await {
+                tracing::warn!(error = %e, "could not apply another replica's status news");
+            }
+            continue;
+        }
         match notification.payload() {
             "plugins" => reload(plugins).await,
             "tokens" => tokens.forget_cached(),

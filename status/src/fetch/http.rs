@@ -14,8 +14,11 @@ pub struct HttpFetcher {
 }
 
 impl HttpFetcher {
-    pub fn new(config: &FetchConfig) -> Result<Self, crate::Error> {
+    /// `user_agent` tells the instance's owner who is asking (with the replica, when the
+    /// fleet is sharded).
+    pub fn new(config: &FetchConfig, user_agent: &str) -> Result<Self, crate::Error> {
         let client = reqwest::Client::builder()
+            .user_agent(user_agent)
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
@@ -127,7 +130,7 @@ mod tests {
 
     fn fetcher() -> HttpFetcher {
         let config = FetchConfig { timeout: std::time::Duration::from_millis(500), ..FetchConfig::default() };
-        HttpFetcher::new(&config).unwrap()
+        HttpFetcher::new(&config, "slipway-test").unwrap()
     }
 
     #[tokio::test]

@@ -81,7 +81,7 @@ pub struct FleetState {
     lists: AtomicU64,
     /// Whether health requests are logged with their arrival time (off in benchmarks).
     logging: AtomicBool,
-    log: Mutex<Vec<(usize, Instant)>>,
+    log: Mutex<Vec<Logged>>,
 }
 
 impl FleetState {
@@ -151,16 +151,17 @@ impl FleetState {
 
     /// Stops logging and hands back what was logged since [`FleetState::log_requests`], in
     /// arrival order.
-    pub fn take_request_log(&self) -> Vec<(usize, Instant)> {
+    pub fn take_request_log(&self) -> Vec<Logged> {
         self.logging.store(false, Ordering::SeqCst);
         std::mem::take(&mut *self.log.lock().expect("request log"))
     }
 
     /// Counts a request and says how the instance answers it.
-    fn answer(&self, n: usize) -> Option<(Mode, u32)> {
+    fn answer(&self, n: usize, user_agent: &str) -> Option<(Mode, u32)> {
         let count = self.requests.get(n)?.fetch_add(1, Ordering::Relaxed);
         if self.logging.load(Ordering::Relaxed) {
-            self.log.lock().expect("request log").push((n, Instant::now()));
+            let replica = replica_of(user_agent).map(Arc::from);
+            self.log.lock().expect("request log").push(Logged { instance: n, at: Instant::now(), replica });
         }
         let mode = match self.mode(n) {
             Mode::Flap if count % 2 == 0 => Mode::Fail,
@@ -169,6 +170,19 @@ impl FleetState {
         };
         Some((mode, self.delays_ms[n].load(Ordering::Relaxed)))
     }
+}
+
+/// One logged health request.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub instance: usize,
+    pub at: Instant,
+    /// The replica that asked, from its user agent `slipway/<version> (replica <id>)`.
+    pub replica: Option<Arc<str>>,
+}
+
+fn replica_of(user_agent: &str) -> Option<&str> {
+    user_agent.split_once("(replica ")?.1.strip_suffix(')')
 }
 
 /// Where a simulator listens, and where each instance lives on it: enough to register

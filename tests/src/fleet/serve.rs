@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::header::USER_AGENT;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -21,8 +22,9 @@ pub async fn run(listener: TcpListener, state: Arc<FleetState>) {
     let _ = axum::serve(listener, app).await;
 }
 
-async fn health(State(state): State<Arc<FleetState>>, Path(n): Path<usize>) -> Response {
-    let Some((mode, delay_ms)) = state.answer(n) else {
+async fn health(State(state): State<Arc<FleetState>>, Path(n): Path<usize>, headers: HeaderMap) -> Response {
+    let agent = headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some((mode, delay_ms)) = state.answer(n, agent) else {
         return (StatusCode::NOT_FOUND, "no such instance").into_response();
     };
     let json = [("content-type", "application/json")];
