@@ -46,6 +46,20 @@ impl MonoClock {
     }
 }
 
+/// True when the lease `fence` holds has run out by `now_ms`; everything owned is then let
+/// go, so checks in flight are not waited for and nothing is checked until the next
+/// placement.
+pub fn let_go_if_lapsed(fence: &AtomicU64, scheduler: &Mutex<Scheduler>, now_ms: u64) -> bool {
+    if fence.load(Ordering::SeqCst) > now_ms {
+        return false;
+    }
+    let released = scheduler.lock().release_all();
+    if released > 0 {
+        tracing::warn!(released, "the status lease ran out: stopped checking until the next heartbeat");
+    }
+    true
+}
+
 pub fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -166,17 +180,8 @@ impl Runner {
         }
     }
 
-    /// True when the lease has run out; everything owned is then let go, so the checks
-    /// that were in flight are not waited for.
     fn fenced(&self, now_ms: u64) -> bool {
-        if self.fence.load(Ordering::SeqCst) > now_ms {
-            return false;
-        }
-        let released = self.scheduler.lock().release_all();
-        if released > 0 {
-            tracing::warn!(released, "the status lease ran out: stopped checking until the next heartbeat");
-        }
-        true
+        let_go_if_lapsed(&self.fence, &self.scheduler, now_ms)
     }
 
     /// Applies one judged batch and passes its transitions on. Without a lease the batch

@@ -460,15 +460,12 @@ impl StatusService {
         }
     }
 
-    /// Whether this replica may check what it owns now.
-    pub fn holds_lease(&self) -> bool {
-        self.inner.sharding.as_ref().is_none_or(|s| s.fence.load(Ordering::SeqCst) > self.inner.clock.now_ms())
-    }
-
-    /// Stops checking everything: the lease ran out. Checks resume at the next
-    /// [`StatusService::reshard`] that includes this replica.
-    pub fn release_all(&self) -> usize {
-        self.inner.scheduler.lock().release_all()
+    /// Lets go of everything when the lease has run out (checks resume at the next
+    /// [`StatusService::reshard`]): the heartbeat calls it before it beats, so a replica
+    /// that wakes from a freeze gives up what it may have lost whichever task runs first.
+    pub fn let_go_if_lapsed(&self) -> bool {
+        let Some(sharding) = &self.inner.sharding else { return false };
+        crate::runner::let_go_if_lapsed(&sharding.fence, &self.inner.scheduler, self.inner.clock.now_ms())
     }
 
     /// Instances this replica checks.

@@ -134,6 +134,7 @@ impl Cluster {
             loop {
                 ticks.tick().await;
                 let Some(status) = status.upgrade() else { return };
+                status.let_go_if_lapsed();
                 let started = Instant::now();
                 let owned = status.owned() as i64;
                 metrics::gauge!("slipway_replica_status_instances").set(owned as f64);

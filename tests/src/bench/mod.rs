@@ -28,3 +28,17 @@ pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
         other => anyhow::bail!("unknown benchmark `{other}`; known: {}", NAMES.join(", ")),
     }
 }
+
+/// The 99th percentile (nearest rank); 0 for no values.
+pub(crate) fn p99(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+pub(crate) fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}

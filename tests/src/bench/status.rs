@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{p99, round1};
 use crate::fleet::{Endpoints, Layout};
 use crate::server::TestServer;
 
@@ -407,17 +408,4 @@ fn scaler_rss_kb(fleet: u32) -> u64 {
 
 fn clock_ticks_per_s() -> f64 {
     100.0 // USER_HZ on Linux
-}
-
-fn p99(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1]
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }

@@ -13,6 +13,7 @@
 
 mod admin;
 mod kube;
+pub mod checkers;
 mod register;
 mod serve;
 
