@@ -104,8 +104,22 @@ impl<C: Clock + Clone> Scheduler<C> {
     /// Takes the instances the live `replicas` (sorted ids) leave to this one and lets go
     /// of the rest. Instances taken on get their first check spread over the tight
     /// interval from now. A replica missing from the list (its heartbeat lapsed) owns
-    /// nothing. No-op on a single node.
+    /// nothing. Nothing to do when the replicas are the same as last time (instances
+    /// added or removed since were placed by [`Scheduler::rebalance`]), or on a single node.
     pub fn reshard(&mut self, replicas: &[Arc<str>], now_ms: u64) -> Reshard {
+        if self.replica.is_some() && replicas == self.replicas.as_slice() {
+            return Reshard { owned: self.owned, ..Reshard::default() };
+        }
+        self.place(replicas, now_ms)
+    }
+
+    /// Places again over the same replicas, after instances were added or removed.
+    pub fn rebalance(&mut self, now_ms: u64) -> Reshard {
+        let replicas = self.replicas.clone();
+        self.place(&replicas, now_ms)
+    }
+
+    fn place(&mut self, replicas: &[Arc<str>], now_ms: u64) -> Reshard {
         let Some(me) = self.replica.clone() else {
             return Reshard { owned: self.table.len(), ..Reshard::default() };
         };
@@ -139,12 +153,6 @@ impl<C: Clock + Clone> Scheduler<C> {
         }
         self.owned = outcome.owned;
         outcome
-    }
-
-    /// Places again over the same replicas, after instances were added or removed.
-    pub fn rebalance(&mut self, now_ms: u64) -> Reshard {
-        let replicas = self.replicas.clone();
-        self.reshard(&replicas, now_ms)
     }
 
     /// A transition as streamed: with its app and cluster.

@@ -133,15 +133,21 @@ impl Cluster {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                let Some(status) = status.upgrade() else { return };
-                status.let_go_if_lapsed();
+                // Upgraded only between awaits: a beat in progress must not keep a dropped
+                // service (and its checks) alive.
+                let Some(owned) = status.upgrade().map(|s| {
+                    s.let_go_if_lapsed();
+                    s.owned() as i64
+                }) else {
+                    return;
+                };
                 let started = Instant::now();
-                let owned = status.owned() as i64;
                 metrics::gauge!("slipway_replica_status_instances").set(owned as f64);
                 let placed = match cluster.beat(owned).await {
                     Ok(()) => cluster.live_replicas().await,
                     Err(e) => Err(e),
                 };
+                let Some(status) = status.upgrade() else { return };
                 match placed {
                     Ok(live) => {
                         status.reshard(&live);
