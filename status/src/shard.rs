@@ -190,6 +190,38 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_instances_are_grouped_by_cluster_namespace_and_kind() {
+        use crate::model::{ComponentInstanceSpec, KubeObjectRef, Observe, StatusCheckSpec};
+        use crate::schedule::{CheckSchedule, ScheduleConfig};
+        let mut table = InstanceTable::default();
+        let schedule = CheckSchedule::new(&ScheduleConfig::default());
+        let kube = |n: usize, namespace: &str, kind: &str| ComponentInstanceSpec {
+            id: format!("{namespace}-{kind}-{n}"),
+            app_instance: "a".into(),
+            component: "web".into(),
+            status: StatusCheckSpec { plugin: "k8s-deployment".into(), parameters: serde_json::json!({}) },
+            observe: Observe::Kubernetes(KubeObjectRef {
+                cluster: "eu-1".into(),
+                api_version: "apps/v1".into(),
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: format!("d{n}"),
+            }),
+        };
+        for n in 0..50 {
+            table.upsert_instance(&kube(n, "shop", "Deployment"), schedule, 0, false);
+            table.upsert_instance(&kube(n, "blog", "Deployment"), schedule, 0, false);
+            table.upsert_instance(&kube(n, "shop", "StatefulSet"), schedule, 0, false);
+        }
+        let (members, weights) = groups_of(&table);
+        assert_eq!(members.len(), 150);
+        let mut sizes: Vec<u32> = weights.values().copied().collect();
+        sizes.sort();
+        // One group per (cluster, namespace, kind): one replica makes each group's LIST.
+        assert_eq!(sizes, vec![50, 50, 50]);
+    }
+
+    #[test]
     fn the_assignment_does_not_depend_on_map_order() {
         let groups = singletons(1_000);
         let mut entries: Vec<(GroupKey, u32)> = groups.iter().map(|(k, &w)| (k.clone(), w)).collect();
