@@ -6,7 +6,8 @@
 //! The database belongs to the data directory: a server restarted on the same directory
 //! finds the same database again, as it would find the same SQLite file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use slipway_server::config::Config;
 use sqlx::Connection;
@@ -17,6 +18,15 @@ const DATABASE_FILE: &str = "test-database-url";
 /// True when this test run is the PostgreSQL pass.
 pub fn postgres_pass() -> bool {
     std::env::var("SLIPWAY_TEST_DATABASE").is_ok_and(|v| v == "postgres")
+}
+
+/// True on the PostgreSQL pass; otherwise says why the test does not run on this one.
+pub fn postgres_pass_or_skip(why: &str) -> bool {
+    let on = postgres_pass();
+    if !on {
+        eprintln!("skipped on the SQLite pass: {why} (the PostgreSQL pass runs it)");
+    }
+    on
 }
 
 /// Points `config` at the database for its data directory, unless the test chose one itself.
@@ -71,5 +81,56 @@ pub async fn shared_url(dir: &Path) -> String {
         database_for(dir).await
     } else {
         format!("sqlite://{}?mode=rwc", dir.join("shared.db").display())
+    }
+}
+
+/// A PostgreSQL server of a test's or benchmark's own, started by `tests/postgres.sh` with
+/// its data under a directory the caller keeps: an outage test stops it without reaching
+/// other tests' databases, and a cluster benchmark runs where no test server was started.
+/// Stopped when dropped.
+pub struct OwnPostgres {
+    dir: PathBuf,
+    /// The server's `postgres` database, for creating others.
+    pub url: String,
+}
+
+impl OwnPostgres {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh")
+    }
+
+    /// Starts it in `parent/postgres`; as root, `parent` must let the `postgres` user through
+    /// (mode 0711).
+    pub fn start(parent: &Path) -> OwnPostgres {
+        let dir = parent.join("postgres");
+        let out = Command::new("bash").arg(Self::script()).arg("start").arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let env = String::from_utf8(out.stdout).unwrap();
+        let url = env.lines().find_map(|l| l.strip_prefix("export SLIPWAY_TEST_POSTGRES_URL=")).unwrap();
+        OwnPostgres { dir, url: url.to_owned() }
+    }
+
+    /// `stop` (fast shutdown) or `resume` (start again on the same port).
+    pub fn run(&self, command: &str) {
+        assert!(
+            Command::new("bash").arg(Self::script()).arg(command).arg(&self.dir).status().unwrap().success()
+        );
+    }
+
+    /// Creates database `name` and returns its URL.
+    pub fn create(&self, name: &str) -> String {
+        let status = Command::new("psql")
+            .arg(&self.url)
+            .args(["-qc", &format!("CREATE DATABASE {name}")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "creating database {name}");
+        format!("{}/{name}", self.url.rsplit_once('/').unwrap().0)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.run("stop");
     }
 }

@@ -29,14 +29,18 @@ pub fn write(root: &Path, path: &str, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Writes a `slipway.toml` at `path` for a server (a real process) that pushes to `registry`
-/// and whose builds may read directories under `root`; `extra` is appended as it is.
-pub fn write_config(path: &Path, registry: &str, root: &Path, extra: &str) {
-    let toml = format!(
+/// A `slipway.toml` for a server (a real process) that pushes to `registry` and whose builds
+/// may read directories under `root`; `extra` is appended as it is.
+pub fn config_toml(registry: &str, root: &Path, extra: &str) -> String {
+    format!(
         "[pipeline]\nregistry = {registry:?}\ninsecure_registries = [{registry:?}]\nsource_roots = [{:?}]\n{extra}",
         root.display().to_string()
-    );
-    std::fs::write(path, toml).unwrap();
+    )
+}
+
+/// Writes [`config_toml`] at `path`.
+pub fn write_config(path: &Path, registry: &str, root: &Path, extra: &str) {
+    std::fs::write(path, config_toml(registry, root, extra)).unwrap();
 }
 
 /// A server pushing to `registry` whose builds may read directories under `root`.
@@ -65,4 +69,15 @@ pub async fn submit(server: &TestServer, app: &str, components: Value) -> String
         .unwrap();
     assert_eq!(response.status(), 202);
     response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+/// What a local object store under `objects` holds of a component's build log: every run's
+/// object, oldest first, joined as the API joins them (what a killed process flushed last
+/// is there).
+pub fn stored_log(objects: &Path, build: &str, component: &str) -> String {
+    let dir = objects.join(format!("builds/{build}/logs/{component}"));
+    let mut runs: Vec<_> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    runs.sort();
+    let texts: Vec<String> = runs.iter().filter_map(|run| std::fs::read_to_string(run).ok()).collect();
+    texts.join("--- run again ---\n")
 }

@@ -9,18 +9,24 @@ use std::time::Duration;
 
 use crate::server::TestServer;
 
-/// Builds (if needed) and returns the `slipway` binary of this test run's target dir.
+/// Builds (if needed) and returns the `slipway` binary of the running executable's target
+/// dir and profile: a test (`target/debug/deps/<test>`) gets `target/debug/slipway`, the
+/// benchmark runner (`target/release/slipway-bench`) gets `target/release/slipway`.
 pub fn slipway_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "slipway-server", "--bin", "slipway"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building the slipway binary failed");
-    // target/debug/deps/<this test> -> target/debug/slipway
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("slipway")
+    let mut dir = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap();
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "slipway-server", "--bin", "slipway"]);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status().expect("run cargo build");
+    assert!(status.success(), "building the slipway binary failed");
+    dir.join("slipway")
 }
 
 pub fn admin_token(data_dir: &Path) -> String {
@@ -35,21 +41,40 @@ pub struct Slipway {
 }
 
 impl Slipway {
-    /// Starts `binary serve` on `data_dir` with `args` and `env` added, once it answers.
+    /// Starts `binary serve` on `data_dir` with `args` and `env` added, once it answers; on
+    /// the PostgreSQL pass on the database of `data_dir` unless `env` names one.
     pub async fn start(binary: &Path, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Slipway {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut database = Vec::new();
-        if crate::database::postgres_pass() {
-            database.push(("SLIPWAY_DATABASE__URL", crate::database::database_for(data_dir).await));
+        let names_database = env.iter().any(|(name, _)| *name == "SLIPWAY_DATABASE__URL");
+        let database = if crate::database::postgres_pass() && !names_database {
+            Some(crate::database::database_for(data_dir).await)
+        } else {
+            None
+        };
+        let mut env = env.to_vec();
+        if let Some(url) = &database {
+            env.push(("SLIPWAY_DATABASE__URL", url));
         }
+        Self::launch(binary, data_dir, args, &env, Stdio::inherit()).await
+    }
+
+    /// Starts `binary serve` on `data_dir` with exactly `args` and `env` added, its log
+    /// (stderr) going to `log`, once it answers.
+    pub async fn launch(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: impl Into<Stdio>,
+    ) -> Slipway {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let child = Command::new(binary)
             .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data_dir)
             .args(args)
             .env("SLIPWAY_LOG_FILTER", "warn")
-            .envs(database)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start slipway");
         let url = format!("http://{addr}/healthz");
@@ -61,6 +86,11 @@ impl Slipway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("slipway did not start on {addr}");
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {

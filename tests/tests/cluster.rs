@@ -3,23 +3,14 @@
 //! `/v1/cluster` by their heartbeats, and when the replica running a build is killed, another
 //! takes the build over within the lease time and publishes it once.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use slipway_tests::pipeline::{registry_and_base, write, write_config};
+use slipway_tests::database::{OwnPostgres, postgres_pass_or_skip};
+use slipway_tests::pipeline::{registry_and_base, stored_log, write, write_config};
 use slipway_tests::process::{Slipway, slipway_binary};
 use slipway_tests::server::wait_build;
-
-/// True on the PostgreSQL pass; otherwise says why the test does not run on this one.
-fn postgres_pass_or_skip(why: &str) -> bool {
-    let on = slipway_tests::database::postgres_pass();
-    if !on {
-        eprintln!("skipped on the SQLite pass: {why} (the PostgreSQL pass runs it)");
-    }
-    on
-}
 
 const APP: &str = "cluster-shop";
 const LEASE_MS: u64 = 3_000;
@@ -80,10 +71,9 @@ async fn a_build_whose_replica_is_killed_is_taken_over_and_published_once() {
     let id = a.submit_dir_build(APP, "slow", source.path()).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     // Running, and its log (flushed every second) holds the RUN in the shared object store.
-    let stored_log = shared.path().join(format!("objects/builds/{id}/logs/slow.log"));
     let replica_a = loop {
         let build = a.get_json(&format!("/v1/builds/{id}")).await;
-        let log = std::fs::read_to_string(&stored_log).unwrap_or_default();
+        let log = stored_log(&shared.path().join("objects"), &id, "slow");
         if build["state"] == "running" && log.contains("the slow step starts") {
             break build["replica"].as_str().unwrap().to_owned();
         }
@@ -197,39 +187,6 @@ async fn a_plugin_switch_through_one_replica_is_active_on_the_others_at_once() {
     }
 }
 
-/// A PostgreSQL of the test's own (the outage must not reach other tests' databases).
-struct OwnPostgres {
-    dir: PathBuf,
-    url: String,
-}
-
-impl OwnPostgres {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("postgres.sh")
-    }
-
-    fn start(parent: &Path) -> OwnPostgres {
-        let dir = parent.join("postgres");
-        let out = Command::new("bash").arg(Self::script()).arg("start").arg(&dir).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let env = String::from_utf8(out.stdout).unwrap();
-        let url = env.lines().find_map(|l| l.strip_prefix("export SLIPWAY_TEST_POSTGRES_URL=")).unwrap();
-        OwnPostgres { dir, url: url.to_owned() }
-    }
-
-    fn run(&self, command: &str) {
-        assert!(
-            Command::new("bash").arg(Self::script()).arg(command).arg(&self.dir).status().unwrap().success()
-        );
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        self.run("stop");
-    }
-}
-
 #[tokio::test]
 async fn a_database_outage_refuses_writes_clearly_and_loses_no_accepted_build() {
     if !postgres_pass_or_skip("the database outage test stops a PostgreSQL of its own") {
@@ -239,11 +196,9 @@ async fn a_database_outage_refuses_writes_clearly_and_loses_no_accepted_build() 
     let binary = slipway_binary();
     let root = tempfile::tempdir().unwrap();
     std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    // Its own server: the outage must not reach other tests' databases.
     let postgres = OwnPostgres::start(root.path());
-    let status =
-        Command::new("psql").arg(&postgres.url).args(["-qc", "CREATE DATABASE slipway"]).status().unwrap();
-    assert!(status.success());
-    let database = format!("{}/slipway", postgres.url.rsplit_once('/').unwrap().0);
+    let database = postgres.create("slipway");
 
     let data = root.path().join("replica");
     std::fs::create_dir_all(&data).unwrap();

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use slipway_tests::pipeline::{registry_and_base, write, write_config};
+use slipway_tests::pipeline::{registry_and_base, stored_log, write, write_config};
 use slipway_tests::process::{Slipway, slipway_binary};
 use slipway_tests::server::wait_build;
 
@@ -15,9 +15,8 @@ const APP: &str = "restart-shop";
 
 /// Waits until the stored log (what outlives the process) holds `text`.
 async fn wait_stored_log(data: &Path, build: &str, text: &str) {
-    let path = data.join(format!("objects/builds/{build}/logs/slow.log"));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&path).is_ok_and(|log| log.contains(text)) {
+    while !stored_log(&data.join("objects"), build, "slow").contains(text) {
         assert!(Instant::now() < deadline, "the log never reached the object store with {text:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

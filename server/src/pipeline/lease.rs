@@ -26,11 +26,15 @@ impl BuildStore {
     /// Claims up to `limit` queued builds for this replica, oldest first.
     pub async fn claim_queued(&self, limit: usize) -> Result<Vec<String>, PipelineError> {
         let now = self.dialect.now_ms();
+        // The pick is materialized, so it runs once: PostgreSQL may otherwise run an
+        // `IN (… LIMIT n FOR UPDATE SKIP LOCKED)` again for each row it updates, each run
+        // skipping the rows the last one locked, and claim more builds than `limit`.
         let rows: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE builds SET state = 'running', owner = $1, lease_until_ms = {now} + $2, attempts = attempts + 1
-             WHERE state = 'queued' AND id IN (
+            "WITH picked AS MATERIALIZED (
                  SELECT id FROM builds WHERE state = 'queued' ORDER BY created_at_ms, id LIMIT {limit}{}
              )
+             UPDATE builds SET state = 'running', owner = $1, lease_until_ms = {now} + $2, attempts = attempts + 1
+             WHERE state = 'queued' AND id IN (SELECT id FROM picked)
              RETURNING id",
             self.dialect.skip_locked()
         )))
@@ -64,6 +68,21 @@ impl BuildStore {
             renew = renew.bind(id);
         }
         Ok(renew.fetch_all(&self.db).await?.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Whether this replica still holds build `id`'s lease by the database's clock. Asked
+    /// before a step no lease can fence (the publish): a replica cut off for longer than its
+    /// lease finds out here and leaves the build to whoever took it over.
+    pub async fn holds(&self, id: &str) -> Result<bool, PipelineError> {
+        let now = self.dialect.now_ms();
+        let (held,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM builds WHERE id = $1 AND owner = $2 AND state = 'running' AND lease_until_ms >= {now}"
+        )))
+        .bind(id)
+        .bind(&self.owner)
+        .fetch_one(&self.db)
+        .await?;
+        Ok(held > 0)
     }
 
     /// Takes over running builds whose lease ran out, or, with `own`, every build this

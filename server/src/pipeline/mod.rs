@@ -26,13 +26,12 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 pub use model::{BuildState, BuildSubmission, BuildView, ComponentSpec, SourceRequest};
-pub use store::{MIGRATIONS, NewBuild};
+pub use store::{BuildStore, MIGRATIONS, NewBuild};
 pub use upload::UploadedSource;
 
 use crate::cluster::Cluster;
 use crate::config::{BuildBackendKind, Config, PipelineConfig};
 use logs::LogBook;
-use store::BuildStore;
 use upload::SourceUploads;
 
 /// How often the dispatcher looks for queued builds when nothing woke it.
@@ -334,7 +333,7 @@ impl Pipeline {
             // Cancelled, or taken over after this replica was cut off for longer than the
             // lease: whoever holds it now runs it; this replica must stop touching it.
             task.abort();
-            self.inner.logs.close_build(&id).await;
+            self.inner.logs.abandon_build(&id);
             tracing::warn!(build = %id, "lost the lease of a running build; stopped it here");
         }
         let taken = self.inner.store.take_over(false).await?;

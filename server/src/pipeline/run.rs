@@ -89,6 +89,12 @@ impl Pipeline {
                 }
             }
         }
+        // The publish key keeps a late publish from making a second package, but a replica
+        // that lost the build must not publish at all: its new owner does.
+        if !self.inner.store.holds(id).await? {
+            tracing::warn!(build = %id, "lost the lease of the build before publishing; left to its new owner");
+            return Ok(());
+        }
         let request = PublishRequest {
             app: build.app.clone(),
             version: VersionSpec::parse(&build.version)?,

@@ -3,6 +3,7 @@
 
 mod api;
 mod builder;
+pub mod cluster;
 mod dashboard;
 mod http_load;
 mod plugins;
@@ -14,12 +15,14 @@ mod trigger;
 use serde_json::Value;
 
 /// Every benchmark by name, for `--help` and dispatch.
-pub const NAMES: &[&str] = &["api", "builder", "dashboard", "plugins", "registry", "status", "trigger"];
+pub const NAMES: &[&str] =
+    &["api", "builder", "cluster", "dashboard", "plugins", "registry", "status", "trigger"];
 
 pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
     match name {
         "api" => api::run(quick).await,
         "builder" => builder::run(quick).await,
+        "cluster" => cluster::run(quick).await,
         "dashboard" => dashboard::run(quick).await,
         "plugins" => plugins::run(quick).await,
         "registry" => registry::run(quick).await,
