@@ -22,6 +22,7 @@ fn http(round: usize, i: usize) -> CheckInput {
             },
             "error": null,
         }),
+        memo: true,
     }
 }
 
@@ -33,6 +34,7 @@ fn k8s(deployment: &Value, round: usize, i: usize) -> CheckInput {
         instance_id: format!("deploy-{i}"),
         instance: json!({}),
         observation: json!({"object": object, "error": null}),
+        memo: true,
     }
 }
 

@@ -277,28 +277,32 @@ impl PluginHost {
                 .and_then(|()| wire::encode(&input.observation, &mut args));
             encoded.map_err(|e| Error::Worker(format!("arguments of {}: {e}", input.instance_id)))?;
             args.push(wire::END);
-            let digest = memo::digest(&args);
-            match self.inner.memo.get(&input.instance_id, &triple, &digest) {
-                Some(verdict) => out.push(Some(Ok(verdict))),
-                None => {
-                    pending.push((out.len(), input.instance_id, digest));
-                    calls.push(args);
-                    out.push(None);
+            let remember = if input.memo {
+                let digest = memo::digest(&args);
+                if let Some(verdict) = self.inner.memo.get(&input.instance_id, &triple, &digest) {
+                    out.push(Some(Ok(verdict)));
+                    continue;
                 }
-            }
+                Some((input.instance_id, digest))
+            } else {
+                None
+            };
+            pending.push((out.len(), remember));
+            calls.push(args);
+            out.push(None);
         }
         let memo_hits = out.len() - pending.len();
         metrics::counter!("slipway_plugin_check_memo_hits_total").increment(memo_hits as u64);
         metrics::counter!("slipway_plugin_calls_total", "kind" => "status").increment(pending.len() as u64);
         if !pending.is_empty() {
             let results = self.run(&triple, "check", calls).await?;
-            for ((index, instance_id, digest), result) in pending.into_iter().zip(results) {
+            for ((index, remember), result) in pending.into_iter().zip(results) {
                 let verdict = result.and_then(|bytes| {
                     let value =
                         wire::decode(&bytes).map_err(|e| wrong_shape(&triple, "check", e.to_string()))?;
                     verdict(&triple, value)
                 });
-                if let Ok(v) = &verdict {
+                if let (Ok(v), Some((instance_id, digest))) = (&verdict, remember) {
                     self.inner.memo.remember(instance_id, digest, v);
                 }
                 out[index] = Some(verdict);

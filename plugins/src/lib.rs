@@ -21,6 +21,7 @@
 //!         instance_id: "web-1".into(),
 //!         instance: serde_json::json!({"params": {"expect_status": [200]}}),
 //!         observation: serde_json::json!({"http": {"status": 200, "headers": {}, "body": "", "json": null, "latency_ms": 3}, "error": null}),
+//!         memo: false,
 //!     }])
 //!     .await?;
 //! # Ok(()) }

@@ -22,6 +22,11 @@ pub struct CheckInput {
     pub instance: Value,
     /// The observation, in the shape the script's kind documents (`http`, `tcp`, `object`).
     pub observation: Value,
+    /// Whether an unchanged observation may reuse the last verdict. False where the
+    /// observation never repeats (an HTTP answer carries its latency and `Date` header):
+    /// the digest and the remembered verdict (a few hundred bytes per instance) would be
+    /// spent for nothing.
+    pub memo: bool,
 }
 
 /// A status script's verdict on one instance.

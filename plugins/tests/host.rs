@@ -179,6 +179,7 @@ async fn revision_switch_under_load_fails_no_call_and_mixes_no_revisions() {
                     instance_id: format!("w{worker}-{i}"),
                     instance: json!({}),
                     observation: json!({"n": round * 100 + i}),
+                    memo: true,
                 })
                 .collect();
             for verdict in host.check_batch("flip", inputs).await.expect("no batch fails") {
@@ -230,17 +231,27 @@ async fn an_unchanged_observation_reuses_the_verdict_without_running_the_script(
     ))
     .await
     .unwrap();
-    let check = |observation: serde_json::Value| {
+    let check_with = |observation: serde_json::Value, memo: bool| {
         let host = host.clone();
         async move {
-            let input =
-                CheckInput { instance_id: "web-1".into(), instance: json!({"params": {}}), observation };
+            let input = CheckInput {
+                instance_id: "web-1".into(),
+                instance: json!({"params": {}}),
+                observation,
+                memo,
+            };
             host.check_batch("count", vec![input]).await.unwrap().pop().unwrap().unwrap()
         }
     };
+    let check = |observation| check_with(observation, true);
     assert_eq!(check(json!({"v": 1})).await.reason, "1");
     assert_eq!(check(json!({"v": 1})).await.reason, "1", "same observation: not run again");
     assert_eq!(check(json!({"v": 2})).await.reason, "2", "changed observation: run");
+    // An input that opts out neither reuses a verdict nor leaves one behind.
+    assert_eq!(check_with(json!({"v": 2}), false).await.reason, "3", "memo off: run");
+    assert_eq!(check(json!({"v": 2})).await.reason, "2", "the remembered verdict is still the last one");
+    assert_eq!(check_with(json!({"v": 3}), false).await.reason, "4");
+    assert_eq!(check(json!({"v": 3})).await.reason, "5", "nothing was remembered for v3");
     host.activate(ScriptKind::Status, "count", 2).await.unwrap();
     let verdict = check(json!({"v": 2})).await;
     assert_eq!((verdict.status, verdict.triple.revision), (HealthStatus::Degraded, 2), "new revision: run");

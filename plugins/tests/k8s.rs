@@ -78,7 +78,7 @@ async fn judge(
 ) -> Vec<(HealthStatus, String)> {
     let inputs = observations
         .into_iter()
-        .map(|(id, observation)| CheckInput { instance_id: id, instance: json!({}), observation })
+        .map(|(id, observation)| CheckInput { instance_id: id, instance: json!({}), observation, memo: true })
         .collect();
     let verdicts = host.check_batch(check, inputs).await.unwrap();
     verdicts

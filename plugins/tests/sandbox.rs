@@ -75,6 +75,7 @@ async fn a_stuck_call_in_a_batch_fails_alone_and_the_rest_of_the_batch_runs() {
             instance_id: format!("i-{i}"),
             instance: json!({"id": format!("i-{i}"), "stuck": i == 7}),
             observation: json!({}),
+            memo: true,
         })
         .collect();
     let results = host.check_batch("picky", inputs).await.unwrap();

@@ -217,6 +217,7 @@ impl Runner {
                 .into_iter()
                 .map(|(job, observation)| CheckInput {
                     instance_id: job.instance_id.to_string(),
+                    memo: job.target.observation_repeats(),
                     instance: job.instance,
                     observation,
                 })

@@ -233,9 +233,10 @@ impl<C: Clock + Clone> Scheduler<C> {
 
     /// Puts back the last known health of a restored instance.
     pub fn restore_health(&mut self, index: u32, health: Health, reason: &str, since_ms: i64) {
+        let reason = self.table.shared_reason(reason);
         if let Some(i) = self.table.get_mut(index) {
             i.health = health;
-            i.reason = Arc::from(reason);
+            i.reason = reason;
             i.since_ms = since_ms;
             i.observed = true;
         }
@@ -343,6 +344,7 @@ impl<C: Clock + Clone> Scheduler<C> {
     /// anomalous) when the status changed.
     fn apply_one(&mut self, v: Verdict, now_ms: u64, wall_ms: i64) -> Option<(Transition, bool)> {
         let config = self.config;
+        let reason = self.table.shared_reason(&v.reason);
         let i = self.table.get_mut(v.index)?;
         if i.due_tick != IN_FLIGHT || !i.owned {
             return None; // handed over while in flight: the new owner judges it
@@ -360,9 +362,7 @@ impl<C: Clock + Clone> Scheduler<C> {
         let old = i.health;
         i.observed = true;
         i.checked_ms = wall_ms;
-        if *i.reason != *v.reason {
-            i.reason = Arc::from(v.reason);
-        }
+        i.reason = reason;
         let transition = (old != v.health).then(|| {
             i.health = v.health;
             i.since_ms = wall_ms;

@@ -51,23 +51,19 @@ impl Default for StatusConfig {
     }
 }
 
-/// One component instance as the API shows it. The strings are the table's own, shared:
-/// a read copies pointers under the scheduler's lock and serialises after releasing it.
+/// One component instance as the API shows it, borrowed from the instance table: reads
+/// serialise it while they hold the scheduler's lock, so a 10,000-id batch copies no
+/// string and touches no reference count.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct InstanceView {
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub id: Arc<str>,
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub app_instance: Arc<str>,
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub component: Arc<str>,
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub plugin: Arc<str>,
+pub struct InstanceView<'a> {
+    pub id: &'a str,
+    pub app_instance: &'a str,
+    pub component: &'a str,
+    pub plugin: &'a str,
     pub status: Health,
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub reason: Arc<str>,
+    pub reason: &'a str,
     pub since_ms: i64,
     /// 0 until the first check.
     pub checked_at_ms: i64,
@@ -80,16 +76,16 @@ pub struct InstanceView {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AppInstanceView {
-    pub id: String,
-    pub app: String,
-    pub version: String,
-    pub cluster: Option<String>,
-    pub namespace: String,
-    pub stage: String,
+pub struct AppInstanceView<'a> {
+    pub id: &'a str,
+    pub app: &'a str,
+    pub version: &'a str,
+    pub cluster: Option<&'a str>,
+    pub namespace: &'a str,
+    pub stage: &'a str,
     #[serde(flatten)]
     pub health: AppHealth,
-    pub components: Vec<InstanceView>,
+    pub components: Vec<InstanceView<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,8 +310,14 @@ impl StatusService {
         })
     }
 
-    /// The current state of each id, in request order; unknown ids are listed apart.
-    pub fn batch_get<'a>(&self, ids: &[&'a str]) -> (Vec<InstanceView>, Vec<&'a str>) {
+    /// The current state of each id, in request order, with the unknown ids apart, handed
+    /// to `answer` under the scheduler's lock (the views borrow from the table): `answer`
+    /// should only serialise them.
+    pub fn batch_get<'i, R>(
+        &self,
+        ids: &[&'i str],
+        answer: impl FnOnce(Vec<InstanceView<'_>>, Vec<&'i str>) -> R,
+    ) -> R {
         let mut found = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         let s = self.inner.scheduler.lock();
@@ -325,11 +327,17 @@ impl StatusService {
                 None => missing.push(id),
             }
         }
-        (found, missing)
+        answer(found, missing)
     }
 
-    /// App instances of `app`, optionally only those whose aggregated status is `status`.
-    pub fn app_instances(&self, app: &str, status: Option<Health>) -> Vec<AppInstanceView> {
+    /// App instances of `app`, optionally only those whose aggregated status is `status`,
+    /// handed to `answer` under the scheduler's lock like [`StatusService::batch_get`].
+    pub fn app_instances<R>(
+        &self,
+        app: &str,
+        status: Option<Health>,
+        answer: impl FnOnce(Vec<AppInstanceView<'_>>) -> R,
+    ) -> R {
         let s = self.inner.scheduler.lock();
         let mut out: Vec<AppInstanceView> = s
             .table
@@ -339,8 +347,8 @@ impl StatusService {
             .map(|a| app_view(a, &s))
             .filter(|a| status.is_none_or(|st| a.health.status == st))
             .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+        out.sort_by(|a, b| a.id.cmp(b.id));
+        answer(out)
     }
 
     /// Counts of app instances per app or cluster (by aggregated status), or of component
@@ -570,14 +578,14 @@ impl StatusService {
     }
 }
 
-fn view(i: &Instance) -> InstanceView {
+fn view(i: &Instance) -> InstanceView<'_> {
     InstanceView {
-        id: i.id.clone(),
-        app_instance: i.app_instance.clone(),
-        component: i.component.clone(),
-        plugin: i.plugin.clone(),
+        id: &i.id,
+        app_instance: &i.app_instance,
+        component: &i.component,
+        plugin: &i.plugin,
         status: i.health,
-        reason: i.reason.clone(),
+        reason: &i.reason,
         since_ms: i.since_ms,
         checked_at_ms: i.checked_ms,
         flapping: i.schedule.is_flapping(),
@@ -593,14 +601,14 @@ fn aggregate(a: &AppEntry, s: &Scheduler) -> AppHealth {
     }))
 }
 
-fn app_view(a: &AppEntry, s: &Scheduler) -> AppInstanceView {
+fn app_view<'a>(a: &'a AppEntry, s: &'a Scheduler) -> AppInstanceView<'a> {
     AppInstanceView {
-        id: a.spec.id.clone(),
-        app: a.spec.app.clone(),
-        version: a.spec.version.clone(),
-        cluster: a.spec.cluster.clone(),
-        namespace: a.spec.namespace.clone(),
-        stage: a.spec.stage.clone(),
+        id: &a.spec.id,
+        app: &a.spec.app,
+        version: &a.spec.version,
+        cluster: a.spec.cluster.as_deref(),
+        namespace: &a.spec.namespace,
+        stage: &a.spec.stage,
         health: aggregate(a, s),
         components: a.components.iter().filter_map(|&c| s.table.get(c)).map(view).collect(),
     }

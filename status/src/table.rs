@@ -18,6 +18,10 @@ pub const QUEUED: u64 = u64::MAX;
 pub const IN_FLIGHT: u64 = u64::MAX - 1;
 /// `due_tick` of an instance another replica checks.
 pub const UNOWNED: u64 = u64::MAX - 2;
+/// Distinct reasons shared at once. Reasons repeat across a fleet ("HTTP 200 in 1 ms") but
+/// some carry an address or a message, so the set is emptied when it reaches this size
+/// instead of growing with every one ever seen.
+const SHARED_REASONS: usize = 4_096;
 
 /// What to fetch, shared cheaply with the fetch task (reference counts, no copies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +29,15 @@ pub enum Target {
     Http { url: Arc<str>, host: u32 },
     Tcp { address: Arc<str>, host: u32 },
     Kube { list: Arc<KubeList>, name: Arc<str>, cluster: u32 },
+}
+
+impl Target {
+    /// Whether two observations of an unchanged target can be equal, which is when the
+    /// plugin host's unchanged-observation shortcut can pay off: an HTTP observation
+    /// carries the answer's latency and `Date` header, so it never repeats.
+    pub fn observation_repeats(&self) -> bool {
+        !matches!(self, Target::Http { .. })
+    }
 }
 
 /// The objects one Kubernetes LIST returns: everything of one kind in one namespace of
@@ -81,6 +94,7 @@ pub struct InstanceTable {
     params: HashMap<String, Arc<Value>>,
     hosts: HashMap<Arc<str>, u32>,
     lists: HashSet<Arc<KubeList>>,
+    reasons: HashSet<Arc<str>>,
     generation: u32,
 }
 
@@ -123,6 +137,19 @@ impl InstanceTable {
         }
         let arc: Arc<str> = Arc::from(s);
         self.strings.insert(arc.clone());
+        arc
+    }
+
+    /// The reason text as a string shared with the other instances that have it now.
+    pub fn shared_reason(&mut self, reason: &str) -> Arc<str> {
+        if let Some(existing) = self.reasons.get(reason) {
+            return existing.clone();
+        }
+        if self.reasons.len() >= SHARED_REASONS {
+            self.reasons.clear();
+        }
+        let arc: Arc<str> = Arc::from(reason);
+        self.reasons.insert(arc.clone());
         arc
     }
 
@@ -332,6 +359,17 @@ mod tests {
         };
         assert_eq!(hx, hy);
         assert_eq!(t.apps["a1"].components, vec![i, j]);
+    }
+
+    #[test]
+    fn reasons_are_shared_and_the_set_stays_bounded() {
+        let mut t = InstanceTable::default();
+        assert!(Arc::ptr_eq(&t.shared_reason("HTTP 200 in 1 ms"), &t.shared_reason("HTTP 200 in 1 ms")));
+        for n in 0..SHARED_REASONS * 2 {
+            t.shared_reason(&format!("timeout after {n} ms"));
+        }
+        assert!(t.reasons.len() <= SHARED_REASONS);
+        assert_eq!(&*t.shared_reason("HTTP 200 in 1 ms"), "HTTP 200 in 1 ms");
     }
 
     #[test]

@@ -42,9 +42,9 @@ struct BatchGet<'a> {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BatchGetAnswer<'a> {
-    instances: Vec<InstanceView>,
-    not_found: Vec<&'a str>,
+struct BatchGetAnswer<'t, 'i> {
+    instances: Vec<InstanceView<'t>>,
+    not_found: Vec<&'i str>,
 }
 
 /// Component instances by id, up to 10,000 per call; unknown ids are listed apart.
@@ -61,11 +61,14 @@ async fn batch_get(State(state): State<AppState>, body: Bytes) -> Result<Respons
         )));
     }
     let ids: Vec<&str> = request.ids.iter().map(AsRef::as_ref).collect();
-    let (instances, not_found) = state.status.batch_get(&ids);
-    // Serialised straight from the views into one buffer sized up front (no intermediate
-    // `Value`), after the scheduler's lock is released.
-    let mut out = Vec::with_capacity(instances.len() * ANSWER_BYTES_PER_INSTANCE + 64);
-    serde_json::to_writer(&mut out, &BatchGetAnswer { instances, not_found })
+    // Serialised straight from the instance table into one buffer sized up front, while
+    // the scheduler's lock is held: no string is copied and no view outlives the call.
+    let mut out = Vec::with_capacity(ids.len() * ANSWER_BYTES_PER_INSTANCE + 64);
+    state
+        .status
+        .batch_get(&ids, |instances, not_found| {
+            serde_json::to_writer(&mut out, &BatchGetAnswer { instances, not_found })
+        })
         .map_err(|e| ApiError::Internal(format!("batchGet answer: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }

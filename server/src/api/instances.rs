@@ -2,7 +2,8 @@
 //! history, and deploy events.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use slipway_status::events::Transition;
@@ -51,9 +52,9 @@ struct StatusFilter {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AppInstances {
-    app: String,
-    app_instances: Vec<AppInstanceView>,
+struct AppInstances<'a> {
+    app: &'a str,
+    app_instances: Vec<AppInstanceView<'a>>,
 }
 
 /// An app's instances with their aggregated health and components.
@@ -65,13 +66,19 @@ async fn app_instances(
     State(state): State<AppState>,
     Path(app): Path<String>,
     Query(filter): Query<StatusFilter>,
-) -> Result<Json<AppInstances>, ApiError> {
+) -> Result<Response, ApiError> {
     let status = match filter.status {
         Some(s) => Some(s.parse::<Health>().map_err(|e| ApiError::InvalidRequest(e.to_string()))?),
         None => None,
     };
-    let app_instances = state.status.app_instances(&app, status);
-    Ok(Json(AppInstances { app, app_instances }))
+    // Serialised while the views borrow from the instance table (under its lock).
+    let body = state
+        .status
+        .app_instances(&app, status, |app_instances| {
+            serde_json::to_vec(&AppInstances { app: &app, app_instances })
+        })
+        .map_err(|e| ApiError::Internal(format!("app instances answer: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

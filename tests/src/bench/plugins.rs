@@ -104,6 +104,7 @@ fn http_inputs(round: usize, i: usize) -> CheckInput {
             },
             "error": null,
         }),
+        memo: true,
     }
 }
 
@@ -113,7 +114,7 @@ fn k8s_inputs(deployment: &Value, round: usize, i: usize, as_text: bool) -> Chec
     object["metadata"]["resourceVersion"] = json!((round * 100_000 + i).to_string());
     let observation =
         if as_text { Value::String(object.to_string()) } else { json!({"object": object, "error": null}) };
-    CheckInput { instance_id: format!("deploy-{i}"), instance: json!({}), observation }
+    CheckInput { instance_id: format!("deploy-{i}"), instance: json!({}), observation, memo: true }
 }
 
 struct Throughput {
