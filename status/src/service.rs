@@ -533,7 +533,7 @@ impl StatusService {
         let stored = store::load_health(&self.inner.db).await?;
         let now = self.inner.clock.now_ms();
         let mut s = self.inner.scheduler.lock();
-        for (id, health, reason, since_ms) in stored {
+        for (id, health, reason, since_ms) in stored.into_iter().filter(|(_, _, reason, _)| reason != NOT_CHECKED) {
             s.apply_foreign((id, health, reason, since_ms), now);
         }
         Ok(())

@@ -122,15 +122,20 @@ impl Cluster {
         self.inner.lease / 3
     }
 
-    /// Beats until the status service is dropped. Each beat that lands reads the live
-    /// replicas, places the status instances over them, and only then extends this
-    /// replica's status lease: a replica that was cut off for longer than the lease gives
-    /// up what it lost before it checks anything again.
+    /// Beats until the status service is dropped, and in between watches who else is
+    /// alive. Each beat that lands is followed by placing the status instances over the
+    /// live replicas, and only then extends this replica's status lease: a replica that was
+    /// cut off for longer than the lease gives up what it lost before it checks anything
+    /// again. Watching four times a second takes over a silent replica's instances soon
+    /// after its lease ends.
     pub fn spawn_heartbeat(&self, status: slipway_status::WeakStatusService) {
         let cluster = self.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(cluster.beat_every());
+            let mut ticks = tokio::time::interval(cluster.beat_every() / 4);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_beat: Option<Instant> = None;
+            // A beat that landed but whose placement has not yet run: the lease it bought.
+            let mut unplaced: Option<Instant> = None;
             loop {
                 ticks.tick().await;
                 // Upgraded only between awaits: a beat in progress must not keep a dropped
@@ -142,21 +147,31 @@ impl Cluster {
                     return;
                 };
                 let started = Instant::now();
-                metrics::gauge!("slipway_replica_status_instances").set(owned as f64);
-                let placed = match cluster.beat(owned).await {
-                    Ok(()) => cluster.live_replicas().await,
-                    Err(e) => Err(e),
+                let beat_due = last_beat.is_none_or(|at| at.elapsed() >= cluster.beat_every());
+                if beat_due {
+                    metrics::gauge!("slipway_replica_status_instances").set(owned as f64);
+                    match cluster.beat(owned).await {
+                        Ok(()) => (last_beat, unplaced) = (Some(started), Some(started)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster heartbeat failed; retrying");
+                            continue;
+                        }
+                    }
+                }
+                let live = match cluster.live_replicas().await {
+                    Ok(live) => live,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the live replicas; retrying");
+                        continue;
+                    }
                 };
                 let Some(status) = status.upgrade() else { return };
-                match placed {
-                    Ok(live) => {
-                        status.reshard(&live);
-                        // The others count this lease from when the database stamped the
-                        // beat, which is after `started`: ending it a tenth early covers
-                        // clocks that run at slightly different rates.
-                        status.hold_until(started + cluster.lease() - cluster.lease() / 10);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cluster heartbeat failed; retrying"),
+                status.reshard(&live);
+                if let Some(beat) = unplaced.take() {
+                    // The others count this lease from when the database stamped the beat,
+                    // which is after the beat started: ending it a tenth early covers clocks
+                    // that run at slightly different rates.
+                    status.hold_until(beat + cluster.lease() - cluster.lease() / 10);
                 }
             }
         });
