@@ -166,6 +166,12 @@ impl Cluster {
                     }
                 };
                 let Some(status) = status.upgrade() else { return };
+                if unplaced.is_some_and(|beat| beat + cluster.lease() - cluster.lease() / 10 <= Instant::now()) {
+                    // The beat took longer than the lease it bought (the process was frozen
+                    // meanwhile): place nothing on it; the next beat starts afresh.
+                    (last_beat, unplaced) = (None, None);
+                    continue;
+                }
                 status.reshard(&live);
                 if let Some(beat) = unplaced.take() {
                     // The others count this lease from when the database stamped the beat,

@@ -33,6 +33,15 @@ impl Checks {
         self.by_instance.keys().copied().filter(|&n| self.between(n, from, to).next().is_some()).collect()
     }
 
+    /// Instances `replica` checked in `[from, to)`.
+    pub fn checked_by(&self, replica: &str, from: Instant, to: Instant) -> HashSet<usize> {
+        self.by_instance
+            .keys()
+            .copied()
+            .filter(|&n| self.between(n, from, to).any(|(_, r)| &**r == replica))
+            .collect()
+    }
+
     /// Instances checked by more than one replica in `[from, to)`: with no replica joining
     /// or leaving in that time, each must have exactly one.
     pub fn double_checked(&self, from: Instant, to: Instant) -> Vec<usize> {
@@ -115,6 +124,7 @@ mod tests {
         let at = |ms| t + Duration::from_millis(ms);
         let c = log(&[(1, 0, "a"), (2, 10, "b"), (1, 500, "a"), (2, 900, "c"), (1, 2_000, "b")], t);
         assert_eq!(c.double_checked(at(0), at(1_000)), vec![2]);
+        assert_eq!(c.checked_by("a", at(0), at(3_000)), HashSet::from([1]));
         assert!(c.double_checked(at(0), at(600)).is_empty());
         assert_eq!(c.takeover("a", at(1_000)), vec![Some(Duration::from_millis(1_000))]);
         assert_eq!(c.missed([1, 2, 3].into_iter(), at(0), at(2_100), Duration::from_millis(1_200)), 2);
