@@ -142,7 +142,7 @@ fi
 # The same store tests again on PostgreSQL (tests/src/database.rs gives each test server a
 # database of its own there); builder, browser and document tests do not touch a database.
 step "running the database-backed tests again on PostgreSQL"
-on_postgres=(api auth cli cli_operations cluster cluster_faults cluster_triggers health_heatmap pipeline pipeline_avoid
+on_postgres=(api auth cli cli_operations cluster cluster_faults cluster_status cluster_triggers health_heatmap pipeline pipeline_avoid
     pipeline_restart plugins registry status status_kube status_restart triggers triggers_prebuilt)
 if command -v cargo-nextest >/dev/null; then
     SLIPWAY_TEST_DATABASE=postgres cargo nextest run -p slipway-tests --no-fail-fast \

@@ -5,10 +5,13 @@
 //! - `builds`: 1,000 builds (`--quick`: 200) round-robin across the replicas, one replica
 //!   killed midway, each build checked to have completed exactly once.
 //! - `claims`: raw queue claims per second through the pipeline's claim statement.
+//! - `status`: 150,000 instances (`--quick`: 30,000) sharded over the replicas of a second
+//!   cluster: shard sizes, a fourth replica joining, one killed (see `status`).
 
 pub mod builds;
 pub mod claims;
 pub mod replicas;
+mod status;
 
 use std::time::Duration;
 
@@ -26,13 +29,14 @@ struct Plan {
     builds: usize,
     queued: usize,
     claim_window: Duration,
+    instances: usize,
 }
 
 fn plan(quick: bool) -> Plan {
     if quick {
-        Plan { builds: 200, queued: 60_000, claim_window: Duration::from_secs(10) }
+        Plan { builds: 200, queued: 60_000, claim_window: Duration::from_secs(10), instances: 30_000 }
     } else {
-        Plan { builds: 1_000, queued: 200_000, claim_window: Duration::from_secs(30) }
+        Plan { builds: 1_000, queued: 200_000, claim_window: Duration::from_secs(30), instances: 150_000 }
     }
 }
 
@@ -54,6 +58,12 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let claims_db = cluster.another_database("claims").await;
     merge(&mut figures, claims::run(&claims_db, p.queued, p.claim_window).await?);
     merge(&mut figures, builds::run(&mut cluster, sources.path(), p.builds).await?);
+    drop(cluster);
+
+    // The status poller on a cluster of its own, so builds and checks do not share the cores.
+    let mut cluster = Cluster::start(REPLICAS, LEASE_MS, &status::config()).await;
+    let lease = Duration::from_millis(LEASE_MS);
+    merge(&mut figures, status::run(&mut cluster, p.instances, lease).await?);
     Ok(figures)
 }
 
