@@ -18,6 +18,8 @@ use serde_json::Value;
 pub const NAMES: &[&str] =
     &["api", "builder", "cluster", "dashboard", "plugins", "registry", "status", "trigger"];
 
+pub use plugins::{FixedCheck, run_fixed as run_plugins_fixed};
+
 pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
     match name {
         "api" => api::run(quick).await,

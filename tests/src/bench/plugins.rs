@@ -3,6 +3,9 @@
 //! worker and with one per core; p99 latency of a single call; cold load of a 50 KB script;
 //! heap per script runtime. Every round changes every observation, so the unchanged-
 //! observation shortcut never answers and every figure is a script run.
+//!
+//! [`run_fixed`] is the same call path without clocks: a fixed number of checks, for
+//! counting instructions under `valgrind --tool=callgrind --trace-children=yes`.
 
 use std::time::{Duration, Instant};
 
@@ -115,6 +118,44 @@ fn k8s_inputs(deployment: &Value, round: usize, i: usize, as_text: bool) -> Chec
     let observation =
         if as_text { Value::String(object.to_string()) } else { json!({"object": object, "error": null}) };
     CheckInput { instance_id: format!("deploy-{i}"), instance: json!({}), observation, memo: true }
+}
+
+/// Which built-in check a fixed-count run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FixedCheck {
+    /// `status/http` on a typical HTTP observation.
+    Http,
+    /// `status/k8s-deployment` on the Deployment fixture.
+    K8s,
+}
+
+/// Runs `rounds` batches of `batch` changed observations through `check_batch` with one
+/// worker and a call timeout out of a profiler's way. Per-check instruction counts come from
+/// two runs: (count at N rounds − count at 1 round) / ((N − 1) × batch) leaves out start-up,
+/// the built-in package's compilation and the first load of the script.
+pub async fn run_fixed(check: FixedCheck, rounds: usize, batch: usize) -> anyhow::Result<Value> {
+    let dir = tempfile::tempdir()?;
+    let config = Config { data_dir: dir.path().into(), ..Config::default() };
+    let db = open_database(&config).await?;
+    let objects = open_object_store(&config)?;
+    let host_config =
+        HostConfig { workers: 1, call_timeout: Duration::from_secs(30), ..HostConfig::default() };
+    let host = PluginHost::open(db, objects, host_config).await?;
+    let deployment: Value = serde_json::from_str(DEPLOYMENT)?;
+    let (name, input): (&str, Box<dyn Fn(usize, usize) -> CheckInput>) = match check {
+        FixedCheck::Http => ("http", Box::new(http_inputs)),
+        FixedCheck::K8s => ("k8s-deployment", Box::new(|r, i| k8s_inputs(&deployment, r, i, false))),
+    };
+    for round in 0..rounds {
+        let inputs: Vec<CheckInput> = (0..batch).map(|i| input(round, i)).collect();
+        for verdict in host.check_batch(name, inputs).await? {
+            verdict?;
+        }
+    }
+    // The workers must end on their own when this process exits (their input closes), not
+    // be killed with the host: a profiler following them writes its data only then.
+    std::mem::forget(host);
+    Ok(json!({"bench": "plugins", "fixed": name, "checks": rounds * batch}))
 }
 
 struct Throughput {
