@@ -12,13 +12,14 @@ use sqlx::AnyPool;
 
 use crate::config::HostConfig;
 use crate::error::Error;
-use crate::memo::{self, Memo};
+use crate::memo::{Fingerprinter, Memo};
 use crate::model::{CallOutput, CheckInput, CheckVerdict, PackageInfo, ScriptRevisions};
 use crate::package::{self, ParsedPackage};
 use crate::pool::{Batch, CallOutcome, Pool};
 use crate::protocol::WorkerStats;
 use crate::store::{Store, StoredScript};
-use crate::triple::{HealthStatus, PluginTriple, ScriptKind};
+use crate::triple::{PluginTriple, ScriptKind};
+use crate::verdict;
 use crate::wire;
 
 /// Runs plugin scripts in sandboxed worker processes. Cheap to clone; clones share the
@@ -248,9 +249,9 @@ impl PluginHost {
         Ok(results
             .into_iter()
             .map(|outcome| {
-                let result =
-                    wire::decode(&outcome?).map_err(|e| wrong_shape(&triple, function, e.to_string()))?;
-                check_shape(&triple, function, &result)?;
+                let result = wire::decode(&outcome?)
+                    .map_err(|e| verdict::wrong_shape(&triple, function, e.to_string()))?;
+                verdict::check_shape(&triple, function, &result)?;
                 Ok(CallOutput { result, triple: triple.clone() })
             })
             .collect())
@@ -266,11 +267,39 @@ impl PluginHost {
         inputs: Vec<CheckInput>,
     ) -> Result<Vec<Result<CheckVerdict, Error>>, Error> {
         let triple = self.resolve(ScriptKind::Status, name, None)?;
+        let code = self.code(&triple).await?;
+        let fingerprinter = self.inner.memo.fingerprinter(&triple);
+        let chunk = self.piece_size(inputs.len());
+        let mut inputs = inputs.into_iter();
+        let mut pieces = Vec::new();
+        loop {
+            let piece: Vec<CheckInput> = inputs.by_ref().take(chunk).collect();
+            if piece.is_empty() {
+                break;
+            }
+            pieces.push(self.check_piece(&triple, &code, &fingerprinter, piece));
+        }
+        // Pieces run concurrently: while a worker runs one, the host encodes the next ones
+        // and reads the answers of the last.
+        let mut out = Vec::new();
+        for piece in futures::future::join_all(pieces).await {
+            out.extend(piece?);
+        }
+        Ok(out)
+    }
+
+    async fn check_piece(
+        &self,
+        triple: &PluginTriple,
+        code: &Code,
+        fingerprinter: &Fingerprinter,
+        inputs: Vec<CheckInput>,
+    ) -> Result<Vec<Result<CheckVerdict, Error>>, Error> {
         let mut out: Vec<Option<Result<CheckVerdict, Error>>> = Vec::with_capacity(inputs.len());
         let mut pending = Vec::new();
         let mut calls = Vec::new();
         for input in inputs {
-            // The arguments are encoded once: the bytes are both the digest's input and what is sent.
+            // The arguments are encoded once: the bytes are both the fingerprint's input and what is sent.
             let mut args = Vec::with_capacity(512);
             args.push(wire::ARRAY);
             let encoded = wire::encode(&input.instance, &mut args)
@@ -278,12 +307,12 @@ impl PluginHost {
             encoded.map_err(|e| Error::Worker(format!("arguments of {}: {e}", input.instance_id)))?;
             args.push(wire::END);
             let remember = if input.memo {
-                let digest = memo::digest(&args);
-                if let Some(verdict) = self.inner.memo.get(&input.instance_id, &triple, &digest) {
+                let fingerprint = fingerprinter.fingerprint(&args);
+                if let Some(verdict) = self.inner.memo.get(&input.instance_id, triple, fingerprint) {
                     out.push(Some(Ok(verdict)));
                     continue;
                 }
-                Some((input.instance_id, digest))
+                Some((input.instance_id, fingerprint))
             } else {
                 None
             };
@@ -295,20 +324,33 @@ impl PluginHost {
         metrics::counter!("slipway_plugin_check_memo_hits_total").increment(memo_hits as u64);
         metrics::counter!("slipway_plugin_calls_total", "kind" => "status").increment(pending.len() as u64);
         if !pending.is_empty() {
-            let results = self.run(&triple, "check", calls).await?;
+            let results = self.inner.pool.run(code.batch(triple, "check", calls)).await?;
             for ((index, remember), result) in pending.into_iter().zip(results) {
                 let verdict = result.and_then(|bytes| {
-                    let value =
-                        wire::decode(&bytes).map_err(|e| wrong_shape(&triple, "check", e.to_string()))?;
-                    verdict(&triple, value)
+                    let (verdict, details) = verdict::from_wire(triple, &bytes)?;
+                    if let Some((instance_id, fingerprint)) = remember {
+                        self.inner.memo.remember(&instance_id, fingerprint, &verdict, &details);
+                    }
+                    Ok(verdict)
                 });
-                if let (Ok(v), Some((instance_id, digest))) = (&verdict, remember) {
-                    self.inner.memo.remember(instance_id, digest, v);
-                }
                 out[index] = Some(verdict);
             }
         }
         Ok(out.into_iter().map(|r| r.expect("every input answered")).collect())
+    }
+
+    /// The script and bytecode of a revision, as a batch needs them.
+    async fn code(&self, triple: &PluginTriple) -> Result<Code, Error> {
+        let script = self.script(triple).await?;
+        let bytecode = self.bytecode(&script).await?;
+        Ok(Code { module: script.module_name(), script, bytecode })
+    }
+
+    /// Calls per piece of a batch: at least two pieces per worker, so the host encodes and
+    /// decodes one piece while a worker runs another.
+    fn piece_size(&self, calls: usize) -> usize {
+        let workers = self.inner.config.worker_count();
+        calls.div_ceil(workers * 2).clamp(1, self.inner.config.max_batch.max(1))
     }
 
     /// Splits the calls over the workers and runs the pieces in parallel.
@@ -318,13 +360,8 @@ impl PluginHost {
         function: &str,
         calls: Vec<Vec<u8>>,
     ) -> Result<Vec<CallOutcome>, Error> {
-        let script = self.script(triple).await?;
-        let bytecode = self.bytecode(&script).await?;
-        let module = script.module_name();
-        let workers = self.inner.config.worker_count();
-        // At least two pieces per worker, so the host encodes and decodes one piece while a
-        // worker runs another.
-        let chunk = calls.len().div_ceil(workers * 2).clamp(1, self.inner.config.max_batch.max(1));
+        let code = self.code(triple).await?;
+        let chunk = self.piece_size(calls.len());
         let mut calls = calls.into_iter();
         let mut pieces = Vec::new();
         loop {
@@ -332,20 +369,33 @@ impl PluginHost {
             if piece.is_empty() {
                 break;
             }
-            pieces.push(self.inner.pool.run(Batch {
-                triple,
-                file: &module,
-                code_hash: &script.code_hash,
-                bytecode: &bytecode,
-                function,
-                calls: piece,
-            }));
+            pieces.push(self.inner.pool.run(code.batch(triple, function, piece)));
         }
         let mut results = Vec::new();
         for piece in futures::future::join_all(pieces).await {
             results.extend(piece?);
         }
         Ok(results)
+    }
+}
+
+/// What a batch of one revision runs: the stored script and its compiled bytecode.
+struct Code {
+    script: Arc<StoredScript>,
+    module: String,
+    bytecode: Arc<Vec<u8>>,
+}
+
+impl Code {
+    fn batch<'a>(&'a self, triple: &'a PluginTriple, function: &'a str, calls: Vec<Vec<u8>>) -> Batch<'a> {
+        Batch {
+            triple,
+            file: &self.module,
+            code_hash: &self.script.code_hash,
+            bytecode: &self.bytecode,
+            function,
+            calls,
+        }
     }
 }
 
@@ -368,69 +418,5 @@ fn rewrap(shared: &Error, triple: &PluginTriple) -> Error {
             Error::ModuleLoad { triple: triple.clone(), message: message.clone(), location: location.clone() }
         }
         other => Error::ModuleLoad { triple: triple.clone(), message: other.to_string(), location: None },
-    }
-}
-
-/// The kind interfaces' return contracts, checked on every call.
-fn check_shape(triple: &PluginTriple, function: &str, result: &Value) -> Result<(), Error> {
-    match (triple.kind, function) {
-        (ScriptKind::Status, "check") => verdict(triple, result.clone()).map(|_| ()),
-        (ScriptKind::Component, "plan" | "package") | (ScriptKind::Trigger, "parse")
-            if !result.is_object() =>
-        {
-            Err(wrong_shape(triple, function, format!("expected an object, got {}", kind_of(result))))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn verdict(triple: &PluginTriple, value: Value) -> Result<CheckVerdict, Error> {
-    let Value::Object(mut map) = value else {
-        return Err(wrong_shape(
-            triple,
-            "check",
-            format!("expected {{status, reason, details}}, got {}", kind_of(&value)),
-        ));
-    };
-    let status = match map.get("status") {
-        Some(Value::String(s)) => {
-            s.parse::<HealthStatus>().map_err(|m| wrong_shape(triple, "check", format!("status: {m}")))?
-        }
-        Some(other) => {
-            return Err(wrong_shape(
-                triple,
-                "check",
-                format!("status must be a string, got {}", kind_of(other)),
-            ));
-        }
-        None => return Err(wrong_shape(triple, "check", "the result has no `status`".into())),
-    };
-    let reason = match map.remove("reason") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(wrong_shape(
-                triple,
-                "check",
-                format!("reason must be a string, got {}", kind_of(&other)),
-            ));
-        }
-    };
-    let details = map.remove("details").unwrap_or(Value::Null);
-    Ok(CheckVerdict { status, reason, details, triple: triple.clone() })
-}
-
-fn wrong_shape(triple: &PluginTriple, function: &str, message: String) -> Error {
-    Error::WrongShape { triple: triple.clone(), function: function.to_owned(), message }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

@@ -38,6 +38,7 @@ mod pool;
 mod protocol;
 mod store;
 mod triple;
+mod verdict;
 mod wire;
 pub mod worker;
 

@@ -109,6 +109,11 @@ impl<'a> Reader<'a> {
         self.bytes.len()
     }
 
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     pub fn u8(&mut self) -> Result<u8, WireError> {
         let (&first, rest) = self.bytes.split_first().ok_or(WireError::Truncated)?;
         self.bytes = rest;
@@ -159,6 +164,11 @@ impl<'a> Reader<'a> {
 /// Reads one value as a `serde_json::Value` (the host's side of results).
 pub fn decode(bytes: &[u8]) -> Result<Value, WireError> {
     decode_at(&mut Reader::new(bytes), 0)
+}
+
+/// Reads the next value of `reader` (a member of a container already opened).
+pub fn read_value(reader: &mut Reader<'_>) -> Result<Value, WireError> {
+    decode_at(reader, 1)
 }
 
 fn decode_at(reader: &mut Reader<'_>, depth: usize) -> Result<Value, WireError> {

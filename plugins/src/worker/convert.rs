@@ -1,15 +1,11 @@
-//! Moves values between the wire and the engine without building intermediate trees.
-//!
-//! Into the engine, each call's arguments arrive in the compact [`crate::wire`] form and
-//! are built straight into engine objects with the engine's own calls (no JSON text to
-//! tokenise: its parser was the largest cost of a call). Out of the engine, a returned value
-//! is written, in the wire form or as JSON text, by walking it with an explicit stack:
-//! depth and size are bounded, cycles are rejected, and a throwing getter surfaces as the
-//! engine error it raised.
+//! Writes values out of the engine without building intermediate trees: a returned value
+//! is written, in the [`crate::wire`] form or as JSON text, by walking it with an explicit
+//! stack: depth and size are bounded, cycles are rejected, and a throwing getter surfaces as
+//! the engine error it raised. (Arguments go in through [`super::args`].)
 
 use rquickjs::{Array, Atom, Ctx, Object, Type, Value, qjs};
 
-use crate::wire::{self, Reader, WireError};
+use crate::wire;
 
 /// Deepest nesting and most values a script may return.
 pub const MAX_DEPTH: usize = 64;
@@ -33,120 +29,6 @@ impl From<rquickjs::Error> for Unconvertible {
 /// Parses JSON text into an engine value.
 pub fn parse<'js>(ctx: &Ctx<'js>, text: &str) -> rquickjs::Result<Value<'js>> {
     ctx.json_parse(text)
-}
-
-/// Builds the items of a wire-form array (a call's arguments) as engine values.
-pub fn from_wire_args<'js>(ctx: &Ctx<'js>, bytes: &[u8]) -> Result<Vec<Value<'js>>, FromWire> {
-    let mut reader = Reader::new(bytes);
-    if reader.u8()? != wire::ARRAY {
-        return Err(FromWire::Wire(WireError::Tag(bytes.first().copied().unwrap_or_default())));
-    }
-    let mut args = Vec::with_capacity(2);
-    while reader.peek()? != wire::END {
-        args.push(from_wire(ctx, &mut reader, 1)?);
-    }
-    Ok(args)
-}
-
-/// Why arguments could not be built.
-#[derive(Debug)]
-pub enum FromWire {
-    Wire(WireError),
-    Engine(rquickjs::Error),
-}
-
-impl From<WireError> for FromWire {
-    fn from(e: WireError) -> Self {
-        FromWire::Wire(e)
-    }
-}
-
-impl From<rquickjs::Error> for FromWire {
-    fn from(e: rquickjs::Error) -> Self {
-        FromWire::Engine(e)
-    }
-}
-
-fn from_wire<'js>(ctx: &Ctx<'js>, reader: &mut Reader<'_>, depth: usize) -> Result<Value<'js>, FromWire> {
-    let raw = ctx.as_raw().as_ptr();
-    Ok(match reader.u8()? {
-        wire::NULL => Value::new_null(ctx.clone()),
-        wire::FALSE => Value::new_bool(ctx.clone(), false),
-        wire::TRUE => Value::new_bool(ctx.clone(), true),
-        wire::INT => Value::new_int(ctx.clone(), reader.i32()?),
-        wire::FLOAT => Value::new_float(ctx.clone(), reader.f64()?),
-        wire::STRING => {
-            let bytes = reader.str_body()?;
-            // SAFETY: the engine copies `len` bytes from the pointer; an exception is checked.
-            let value = unsafe { qjs::JS_NewStringLen(raw, bytes.as_ptr().cast(), bytes.len() as _) };
-            owned(ctx, value)?
-        }
-        tag @ (wire::ARRAY | wire::OBJECT) => {
-            if depth >= wire::MAX_DEPTH {
-                return Err(WireError::TooDeep.into());
-            }
-            let is_array = tag == wire::ARRAY;
-            // SAFETY: creates a fresh value owned by the wrapper below.
-            let container =
-                owned(ctx, unsafe { if is_array { qjs::JS_NewArray(raw) } else { qjs::JS_NewObject(raw) } })?;
-            let mut index = 0u32;
-            loop {
-                let atom = if is_array {
-                    if reader.peek()? == wire::END {
-                        reader.u8()?;
-                        break;
-                    }
-                    // SAFETY: an index atom needs no freeing beyond the one below.
-                    unsafe { qjs::JS_NewAtomUInt32(raw, index) }
-                } else {
-                    let Some(key) = reader.key()? else { break };
-                    // SAFETY: the engine copies the key; the atom is freed below.
-                    unsafe { qjs::JS_NewAtomLen(raw, key.as_ptr().cast(), key.len() as _) }
-                };
-                if atom == qjs::JS_ATOM_NULL {
-                    return Err(FromWire::Engine(rquickjs::Error::Exception));
-                }
-                let item = match from_wire(ctx, reader, depth + 1) {
-                    Ok(item) => item,
-                    Err(e) => {
-                        // SAFETY: the atom made above is released once.
-                        unsafe { qjs::JS_FreeAtom(raw, atom) };
-                        return Err(e);
-                    }
-                };
-                // Defined, not assigned: a key such as `__proto__` stays an own property, as
-                // `JSON.parse` makes it. The definition takes a reference of its own (the
-                // wrapper is dropped, not forgotten: it also holds the context).
-                // SAFETY: `container` is an object of this context; the atom is released once.
-                let defined = unsafe {
-                    let defined = qjs::JS_DefinePropertyValue(
-                        raw,
-                        container.as_raw(),
-                        atom,
-                        qjs::JS_DupValue(raw, item.as_raw()),
-                        qjs::JS_PROP_C_W_E as _,
-                    );
-                    qjs::JS_FreeAtom(raw, atom);
-                    defined
-                };
-                if defined < 0 {
-                    return Err(FromWire::Engine(rquickjs::Error::Exception));
-                }
-                index += 1;
-            }
-            container
-        }
-        other => return Err(WireError::Tag(other).into()),
-    })
-}
-
-/// Wraps a value the engine just returned, turning its exception marker into an error.
-fn owned<'js>(ctx: &Ctx<'js>, value: qjs::JSValue) -> rquickjs::Result<Value<'js>> {
-    // SAFETY: `value` was just created and is owned by the wrapper.
-    if unsafe { qjs::JS_IsException(value) } {
-        return Err(rquickjs::Error::Exception);
-    }
-    Ok(unsafe { Value::from_raw(ctx.clone(), value) })
 }
 
 /// What a returned value is written into: JSON text or the wire form.
@@ -311,7 +193,7 @@ pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible>
                         if *wrote {
                             out.separator();
                         }
-                        out.key(keys[*next].to_string()?.as_bytes());
+                        with_string_text(&keys[*next].to_value()?, |key| out.key(key))?;
                         *wrote = true;
                         current = Some(child);
                     }

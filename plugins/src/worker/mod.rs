@@ -10,6 +10,7 @@
 //! A worker is disposable: when a script defeats the sandbox (an uninterruptible builtin,
 //! an engine abort) the host kills or loses this process and starts another.
 
+mod args;
 mod convert;
 mod host_ctx;
 mod sandbox;
@@ -121,37 +122,40 @@ impl Worker {
         let progress_every = Duration::from_millis(self.limits.progress_interval_ms);
         let mut pending = Vec::new();
         let mut last_sent = Instant::now();
+        // Taken out of the map for the batch, so calls do not look it up one by one.
+        let mut runtime = self.runtimes.remove(&runtime_key).map(|(runtime, _)| runtime);
         for args in &batch.calls {
-            if !self.runtimes.contains_key(&runtime_key) {
+            if runtime.is_none() {
                 let Some(code) = self.bytecode.get(&code_key) else {
                     // Only possible before the first call: the host resends with the code.
                     return write_response(output, &Response::NeedCode);
                 };
                 match ScriptRuntime::load(&self.limits, &batch.triple, &batch.file, code) {
-                    Ok(runtime) => self.insert_runtime(runtime_key.clone(), runtime),
+                    Ok(loaded) => runtime = Some(loaded),
                     Err(failure) => {
                         pending.push(CallResult { outcome: Err(failure), logs: Vec::new() });
                         continue;
                     }
                 }
             }
-            self.tick += 1;
-            let (runtime, used) = self.runtimes.get_mut(&runtime_key).expect("inserted above");
-            *used = self.tick;
-            let (outcome, logs) = runtime.call(&batch.function, args);
+            let (outcome, logs) = runtime.as_ref().expect("loaded above").call(&batch.function, args);
             let spoiled = matches!(
                 &outcome,
                 Err(f) if matches!(f.kind, FailureKind::Timeout | FailureKind::MemoryLimit | FailureKind::StackOverflow)
             );
             if spoiled {
                 // A runtime that hit a limit may hold half-updated state: start the next call afresh.
-                self.runtimes.remove(&runtime_key);
+                runtime = None;
             }
             pending.push(CallResult { outcome, logs });
             if batch.report_each || last_sent.elapsed() >= progress_every {
                 write_response(output, &Response::Progress { results: std::mem::take(&mut pending) })?;
                 last_sent = Instant::now();
             }
+        }
+        if let Some(runtime) = runtime {
+            self.tick += 1;
+            self.insert_runtime(runtime_key, runtime);
         }
         write_response(output, &Response::Done { results: pending })
     }

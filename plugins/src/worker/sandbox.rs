@@ -14,7 +14,8 @@ use rquickjs::function::Args;
 use rquickjs::module::{Evaluated, WriteOptions};
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
 
-use super::convert::{self, FromWire, Unconvertible, WireBytes};
+use super::args::{self, FromWire, KeyTable};
+use super::convert::{self, Unconvertible, WireBytes};
 use super::host_ctx;
 use crate::error::ScriptLocation;
 use crate::protocol::{FailureKind, LogLine, ScriptFailure, WorkerLimits};
@@ -50,8 +51,10 @@ struct Clock {
 }
 
 /// A loaded module in its own runtime. Field order matters: persistent values are dropped
-/// before the context, and the context before the runtime.
+/// before the context, and the context before the runtime (the key table is given back
+/// before any of them, in `drop`).
 pub struct ScriptRuntime {
+    keys: RefCell<KeyTable>,
     namespace: Persistent<Object<'static>>,
     host_ctx: Persistent<Object<'static>>,
     context: Context,
@@ -152,6 +155,7 @@ impl ScriptRuntime {
             Ok::<_, ScriptFailure>((Persistent::save(&ctx, namespace), Persistent::save(&ctx, host_ctx)))
         })?;
         Ok(Self {
+            keys: RefCell::new(KeyTable::default()),
             namespace,
             host_ctx,
             context,
@@ -181,14 +185,15 @@ impl ScriptRuntime {
                     location: None,
                 });
             };
-            let args = convert::from_wire_args(&ctx, args).map_err(|e| match e {
-                FromWire::Engine(e) => fail(e, None),
-                FromWire::Wire(e) => ScriptFailure {
-                    kind: FailureKind::Thrown,
-                    message: format!("the host sent malformed arguments: {e}"),
-                    location: None,
-                },
-            })?;
+            let args =
+                args::from_wire_args(&ctx, &mut self.keys.borrow_mut(), args).map_err(|e| match e {
+                    FromWire::Engine(e) => fail(e, None),
+                    FromWire::Wire(e) => ScriptFailure {
+                        kind: FailureKind::Thrown,
+                        message: format!("the host sent malformed arguments: {e}"),
+                        location: None,
+                    },
+                })?;
             let arity = interface_arity(self.kind, function).max(args.len());
             let mut call_args = Args::new(ctx.clone(), arity + 1);
             let mut args = args.into_iter();
@@ -220,6 +225,12 @@ impl ScriptRuntime {
     /// Bytes the runtime's heap holds now.
     pub fn memory_used(&self) -> i64 {
         self.runtime.memory_usage().memory_used_size
+    }
+}
+
+impl Drop for ScriptRuntime {
+    fn drop(&mut self) {
+        self.context.with(|ctx| self.keys.get_mut().release(&ctx));
     }
 }
 
