@@ -10,6 +10,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use super::TriggerError;
 use super::verify::AuthMode;
+use crate::storage::ROWS_PER_STATEMENT;
 
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -207,9 +208,6 @@ pub struct Claim<'a> {
     pub build_id: &'a str,
 }
 
-/// Most claims in one statement (three parameters each, far below either database's limit).
-const CLAIMS_PER_STATEMENT: usize = 500;
-
 /// Takes every claim that no claim made at or after `cutoff_ms` holds, in multi-row
 /// statements; returns the (trigger, key) pairs taken. A claim older than the window, or
 /// left without a build by an earlier version, is taken over. The primary key makes this
@@ -221,7 +219,7 @@ pub async fn claim_all(
     cutoff_ms: i64,
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
     let mut taken = HashSet::with_capacity(claims.len());
-    for chunk in claims.chunks(CLAIMS_PER_STATEMENT) {
+    for chunk in claims.chunks(ROWS_PER_STATEMENT) {
         let (now, cutoff) = (3 * chunk.len() + 1, 3 * chunk.len() + 2);
         let values: Vec<String> = (0..chunk.len())
             .map(|r| format!("(${}, ${}, ${}, ${now})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
