@@ -2,7 +2,7 @@
 //! at start, runs the scheduler, applies bulk changes all-or-nothing, answers reads from
 //! memory, and records and streams transitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
@@ -135,6 +135,24 @@ struct Sharding {
     /// When the newest bulk change this replica applied was made, for replays.
     last_change_ms: AtomicI64,
     changes: AtomicU64,
+    /// Bulk changes already applied here (id, when made): a replay skips them, so an
+    /// instance is not rescheduled for a change it already reflects.
+    applied: Mutex<HashMap<String, i64>>,
+}
+
+impl Sharding {
+    /// Records change `id` as applied (after it was); false if it was already.
+    fn first_time(&self, id: &str, at_ms: i64) -> bool {
+        let mut applied = self.applied.lock();
+        if applied.contains_key(id) {
+            return false;
+        }
+        if applied.len() % 1_024 == 1_023 {
+            applied.retain(|_, at| *at >= at_ms - store::CHANGES_KEPT_MS - REPLAY_SLACK_MS);
+        }
+        applied.insert(id.to_owned(), at_ms);
+        true
+    }
 }
 
 /// `slipway/<version>`, and on a sharded fleet `(replica <id>)`: an instance's owner can
@@ -196,6 +214,11 @@ impl StatusService {
         }
         let mut scheduler = Scheduler::new(config.schedule, config.budget, clock.now_ms());
         let now = clock.now_ms();
+        // Read before the instances: every change listed is reflected in what is loaded next.
+        let reflected: HashMap<String, i64> = match replica {
+            Some(_) => store::changes_since(&db, 0).await?.into_iter().map(|c| (c.id, c.at_ms)).collect(),
+            None => HashMap::new(),
+        };
         for app in store::load_app_instances(&db).await? {
             scheduler.upsert_app(&app);
         }
@@ -214,6 +237,7 @@ impl StatusService {
                 fence: Arc::new(AtomicU64::new(0)),
                 last_change_ms: AtomicI64::new(wall_ms()),
                 changes: AtomicU64::new(0),
+                applied: Mutex::new(reflected),
             }
         });
         let fence = sharding.as_ref().map_or_else(|| Arc::new(AtomicU64::new(u64::MAX)), |s| s.fence.clone());
@@ -270,11 +294,9 @@ impl StatusService {
                 instances: request.instances.iter().map(|i| i.id.clone()).collect(),
                 deleted: request.delete.clone(),
             };
-            store::StoredChange {
-                id: format!("{}-{now_wall}-{n}", sharding.replica),
-                at_ms: now_wall,
-                ids: serde_json::to_string(&ids).expect("serialisable"),
-            }
+            let id = format!("{}-{now_wall}-{n}", sharding.replica);
+            sharding.first_time(&id, now_wall);
+            store::StoredChange { id, at_ms: now_wall, ids: serde_json::to_string(&ids).expect("serialisable") }
         });
         store::apply_bulk(
             &inner.db,
@@ -539,8 +561,11 @@ impl StatusService {
         Ok(())
     }
 
-    /// Applies another replica's bulk change: the touched rows as they are now.
+    /// Applies another replica's bulk change, once: the touched rows as they are now.
     async fn apply_change(&self, change: store::StoredChange) -> Result<(), Error> {
+        if self.inner.sharding.as_ref().is_some_and(|s| s.applied.lock().contains_key(&change.id)) {
+            return Ok(());
+        }
         let ids: ChangedIds = serde_json::from_str(&change.ids)
             .map_err(|e| Error::Corrupt { what: "status change", id: change.id.clone(), message: e.to_string() })?;
         let apps = store::load_app_instances_by_id(&self.inner.db, &ids.apps).await?;
@@ -564,6 +589,7 @@ impl StatusService {
         }
         s.rebalance(now);
         if let Some(sharding) = &self.inner.sharding {
+            sharding.first_time(&change.id, change.at_ms);
             sharding.last_change_ms.fetch_max(change.at_ms, Ordering::SeqCst);
         }
         Ok(())

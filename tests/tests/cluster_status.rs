@@ -3,7 +3,8 @@
 //! so the fleet's request log shows who checked what: every instance is checked by exactly
 //! one replica, any replica answers for every shard, and the instances of a replica that is
 //! killed, or frozen for longer than its lease, are taken over within the lease and the
-//! tight interval, while the frozen one stops checking when it wakes. A database outage
+//! tight interval, while the frozen one stops checking when it wakes; a replica joining
+//! takes its share from the others. A database outage
 //! shorter than the lease does not stop the checks.
 
 use std::collections::HashSet;
@@ -145,6 +146,25 @@ async fn the_fleet_is_shared_out_answered_everywhere_and_taken_over() {
     let sizes = shard_sizes(&cluster, 2).await;
     let share = sizes.iter().find(|(id, _)| *id == Cluster::id(1)).map(|s| s.1 as usize);
     assert_eq!(Some(checks.checked_by(&Cluster::id(1), woke, after).len()), share, "{sizes:?}");
+
+    // Another replica joins: the instances that change hands move to it, and it checks its
+    // share within the tight interval.
+    let joining = Instant::now();
+    let newcomer = Cluster::id(cluster.add().await);
+    let sizes = shard_sizes(&cluster, 3).await;
+    let joined = Instant::now();
+    tokio::time::sleep(TIGHT + BEAT * 2).await;
+    let checks = checks_so_far(&fleet, &mut log);
+    let end = Instant::now();
+    assert_eq!(checks.double_checked(joined + BEAT, end), Vec::<usize>::new());
+    let (before, since) = (checks.last_checker(handover, joining), checks.last_checker(joined + BEAT, end));
+    let moved: Vec<usize> = before.keys().copied().filter(|n| since.get(n).is_some_and(|r| *r != before[n])).collect();
+    // The cap on loads (5 % over the fair share, which 300 instances reach by chance) may
+    // move a few between the others too.
+    let to_newcomer = moved.iter().filter(|n| *since[n] == *newcomer).count();
+    assert!(!moved.is_empty() && to_newcomer * 10 >= moved.len() * 9, "{to_newcomer} of {moved:?}");
+    let share = sizes.iter().find(|(id, _)| *id == newcomer).map(|s| s.1 as usize);
+    assert_eq!(Some(checks.checked_by(&newcomer, joining, end).len()), share, "{sizes:?}");
 }
 
 /// Waits until replica `i` reports checking `count` instances.
