@@ -141,17 +141,13 @@ struct Sharding {
 }
 
 impl Sharding {
-    /// Records change `id` as applied (after it was); false if it was already.
-    fn first_time(&self, id: &str, at_ms: i64) -> bool {
+    /// Records change `id` as applied (once it was), forgetting those the feed no longer keeps.
+    fn mark_applied(&self, id: &str, at_ms: i64) {
         let mut applied = self.applied.lock();
-        if applied.contains_key(id) {
-            return false;
-        }
         if applied.len() % 1_024 == 1_023 {
             applied.retain(|_, at| *at >= at_ms - store::CHANGES_KEPT_MS - REPLAY_SLACK_MS);
         }
         applied.insert(id.to_owned(), at_ms);
-        true
     }
 }
 
@@ -295,7 +291,7 @@ impl StatusService {
                 deleted: request.delete.clone(),
             };
             let id = format!("{}-{now_wall}-{n}", sharding.replica);
-            sharding.first_time(&id, now_wall);
+            sharding.mark_applied(&id, now_wall);
             store::StoredChange { id, at_ms: now_wall, ids: serde_json::to_string(&ids).expect("serialisable") }
         });
         store::apply_bulk(
@@ -589,7 +585,7 @@ impl StatusService {
         }
         s.rebalance(now);
         if let Some(sharding) = &self.inner.sharding {
-            sharding.first_time(&change.id, change.at_ms);
+            sharding.mark_applied(&change.id, change.at_ms);
             sharding.last_change_ms.fetch_max(change.at_ms, Ordering::SeqCst);
         }
         Ok(())
