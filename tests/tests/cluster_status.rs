@@ -29,8 +29,8 @@ fn all() -> Vec<String> {
     (0..INSTANCES).map(Layout::instance_id).collect()
 }
 
-/// Instances each live replica reports it checks, by replica id, once they add up to the
-/// whole fleet over `count` replicas.
+/// Instances each live replica reports it checks, by replica id, once each has placed the
+/// fleet and they add up to it over `count` replicas.
 async fn shard_sizes(cluster: &Cluster, count: usize) -> Vec<(String, i64)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -43,7 +43,11 @@ async fn shard_sizes(cluster: &Cluster, count: usize) -> Vec<(String, i64)> {
             .filter(|r| r["alive"] == true)
             .map(|r| (r["id"].as_str().unwrap().to_owned(), r["status_instances"].as_i64().unwrap()))
             .collect();
-        if sizes.len() == count && sizes.iter().map(|s| s.1).sum::<i64>() == INSTANCES as i64 {
+        // Each one placed (a replica that just joined reports 0 until it has), all of them.
+        if sizes.len() == count
+            && sizes.iter().all(|s| s.1 > 0)
+            && sizes.iter().map(|s| s.1).sum::<i64>() == INSTANCES as i64
+        {
             return sizes;
         }
         assert!(Instant::now() < deadline, "shards never added up: {view}");

@@ -122,7 +122,8 @@ async fn shard_sizes(cluster: &Cluster, count: usize, instances: usize) -> anyho
             .filter(|r| r["alive"] == true)
             .filter_map(|r| r["status_instances"].as_i64())
             .collect();
-        if sizes.len() == count && sizes.iter().sum::<i64>() == instances as i64 {
+        // A replica that just joined reports 0 until it has placed the fleet.
+        if sizes.len() == count && sizes.iter().all(|&n| n > 0) && sizes.iter().sum::<i64>() == instances as i64 {
             return Ok(sizes);
         }
         if Instant::now() > deadline {
