@@ -195,8 +195,8 @@ impl<C: Clock + Clone> Scheduler<C> {
         let (id, to, reason, at_ms) = judged;
         let index = self.table.index_of(&id)?;
         let i = self.table.get_mut(index)?;
-        if i.owned || (i.observed && i.since_ms > at_ms) {
-            return None; // this replica's own judgement, or older than what it has
+        if i.owned || (i.observed && (i.since_ms > at_ms || (i.since_ms == at_ms && i.health == to))) {
+            return None; // this replica's own judgement, older than what it has, or known
         }
         let from = i.health;
         let turned_anomalous = !from.is_anomalous() && to.is_anomalous();

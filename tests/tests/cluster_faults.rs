@@ -112,6 +112,9 @@ async fn a_replica_stopped_past_its_lease_loses_its_build_and_changes_nothing_af
     let db = cluster.database().await;
     let id = cluster.replica(0).submit_dir_build(APP, "slow", source.path()).await;
     let stopped = running_on(&cluster, &id, Some("the slow step starts")).await;
+    // A run's log reaches the object store once a second: let the first run's lines get
+    // there (the step sleeps 5 s), so the joined log shows both runs.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     cluster.stop(stopped);
     let at = Instant::now();
