@@ -598,7 +598,10 @@ mod tests {
 
     #[test]
     fn shards_split_the_fleet_and_a_survivor_takes_over_within_the_tight_interval() {
-        let (mut a, mut b) = (sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]), sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]));
+        let (mut a, mut b) = (
+            sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]),
+            sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]),
+        );
         a.s.shard_as("a");
         b.s.shard_as("b");
         // Sharded and not yet placed: nothing is checked.
@@ -633,9 +636,17 @@ mod tests {
         assert_eq!(a.s.release_all(), 100);
         let verdicts = jobs
             .iter()
-            .map(|j| Verdict { index: j.index, generation: j.generation, health: Health::Degraded, reason: "x".into() })
+            .map(|j| Verdict {
+                index: j.index,
+                generation: j.generation,
+                health: Health::Degraded,
+                reason: "x".into(),
+            })
             .collect();
-        assert!(a.s.apply(verdicts, 5_100, 5_100).is_empty(), "a result after the release counts for nothing");
+        assert!(
+            a.s.apply(verdicts, 5_100, 5_100).is_empty(),
+            "a result after the release counts for nothing"
+        );
         a.now = 5_100;
         a.run(20_000, |_| Health::Healthy);
         assert!(a.checks.is_empty());
@@ -656,14 +667,22 @@ mod tests {
         others.iter().for_each(|&i| a.s.release(i));
         let at = a.now;
         for k in [0, 2, 4] {
-            let t = a.s.apply_foreign((format!("shop-{k}/web"), Health::Degraded, "503".into(), at as i64), at);
+            let t =
+                a.s.apply_foreign((format!("shop-{k}/web"), Health::Degraded, "503".into(), at as i64), at);
             assert_eq!(t.map(|t| (t.from, t.to)), Some((Health::Healthy, Health::Degraded)));
         }
         assert_eq!(a.s.table.by_id("shop-0/web").unwrap().health, Health::Degraded);
         // An older report does not undo a newer one.
-        assert!(a.s.apply_foreign(("shop-0/web".into(), Health::Healthy, "ok".into(), at as i64 - 1), at).is_none());
+        assert!(
+            a.s.apply_foreign(("shop-0/web".into(), Health::Healthy, "ok".into(), at as i64 - 1), at)
+                .is_none()
+        );
         a.run(at + 5_100, |_| Health::Healthy);
         let mine: HashSet<u32> = (1..30).step_by(2).map(|k| a.index(&format!("shop-{k}/web"))).collect();
-        assert_eq!(a.checked_between(at, at + 5_101), mine, "the third anomaly anywhere brings this replica's siblings forward");
+        assert_eq!(
+            a.checked_between(at, at + 5_101),
+            mine,
+            "the third anomaly anywhere brings this replica's siblings forward"
+        );
     }
 }

@@ -252,7 +252,13 @@ impl StatusService {
         .spawn();
         let writes = Arc::new(tokio::sync::Mutex::new(()));
         let announce_as = sharding.as_ref().map(|s| s.replica.clone());
-        tasks.push(tokio::spawn(record(db.clone(), writes.clone(), events.clone(), transitions, announce_as)));
+        tasks.push(tokio::spawn(record(
+            db.clone(),
+            writes.clone(),
+            events.clone(),
+            transitions,
+            announce_as,
+        )));
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -292,7 +298,11 @@ impl StatusService {
             };
             let id = format!("{}-{now_wall}-{n}", sharding.replica);
             sharding.mark_applied(&id, now_wall);
-            store::StoredChange { id, at_ms: now_wall, ids: serde_json::to_string(&ids).expect("serialisable") }
+            store::StoredChange {
+                id,
+                at_ms: now_wall,
+                ids: serde_json::to_string(&ids).expect("serialisable"),
+            }
         });
         store::apply_bulk(
             &inner.db,
@@ -509,8 +519,11 @@ impl StatusService {
     /// Acts on a notification from another replica (see [`crate::peers`]).
     pub async fn receive(&self, payload: &str) -> Result<(), Error> {
         let Some(sharding) = &self.inner.sharding else { return Ok(()) };
-        let envelope = Envelope::parse(payload)
-            .map_err(|e| Error::Corrupt { what: "status notification", id: String::new(), message: e.to_string() })?;
+        let envelope = Envelope::parse(payload).map_err(|e| Error::Corrupt {
+            what: "status notification",
+            id: String::new(),
+            message: e.to_string(),
+        })?;
         if envelope.from == sharding.replica {
             return Ok(());
         }
@@ -551,7 +564,9 @@ impl StatusService {
         let stored = store::load_health(&self.inner.db).await?;
         let now = self.inner.clock.now_ms();
         let mut s = self.inner.scheduler.lock();
-        for (id, health, reason, since_ms) in stored.into_iter().filter(|(_, _, reason, _)| reason != NOT_CHECKED) {
+        for (id, health, reason, since_ms) in
+            stored.into_iter().filter(|(_, _, reason, _)| reason != NOT_CHECKED)
+        {
             s.apply_foreign((id, health, reason, since_ms), now);
         }
         Ok(())
@@ -562,8 +577,11 @@ impl StatusService {
         if self.inner.sharding.as_ref().is_some_and(|s| s.applied.lock().contains_key(&change.id)) {
             return Ok(());
         }
-        let ids: ChangedIds = serde_json::from_str(&change.ids)
-            .map_err(|e| Error::Corrupt { what: "status change", id: change.id.clone(), message: e.to_string() })?;
+        let ids: ChangedIds = serde_json::from_str(&change.ids).map_err(|e| Error::Corrupt {
+            what: "status change",
+            id: change.id.clone(),
+            message: e.to_string(),
+        })?;
         let apps = store::load_app_instances_by_id(&self.inner.db, &ids.apps).await?;
         let instances = store::load_instances_by_id(&self.inner.db, &ids.instances).await?;
         let mut s = self.inner.scheduler.lock();

@@ -13,8 +13,8 @@ use crate::model::{AppInstanceSpec, ComponentInstanceSpec};
 
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
-    "status-0001-instances-clusters-history",
-    "CREATE TABLE status_clusters (
+        "status-0001-instances-clusters-history",
+        "CREATE TABLE status_clusters (
         name TEXT PRIMARY KEY,
         server TEXT NOT NULL,
         kubeconfig TEXT NOT NULL,
@@ -143,7 +143,8 @@ pub async fn load_app_instances_by_id(db: &AnyPool, ids: &[String]) -> Result<Ve
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(CHUNK) {
         let sql = format!("SELECT id, spec FROM status_app_instances WHERE id IN ({})", list(chunk.len()));
-        let rows = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(id)).fetch_all(db).await?;
+        let rows =
+            chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(id)).fetch_all(db).await?;
         out.extend(rows.iter().map(app_instance_row).collect::<Result<Vec<_>, _>>()?);
     }
     Ok(out)
@@ -157,7 +158,8 @@ pub async fn load_instances_by_id(db: &AnyPool, ids: &[String]) -> Result<Vec<St
             "SELECT id, spec, status, reason, since_ms FROM status_instances WHERE id IN ({})",
             list(chunk.len())
         );
-        let rows = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(id)).fetch_all(db).await?;
+        let rows =
+            chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |q, id| q.bind(id)).fetch_all(db).await?;
         out.extend(rows.iter().map(instance_row).collect::<Result<Vec<_>, _>>()?);
     }
     Ok(out)
@@ -190,7 +192,10 @@ pub struct StoredChange {
 
 pub async fn load_change(db: &AnyPool, id: &str) -> Result<Option<StoredChange>, Error> {
     let row: Option<(String, i64, String)> =
-        sqlx::query_as("SELECT id, at_ms, ids FROM status_changes WHERE id = $1").bind(id).fetch_optional(db).await?;
+        sqlx::query_as("SELECT id, at_ms, ids FROM status_changes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
     Ok(row.map(|(id, at_ms, ids)| StoredChange { id, at_ms, ids }))
 }
 
@@ -285,7 +290,8 @@ pub async fn apply_bulk(
 
 async fn delete_ids(tx: &mut Transaction<'_, Any>, table: &str, ids: &[String]) -> Result<(), Error> {
     for chunk in ids.chunks(CHUNK) {
-        let mut q = sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id IN ({})", list(chunk.len()))));
+        let mut q =
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE id IN ({})", list(chunk.len()))));
         for id in chunk {
             q = q.bind(id);
         }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use slipway_tests::bench::cluster::replicas::Cluster;
 use slipway_tests::database::{OwnPostgres, postgres_pass_or_skip};
-use slipway_tests::process::{Slipway, slipway_binary};
 use slipway_tests::fleet::checkers::Checks;
 use slipway_tests::fleet::{Fleet, FleetConfig, Layout, Logged, Mode};
+use slipway_tests::process::{Slipway, slipway_binary};
 
 const LEASE: Duration = Duration::from_secs(3);
 /// The default tight interval: taken-over instances get their first check within it.
@@ -86,12 +86,15 @@ async fn the_fleet_is_shared_out_answered_everywhere_and_taken_over() {
     if !postgres_pass_or_skip("sharding needs PostgreSQL") {
         return;
     }
-    let fleet = Fleet::start(FleetConfig { instances: INSTANCES, ports: 2, per_namespace: 100 }, 0).await.unwrap();
+    let fleet =
+        Fleet::start(FleetConfig { instances: INSTANCES, ports: 2, per_namespace: 100 }, 0).await.unwrap();
     let mut cluster = Cluster::start(3, LEASE.as_millis() as u64, "").await;
     fleet.state.log_requests();
     let mut log = Vec::new();
-    let registered =
-        cluster.replica(0).post_json("/v1/instances", &LAYOUT.http_body(&fleet.endpoints, 0..INSTANCES)).await;
+    let registered = cluster
+        .replica(0)
+        .post_json("/v1/instances", &LAYOUT.http_body(&fleet.endpoints, 0..INSTANCES))
+        .await;
     assert_eq!(registered["upserted_instances"], INSTANCES, "{registered}");
 
     // Shared out: each replica near a third (the cap is 5 % over the fair share).
@@ -103,11 +106,16 @@ async fn the_fleet_is_shared_out_answered_everywhere_and_taken_over() {
     let checks = checks_so_far(&fleet, &mut log);
     let settled = Instant::now();
     assert_eq!(checks.checked(steady, settled).len(), INSTANCES);
-    assert_eq!(checks.double_checked(steady, settled), Vec::<usize>::new(), "instances checked by two replicas");
+    assert_eq!(
+        checks.double_checked(steady, settled),
+        Vec::<usize>::new(),
+        "instances checked by two replicas"
+    );
 
     // Any replica answers for every shard: failures judged by their owners show everywhere,
     // and stream from every replica.
-    let mut events = cluster.replica(2).client.get(cluster.replica(2).url("/v1/health/events")).send().await.unwrap();
+    let mut events =
+        cluster.replica(2).client.get(cluster.replica(2).url("/v1/health/events")).send().await.unwrap();
     let failing: Vec<usize> = (0..INSTANCES).step_by(50).collect();
     fleet.state.set_mode_of(&failing, Mode::Fail, 0);
     let failing_ids: Vec<String> = failing.iter().map(|&n| Layout::instance_id(n)).collect();
@@ -129,7 +137,10 @@ async fn the_fleet_is_shared_out_answered_everywhere_and_taken_over() {
     let takeover = checks.takeover(&Cluster::id(2), killed_at);
     assert!(!takeover.is_empty());
     let bound = LEASE + TIGHT + BEAT;
-    assert!(takeover.iter().all(|t| t.is_some_and(|t| t <= bound)), "takeover times over {bound:?}: {takeover:?}");
+    assert!(
+        takeover.iter().all(|t| t.is_some_and(|t| t <= bound)),
+        "takeover times over {bound:?}: {takeover:?}"
+    );
     let sizes = shard_sizes(&cluster, 2).await;
     assert!(sizes.iter().all(|(_, n)| (140..=158).contains(n)), "{sizes:?}");
 
@@ -162,7 +173,8 @@ async fn the_fleet_is_shared_out_answered_everywhere_and_taken_over() {
     let end = Instant::now();
     assert_eq!(checks.double_checked(joined + BEAT, end), Vec::<usize>::new());
     let (before, since) = (checks.last_checker(handover, joining), checks.last_checker(joined + BEAT, end));
-    let moved: Vec<usize> = before.keys().copied().filter(|n| since.get(n).is_some_and(|r| *r != before[n])).collect();
+    let moved: Vec<usize> =
+        before.keys().copied().filter(|n| since.get(n).is_some_and(|r| *r != before[n])).collect();
     // The cap on loads (5 % over the fair share, which 300 instances reach by chance) may
     // move a few between the others too.
     let to_newcomer = moved.iter().filter(|n| *since[n] == *newcomer).count();
@@ -219,7 +231,8 @@ async fn a_database_outage_shorter_than_the_lease_does_not_stop_the_checks() {
     let config = root.path().join("slipway.toml");
     std::fs::write(&config, "[cluster]\nlease_ms = 15000\n").unwrap();
     let env = [("SLIPWAY_DATABASE__URL", database.as_str())];
-    let server = Slipway::start(&slipway_binary(), &data, &["--config", config.to_str().unwrap()], &env).await;
+    let server =
+        Slipway::start(&slipway_binary(), &data, &["--config", config.to_str().unwrap()], &env).await;
     let registered = server.post_json("/v1/instances", &LAYOUT.http_body(&fleet.endpoints, 0..100)).await;
     assert_eq!(registered["upserted_instances"], 100, "{registered}");
     let ids: Vec<String> = (0..100).map(Layout::instance_id).collect();
@@ -247,7 +260,9 @@ async fn a_database_outage_shorter_than_the_lease_does_not_stop_the_checks() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let view = server.get_json("/v1/cluster").await;
-        if view["replicas"][0]["status_instances"] == 100 && view["replicas"][0]["heartbeat_age_ms"].as_i64() < Some(2_000) {
+        if view["replicas"][0]["status_instances"] == 100
+            && view["replicas"][0]["heartbeat_age_ms"].as_i64() < Some(2_000)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the heartbeat never came back: {view}");

@@ -166,7 +166,9 @@ impl Cluster {
                     }
                 };
                 let Some(status) = status.upgrade() else { return };
-                if unplaced.is_some_and(|beat| beat + cluster.lease() - cluster.lease() / 10 <= Instant::now()) {
+                if unplaced
+                    .is_some_and(|beat| beat + cluster.lease() - cluster.lease() / 10 <= Instant::now())
+                {
                     // The beat took longer than the lease it bought (the process was frozen
                     // meanwhile): place nothing on it; the next beat starts afresh.
                     (last_beat, unplaced) = (None, None);

@@ -79,7 +79,11 @@ pub struct Fetchers {
 }
 
 impl Fetchers {
-    pub fn new(config: FetchConfig, clusters: ClusterRegistry, user_agent: &str) -> Result<Self, crate::Error> {
+    pub fn new(
+        config: FetchConfig,
+        clusters: ClusterRegistry,
+        user_agent: &str,
+    ) -> Result<Self, crate::Error> {
         Ok(Self {
             http: HttpFetcher::new(&config, user_agent)?,
             tcp: TcpFetcher::new(&config),

@@ -86,7 +86,13 @@ impl Checks {
 
     /// Instances of `all` left unchecked for longer than `bound` somewhere in `[from, to)`,
     /// counting from `from` and up to `to`.
-    pub fn missed(&self, all: impl Iterator<Item = usize>, from: Instant, to: Instant, bound: Duration) -> usize {
+    pub fn missed(
+        &self,
+        all: impl Iterator<Item = usize>,
+        from: Instant,
+        to: Instant,
+        bound: Duration,
+    ) -> usize {
         all.filter(|&n| {
             let mut last = from;
             for (at, _) in self.between(n, from, to) {

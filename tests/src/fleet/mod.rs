@@ -12,8 +12,8 @@
 //! these LIST endpoints, which answer like the API server for this one resource.
 
 mod admin;
-mod kube;
 pub mod checkers;
+mod kube;
 mod register;
 mod serve;
 

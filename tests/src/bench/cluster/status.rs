@@ -70,7 +70,8 @@ pub async fn run(cluster: &mut Cluster, instances: usize, lease: Duration) -> an
         (joined - join_started).as_secs_f64()
     );
     tokio::time::sleep(WINDOW).await;
-    let victim = cluster.live().map(|(i, _)| i).find(|&i| i != 0 && i != joiner).context("a replica to kill")?;
+    let victim =
+        cluster.live().map(|(i, _)| i).find(|&i| i != 0 && i != joiner).context("a replica to kill")?;
     let killed_at = Instant::now();
     cluster.kill(victim);
     eprintln!("cluster/status: killed {}", Cluster::id(victim));
@@ -123,7 +124,10 @@ async fn shard_sizes(cluster: &Cluster, count: usize, instances: usize) -> anyho
             .filter_map(|r| r["status_instances"].as_i64())
             .collect();
         // A replica that just joined reports 0 until it has placed the fleet.
-        if sizes.len() == count && sizes.iter().all(|&n| n > 0) && sizes.iter().sum::<i64>() == instances as i64 {
+        if sizes.len() == count
+            && sizes.iter().all(|&n| n > 0)
+            && sizes.iter().sum::<i64>() == instances as i64
+        {
             return Ok(sizes);
         }
         if Instant::now() > deadline {
