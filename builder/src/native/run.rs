@@ -85,6 +85,11 @@ pub fn run(spec: &RunSpec, mut on_line: impl FnMut(&str)) -> Result<RunResult> {
             // The command must be PID 1 of the new namespace: fork once more and let this
             // process only relay the exit status.
             if let ForkResult::Parent { child } = fork().map_err(io)? {
+                // The relay never execs, so it would keep every descriptor it inherited for
+                // as long as the command runs: other builds' files open for writing (whose
+                // `exec` then fails with ETXTBSY) and the spawn error pipe (so `spawn` would
+                // not return before the command ends). It needs none of them.
+                nix::libc::close_range(0, u32::MAX, 0);
                 let code = loop {
                     match waitpid(child, None) {
                         Ok(WaitStatus::Exited(_, code)) => break code,
@@ -117,7 +122,7 @@ pub fn run(spec: &RunSpec, mut on_line: impl FnMut(&str)) -> Result<RunResult> {
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|e| match e.raw_os_error() {
+    let mut child = spawn(&mut command).map_err(|e| match e.raw_os_error() {
         Some(code) if code == nix::libc::EPERM || code == nix::libc::EINVAL || code == nix::libc::ENOSYS => {
             Error::IsolationUnavailable(e.to_string())
         }
@@ -135,4 +140,86 @@ pub fn run(spec: &RunSpec, mut on_line: impl FnMut(&str)) -> Result<RunResult> {
     }
     let status = child.wait().map_err(Error::io(&spec.root))?;
     Ok(RunResult { code: status.code().unwrap_or(255), tail: tail.into() })
+}
+
+/// Spawns, retrying `exec`'s ETXTBSY. Another build's stage writes executables while this one
+/// forks: between a concurrent fork and its exec, the forked child briefly holds those files
+/// open for writing, and exec of such a file fails. The window is short, so a few retries
+/// clear it.
+fn spawn(command: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut delay = std::time::Duration::from_millis(5);
+    for _ in 0..6 {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => std::thread::sleep(delay),
+            other => return other,
+        }
+        delay *= 2;
+    }
+    command.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn spec(root: &Path, argv: &[&str]) -> RunSpec {
+        RunSpec {
+            root: root.to_path_buf(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            workdir: "/".into(),
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    fn root_with_busybox() -> Option<tempfile::TempDir> {
+        let busybox = Path::new("/bin/busybox");
+        if !nix::unistd::geteuid().is_root() || !busybox.exists() {
+            eprintln!("skipped: needs root and /bin/busybox (busybox-static) for isolated RUN");
+            return None;
+        }
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("bin")).unwrap();
+        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+        Some(root)
+    }
+
+    /// Output is read while the command runs: more than a pipe holds must not stall it (the
+    /// relay once kept `spawn` waiting for the command's end, so a chatty step hung forever).
+    #[test]
+    fn output_larger_than_a_pipe_streams_while_the_command_runs() {
+        let Some(root) = root_with_busybox() else { return };
+        let mut lines = 0;
+        let result = run(&spec(root.path(), &["/bin/busybox", "seq", "1", "50000"]), |_| lines += 1).unwrap();
+        assert_eq!((result.code, lines), (0, 50000));
+        assert_eq!(result.tail.last().map(String::as_str), Some("50000"));
+    }
+
+    /// A file open for writing while another build's `RUN` starts must be executable once it
+    /// is closed, even though that `RUN` is still going: before the relay closed what it
+    /// inherited, it held the file open for the whole command and exec failed with ETXTBSY.
+    #[test]
+    fn a_running_command_does_not_keep_other_stages_files_open() {
+        let Some(long) = root_with_busybox() else { return };
+        let short = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(short.path().join("bin")).unwrap();
+        let mut writing = std::fs::File::create(short.path().join("bin/busybox")).unwrap();
+        writing.write_all(&std::fs::read("/bin/busybox").unwrap()).unwrap();
+        writing.set_permissions(std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let long_root = long.path().to_path_buf();
+        let sleeper =
+            std::thread::spawn(move || run(&spec(&long_root, &["/bin/busybox", "sleep", "2"]), |_| {}));
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        drop(writing);
+        match run(&spec(short.path(), &["/bin/busybox", "true"]), |_| {}) {
+            Err(Error::IsolationUnavailable(why)) => eprintln!("skipped: isolation unavailable here: {why}"),
+            other => assert_eq!(other.map(|r| r.code).map_err(|e| e.to_string()), Ok(0)),
+        }
+        assert_eq!(sleeper.join().unwrap().map(|r| r.code).map_err(|e| e.to_string()), Ok(0));
+    }
 }
