@@ -12,6 +12,7 @@ mod branch;
 mod budget;
 mod store;
 pub mod verify;
+mod wal;
 mod writer;
 
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ pub enum TriggerError {
     Invalid { problems: Vec<String> },
     #[error("the delivery writer has stopped")]
     WriterStopped,
+    #[error("flushing the database log failed: {0}")]
+    Flush(Arc<std::io::Error>),
     #[error("the adapter caller has stopped")]
     AdapterCallsStopped,
     #[error(transparent)]
@@ -124,6 +127,7 @@ impl Triggers {
             plugins,
             writer: DeliveryWriter::spawn(
                 db,
+                dialect,
                 pipeline.clone(),
                 window_ms,
                 Duration::from_secs(config.claim_prune_every_s.max(1)),
@@ -228,6 +232,7 @@ impl Triggers {
             // first build even if an image was deleted since: replays are found first.
             let cutoff = now_ms() - self.window_ms;
             if let Some(build_id) = self.store.live_claim(&trigger.id, &keys, cutoff).await? {
+                self.writer.durable().await?;
                 return Ok(Delivery::Duplicate(self.pipeline.get(&build_id).await?));
             }
         }

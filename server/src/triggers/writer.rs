@@ -3,7 +3,9 @@
 //! A delivery is answered `202` only once its build is durable. Committing each one alone
 //! costs an fsync per delivery and makes concurrent deliveries queue on the database's write
 //! lock; instead one task takes every delivery waiting in its channel and commits them in
-//! one transaction (one fsync for the batch), then answers each waiter. Each delivery's
+//! one transaction, then answers each waiter once the commit is durable: on PostgreSQL when
+//! the commit returns, on SQLite after the flush of the log that follows it (`wal.rs`),
+//! which runs while the next batch is written. Each delivery's
 //! replay claims and its build are written together, so a crash never leaves a claim
 //! without its build or a build without its claims.
 //!
@@ -13,12 +15,13 @@
 
 use std::time::Duration;
 
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::wal::{Waiter, WalFlusher};
 use super::{TriggerError, store};
 use crate::pipeline::{BuildView, NewBuild, Pipeline};
-use crate::storage::now_ms;
+use crate::storage::{Dialect, now_ms};
 
 /// Most deliveries committed in one transaction; bounds the time a batch holds the lock.
 const MAX_BATCH: usize = 256;
@@ -56,9 +59,13 @@ impl Recorded {
     }
 }
 
-struct Job {
-    delivery: Accepted,
-    answer: oneshot::Sender<Result<Recorded, TriggerError>>,
+enum Job {
+    Record {
+        delivery: Accepted,
+        answer: oneshot::Sender<Result<Recorded, TriggerError>>,
+    },
+    /// Answered once everything committed before it is durable.
+    Barrier(oneshot::Sender<Result<(), TriggerError>>),
 }
 
 #[derive(Clone)]
@@ -68,23 +75,88 @@ pub struct DeliveryWriter {
 
 impl DeliveryWriter {
     /// Starts the writer task; it ends when the last handle is dropped.
-    pub fn spawn(db: AnyPool, pipeline: Pipeline, window_ms: i64, prune_every: Duration) -> Self {
+    pub fn spawn(
+        db: AnyPool,
+        dialect: Dialect,
+        pipeline: Pipeline,
+        window_ms: i64,
+        prune_every: Duration,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db, pipeline, window_ms, prune_every, queue));
+        tokio::spawn(async move {
+            let sink = Sink::open(&db, dialect).await;
+            run(db, sink, pipeline, window_ms, prune_every, queue).await
+        });
         Self { jobs }
     }
 
     /// Stores the delivery's claims and build, or finds the build of the delivery it
-    /// replays; returns once that is committed.
+    /// replays; returns once that is committed and durable.
     pub async fn record(&self, delivery: Accepted) -> Result<Recorded, TriggerError> {
         let (answer, answered) = oneshot::channel();
-        self.jobs.send(Job { delivery, answer }).await.map_err(|_| TriggerError::WriterStopped)?;
+        self.jobs.send(Job::Record { delivery, answer }).await.map_err(|_| TriggerError::WriterStopped)?;
         answered.await.map_err(|_| TriggerError::WriterStopped)?
+    }
+
+    /// Returns once every delivery committed so far is durable: a claim read from the
+    /// database may be one whose flush is still under way, and must not be answered before.
+    pub async fn durable(&self) -> Result<(), TriggerError> {
+        let (answer, answered) = oneshot::channel();
+        self.jobs.send(Job::Barrier(answer)).await.map_err(|_| TriggerError::WriterStopped)?;
+        answered.await.map_err(|_| TriggerError::WriterStopped)?
+    }
+}
+
+/// Where the writer commits its batches, and when a commit may be answered.
+enum Sink {
+    /// A pool connection per batch, whose commit returns once it is durable: PostgreSQL
+    /// (its own group commit overlaps the flushes of concurrent commits), or SQLite when the
+    /// writer could not set up its own connection.
+    Pool(AnyPool),
+    /// SQLite: the writer's own connection commits without an fsync and the flusher makes
+    /// each commit durable outside the write lock while the next batch is written.
+    Wal { conn: AnyConnection, flusher: WalFlusher },
+}
+
+impl Sink {
+    async fn open(db: &AnyPool, dialect: Dialect) -> Sink {
+        if dialect != Dialect::Sqlite {
+            return Sink::Pool(db.clone());
+        }
+        let own = async {
+            // Out of the pool: its setting must not reach other work, and it stays open.
+            let mut conn = db.acquire().await?.detach();
+            let flusher = WalFlusher::open(&mut conn).await?;
+            Ok::<_, sqlx::Error>(Sink::Wal { conn, flusher })
+        };
+        own.await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the delivery writer commits with an fsync each (no flusher)");
+            Sink::Pool(db.clone())
+        })
+    }
+
+    async fn commit(
+        &mut self,
+        deliveries: &[&Accepted],
+        window_ms: i64,
+    ) -> Result<Vec<Recorded>, TriggerError> {
+        match self {
+            Sink::Pool(db) => commit(&mut *db.acquire().await?, deliveries, window_ms).await,
+            Sink::Wal { conn, .. } => commit(conn, deliveries, window_ms).await,
+        }
+    }
+
+    fn answer(&self, waiters: Vec<Waiter>) {
+        match self {
+            Sink::Pool(_) => waiters.into_iter().for_each(|waiter| waiter(Ok(()))),
+            Sink::Wal { flusher, .. } => flusher.after_flush(waiters),
+        }
     }
 }
 
 async fn run(
     db: AnyPool,
+    mut sink: Sink,
     pipeline: Pipeline,
     window_ms: i64,
     prune_every: Duration,
@@ -109,15 +181,21 @@ async fn run(
         if received == 0 {
             break;
         }
-        let deliveries: Vec<&Accepted> = batch.iter().map(|job| &job.delivery).collect();
-        let results = match commit(&db, &deliveries, window_ms).await {
+        let deliveries: Vec<&Accepted> = batch
+            .iter()
+            .filter_map(|job| match job {
+                Job::Record { delivery, .. } => Some(delivery),
+                Job::Barrier(_) => None,
+            })
+            .collect();
+        let results = match sink.commit(&deliveries, window_ms).await {
             Ok(recorded) => recorded.into_iter().map(Ok).collect(),
             Err(e) if deliveries.len() > 1 => {
                 // One delivery's failure must not fail the others: each goes again alone.
                 tracing::warn!(error = %e, deliveries = deliveries.len(), "delivery batch failed; committing one by one");
                 let mut results = Vec::with_capacity(deliveries.len());
                 for delivery in &deliveries {
-                    results.push(commit(&db, &[delivery], window_ms).await.map(|mut r| r.remove(0)));
+                    results.push(sink.commit(&[delivery], window_ms).await.map(|mut r| r.remove(0)));
                 }
                 results
             }
@@ -126,19 +204,35 @@ async fn run(
         if results.iter().any(|r| matches!(r, Ok(Recorded::Started(_)))) {
             pipeline.builds_queued();
         }
-        for (job, result) in batch.drain(..).zip(results) {
-            // A sender that went away still has its delivery stored; its retry is a replay.
-            let _ = job.answer.send(result);
-        }
+        let mut results = results.into_iter();
+        let waiters = batch
+            .drain(..)
+            .map(|job| -> Waiter {
+                match job {
+                    Job::Record { answer, .. } => {
+                        let result = results.next().expect("a result for every delivery");
+                        // A sender that went away still has its delivery stored; its retry
+                        // is a replay.
+                        Box::new(move |flushed| {
+                            let _ = answer.send(flushed.and(result));
+                        })
+                    }
+                    Job::Barrier(answer) => Box::new(move |flushed| {
+                        let _ = answer.send(flushed);
+                    }),
+                }
+            })
+            .collect();
+        sink.answer(waiters);
     }
 }
 
 async fn commit(
-    db: &AnyPool,
+    conn: &mut AnyConnection,
     deliveries: &[&Accepted],
     window_ms: i64,
 ) -> Result<Vec<Recorded>, TriggerError> {
-    let mut tx = db.begin().await?;
+    let mut tx = conn.begin().await?;
     let now = now_ms();
     let recorded = super::batch::record(&mut tx, deliveries, now, now - window_ms).await?;
     tx.commit().await?;

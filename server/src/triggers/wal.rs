@@ -1,0 +1,133 @@
+//! Durable SQLite commits without an fsync under the write lock.
+//!
+//! With `synchronous = FULL` a commit appends its frames to the write-ahead log and calls
+//! `fdatasync` before it gives up the write lock, so every batch of the delivery writer
+//! waited for the previous batch's fsync (two fsync tails in a delivery's latency). The
+//! writer's own connection commits with `synchronous = NORMAL` instead — the frames are
+//! written, not flushed — and this flusher calls `fdatasync` on the log file after the
+//! commit, outside the lock, while the writer already writes the next batch. A delivery is
+//! answered only after a flush that began after its commit returned, and one flush serves
+//! every commit before it.
+//!
+//! Why a flush of the log file makes such a commit durable: SQLite recovers a database by
+//! reading the log's frames from the start while their salts match the header and their
+//! checksums chain, replaying every complete transaction. The flush puts our frames and
+//! every frame before them on disk; frames written after them (not yet flushed) can only end
+//! the readable chain later. The log is only rewritten from its start (a "restart", with new
+//! salts) after a checkpoint copied every frame into the database file and synced it — with
+//! `NORMAL` a checkpoint still syncs the log before and the database after copying — and
+//! the restart syncs the new header before any new frame goes behind it. So a committed
+//! transaction is either in the flushed log or already in the synced database file. The
+//! log is deleted only when the last connection closes (after a full checkpoint); the
+//! writer keeps its connection open, so the file this flusher holds is the live log.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sqlx::AnyConnection;
+use tokio::sync::mpsc;
+
+use super::TriggerError;
+
+/// Told whether the flush after its commit succeeded; then it may answer its delivery.
+pub type Waiter = Box<dyn FnOnce(Result<(), TriggerError>) + Send>;
+
+/// Most commits' waiters one flush takes from the queue at once.
+const MAX_COMMITS_PER_FLUSH: usize = 1024;
+
+pub struct WalFlusher {
+    waiting: mpsc::UnboundedSender<Vec<Waiter>>,
+}
+
+impl WalFlusher {
+    /// Makes `conn` commit without its own fsync and starts the flusher of its log (it ends
+    /// when this handle is dropped). `conn` must be the only connection whose commits are
+    /// answered through this flusher, and must stay open while it runs.
+    pub async fn open(conn: &mut AnyConnection) -> Result<WalFlusher, sqlx::Error> {
+        let path = wal_path(conn).await?;
+        sqlx::raw_sql("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+        let (waiting, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run(path, queue));
+        Ok(WalFlusher { waiting })
+    }
+
+    /// Calls each waiter once everything committed so far is on disk.
+    pub fn after_flush(&self, waiters: Vec<Waiter>) {
+        if let Err(unsent) = self.waiting.send(waiters) {
+            for waiter in unsent.0 {
+                waiter(Err(TriggerError::WriterStopped));
+            }
+        }
+    }
+}
+
+/// The log file of the connection's main database: SQLite names it `<database>-wal`.
+async fn wal_path(conn: &mut AnyConnection) -> Result<PathBuf, sqlx::Error> {
+    let databases: Vec<(i64, String, String)> =
+        sqlx::query_as("PRAGMA database_list").fetch_all(&mut *conn).await?;
+    let main = databases.into_iter().find(|(_, name, _)| name == "main").map(|(_, _, file)| file);
+    match main {
+        Some(file) if !file.is_empty() => Ok(PathBuf::from(format!("{file}-wal"))),
+        _ => Err(sqlx::Error::Configuration("the delivery writer needs an SQLite database file".into())),
+    }
+}
+
+async fn run(path: PathBuf, mut queue: mpsc::UnboundedReceiver<Vec<Waiter>>) {
+    // Opened at the first flush: by then a commit has written to the log, so it exists.
+    let mut log: Option<Arc<File>> = None;
+    let mut ready = Vec::new();
+    while queue.recv_many(&mut ready, MAX_COMMITS_PER_FLUSH).await > 0 {
+        let flushed = flush(&path, &mut log).await;
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, path = %path.display(), "flushing the database log failed");
+        }
+        for waiter in ready.drain(..).flatten() {
+            waiter(flushed.clone().map_err(TriggerError::Flush));
+        }
+    }
+}
+
+async fn flush(path: &PathBuf, log: &mut Option<Arc<File>>) -> Result<(), Arc<std::io::Error>> {
+    let file = match log {
+        Some(file) => file.clone(),
+        None => log.insert(Arc::new(File::options().write(true).open(path)?)).clone(),
+    };
+    let started = std::time::Instant::now();
+    let synced = tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    metrics::histogram!("slipway_trigger_wal_flush_seconds").record(started.elapsed().as_secs_f64());
+    Ok(synced?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn the_flusher_syncs_the_live_log_of_the_writer_connection_and_answers_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config { data_dir: dir.path().into(), ..Default::default() };
+        let pool = crate::storage::open_database(&config).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap().detach();
+        let flusher = WalFlusher::open(&mut conn).await.unwrap();
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(sync, 1, "1 is NORMAL: the flusher syncs instead");
+        let path = wal_path(&mut conn).await.unwrap();
+        assert!(path.starts_with(dir.path()) && path.exists(), "{}", path.display());
+
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("CREATE TABLE t (id BIGINT)").execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let (answers, mut answered) = mpsc::unbounded_channel();
+        for n in 0..3 {
+            let answers = answers.clone();
+            flusher.after_flush(vec![Box::new(move |flushed| answers.send((n, flushed.is_ok())).unwrap())]);
+        }
+        for n in 0..3 {
+            assert_eq!(answered.recv().await.unwrap(), (n, true));
+        }
+    }
+}
