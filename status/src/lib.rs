@@ -17,6 +17,7 @@ mod error;
 pub mod events;
 pub mod fetch;
 pub mod flapping;
+pub mod handoff;
 pub mod health;
 pub mod heatmap;
 pub mod model;

@@ -93,6 +93,21 @@ impl CheckSchedule {
         }
     }
 
+    /// How far it has backed off: the interval in ms and the healthy streak, what another
+    /// replica needs to continue the schedule (see [`crate::handoff`]).
+    pub fn backoff(&self) -> (u32, u8) {
+        (self.interval_ms, self.healthy_streak)
+    }
+
+    /// Continues a schedule another replica kept (its flap history stays there).
+    pub fn resumed(config: &ScheduleConfig, interval_ms: u32, healthy_streak: u8) -> Self {
+        Self {
+            interval_ms: interval_ms.clamp(ms(config.tight), ms(config.ceiling).max(ms(config.tight))),
+            healthy_streak,
+            ..Self::new(config)
+        }
+    }
+
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms.into())
     }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::budget::{Budget, BudgetConfig, Deferred, DueCheck, Priority, TargetKey};
 use crate::correlate::Correlator;
 use crate::events::{Transition, TransitionEvent};
+use crate::handoff::{self, Handoff};
 use crate::health::Health;
 use crate::model::{AppInstanceSpec, ComponentInstanceSpec};
 use crate::peers::Judged;
@@ -22,6 +23,10 @@ use crate::wheel::TimerWheel;
 
 /// Wheel resolution: due times are kept to a tenth of a second.
 const TICK_MS: u64 = 100;
+
+/// Instances taken over that fell due while nobody checked them are checked within this
+/// much, most overdue first: soon, without a burst in one tick.
+pub const OVERDUE_SPREAD_MS: u64 = 1_000;
 
 /// One check handed to the fetchers and then to the status plugin.
 #[derive(Debug, Clone)]
@@ -103,23 +108,45 @@ impl<C: Clock + Clone> Scheduler<C> {
 
     /// Takes the instances the live `replicas` (sorted ids) leave to this one and lets go
     /// of the rest. Instances taken on get their first check spread over the tight
-    /// interval from now. A replica missing from the list (its heartbeat lapsed) owns
-    /// nothing. Nothing to do when the replicas are the same as last time (instances
-    /// added or removed since were placed by [`Scheduler::rebalance`]), or on a single node.
-    pub fn reshard(&mut self, replicas: &[Arc<str>], now_ms: u64) -> Reshard {
-        if self.replica.is_some() && replicas == self.replicas.as_slice() {
+    /// interval from now (or when due, if sooner), except those their last owner's `handed`
+    /// schedule says fell due while nobody checked them: they go first, in the order they fell due, spread over
+    /// [`OVERDUE_SPREAD_MS`]. Either way the handed backoff carries on after that first
+    /// check, so a takeover does not restart calm instances at the tight interval. A replica missing from
+    /// the list (its heartbeat lapsed) owns nothing. Nothing to do when the replicas are the
+    /// same as last time (instances added or removed since were placed by
+    /// [`Scheduler::rebalance`]), or on a single node.
+    pub fn reshard(&mut self, replicas: &[Arc<str>], handed: &Handoff, now_ms: u64) -> Reshard {
+        if !self.needs_placing(replicas) {
             return Reshard { owned: self.owned, ..Reshard::default() };
         }
-        self.place(replicas, now_ms)
+        self.place(replicas, handed, now_ms)
+    }
+
+    /// Whether [`Scheduler::reshard`] over `replicas` would place anything.
+    pub fn needs_placing(&self, replicas: &[Arc<str>]) -> bool {
+        self.replica.is_none() || replicas != self.replicas.as_slice()
     }
 
     /// Places again over the same replicas, after instances were added or removed.
     pub fn rebalance(&mut self, now_ms: u64) -> Reshard {
         let replicas = self.replicas.clone();
-        self.place(&replicas, now_ms)
+        self.place(&replicas, &Handoff::default(), now_ms)
     }
 
-    fn place(&mut self, replicas: &[Arc<str>], now_ms: u64) -> Reshard {
+    /// Writes the schedule of every instance this replica checks (see [`crate::handoff`]).
+    pub fn handoff(&self, now_ms: u64) -> Vec<u8> {
+        let owned: Vec<_> = self.table.iter().filter(|(_, i)| i.owned).collect();
+        handoff::write(owned.into_iter().map(|(_, i)| {
+            let due_in = match i.due_tick {
+                QUEUED | IN_FLIGHT | UNOWNED => 0,
+                tick => (tick * TICK_MS) as i64 - now_ms as i64,
+            };
+            let (interval, streak) = i.schedule.backoff();
+            (&*i.id, due_in, interval, streak)
+        }))
+    }
+
+    fn place(&mut self, replicas: &[Arc<str>], handed: &Handoff, now_ms: u64) -> Reshard {
         let Some(me) = self.replica.clone() else {
             return Reshard { owned: self.table.len(), ..Reshard::default() };
         };
@@ -130,17 +157,28 @@ impl<C: Clock + Clone> Scheduler<C> {
         let (members, weights) = groups_of(&self.table);
         let owners = if mine.is_some() { assign(replicas, &weights) } else { Default::default() };
         let mut outcome = Reshard::default();
+        let mut overdue = Vec::new();
         for (index, key) in members {
             let owned = mine.is_some() && owners.get(&key).copied() == mine;
             let was = self.table.get(index).is_some_and(|i| i.owned);
             match (was, owned) {
                 (false, true) => {
-                    if let Some(i) = self.table.get_mut(index) {
-                        i.owned = true;
-                        i.due_tick = QUEUED;
+                    let config = &self.config;
+                    let Some(i) = self.table.get_mut(index) else { continue };
+                    i.owned = true;
+                    i.due_tick = QUEUED;
+                    let handed = handed.get(&i.id);
+                    if let Some(h) = handed {
+                        i.schedule = CheckSchedule::resumed(config, h.interval_ms, h.healthy_streak);
                     }
-                    let offset = first_check_offset(self.config.tight, mix(u64::from(index) ^ now_ms));
-                    self.refile(index, now_ms + offset);
+                    match handed {
+                        Some(h) if h.due_ms <= now_ms => overdue.push((h.due_ms, index)),
+                        _ => {
+                            let offset = first_check_offset(config.tight, mix(u64::from(index) ^ now_ms));
+                            let due = handed.map_or(u64::MAX, |h| h.due_ms);
+                            self.refile(index, (now_ms + offset).min(due));
+                        }
+                    }
                     outcome.acquired += 1;
                 }
                 (true, false) => {
@@ -150,6 +188,11 @@ impl<C: Clock + Clone> Scheduler<C> {
                 _ => {}
             }
             outcome.owned += usize::from(owned);
+        }
+        overdue.sort_unstable();
+        let count = overdue.len() as u64;
+        for (k, (_, index)) in overdue.into_iter().enumerate() {
+            self.refile(index, now_ms + k as u64 * OVERDUE_SPREAD_MS / count);
         }
         self.owned = outcome.owned;
         outcome
@@ -608,7 +651,8 @@ mod tests {
         a.run(6_000, |_| Health::Healthy);
         assert!(a.checks.is_empty());
         let both = replicas(&["a", "b"]);
-        let (ra, rb) = (a.s.reshard(&both, a.now), b.s.reshard(&both, b.now));
+        let (ra, rb) =
+            (a.s.reshard(&both, &Handoff::default(), a.now), b.s.reshard(&both, &Handoff::default(), b.now));
         assert_eq!(ra.owned + rb.owned, 1_000);
         assert!(ra.owned.abs_diff(rb.owned) < 100, "{ra:?} {rb:?}");
         let start = a.now;
@@ -620,17 +664,70 @@ mod tests {
         assert!(ca.is_disjoint(&cb), "an instance checked by both replicas");
         // `a` leaves: `b` checks every instance within the tight interval, `a`'s first.
         let left = b.now;
-        let rb = b.s.reshard(&replicas(&["b"]), left);
+        let rb = b.s.reshard(&replicas(&["b"]), &Handoff::default(), left);
         assert_eq!((rb.acquired, rb.owned), (ra.owned, 1_000));
         b.run(left + 5_100, |_| Health::Healthy);
         assert!(ca.is_subset(&b.checked_between(left, left + 5_101)));
     }
 
     #[test]
+    fn a_survivor_checks_the_most_overdue_first_and_keeps_the_handed_backoff() {
+        let (mut a, mut b) = (
+            sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]),
+            sim(BudgetConfig::default(), &[("shop", "eu-1", 1_000)]),
+        );
+        a.s.shard_as("a");
+        b.s.shard_as("b");
+        let both = replicas(&["a", "b"]);
+        let ra = a.s.reshard(&both, &Handoff::default(), a.now);
+        b.s.reshard(&both, &Handoff::default(), b.now);
+        a.run(900_000, |_| Health::Healthy);
+        b.run(900_000, |_| Health::Healthy);
+        // `a` dies right after a snapshot; `b` takes over when the lease has run out.
+        let snapshot = a.s.handoff(a.now);
+        let (as_left, _) = Handoff::read(&[(0, snapshot.clone())], a.now);
+        let (died, lease) = (a.now, 15_000);
+        b.run(died + lease, |_| Health::Healthy);
+        let taken = b.now;
+        let (handed, errors) = Handoff::read(&[(lease as i64, snapshot)], taken);
+        assert!(errors.is_empty() && handed.len() == ra.owned, "{errors:?}");
+        assert_eq!(b.s.reshard(&replicas(&["b"]), &handed, taken).acquired, ra.owned);
+        b.run(taken + 800_000, |_| Health::Healthy);
+
+        let mut overdue = Vec::new();
+        for n in 0..1_000 {
+            let id = format!("shop-{n}/web");
+            let Some(left) = as_left.get(&id) else { continue };
+            let index = b.index(&id);
+            let checks: Vec<u64> =
+                b.checks.iter().filter(|&&(t, i)| i == index && t >= taken).map(|&(t, _)| t).collect();
+            let first = checks[0];
+            if left.due_ms <= taken {
+                assert!(
+                    first <= taken + OVERDUE_SPREAD_MS + TICK_MS,
+                    "{id}: overdue, first check at {first}"
+                );
+                overdue.push((left.due_ms, first));
+            } else {
+                assert!(
+                    first <= (taken + 5_000 + TICK_MS).min(left.due_ms),
+                    "{id}: due {} checked {first}",
+                    left.due_ms
+                );
+            }
+            // The backoff carries on: a calm instance is not re-checked at the tight interval.
+            assert!(checks[1] - first >= 300_000, "{id}: {checks:?}");
+        }
+        assert!(!overdue.is_empty());
+        overdue.sort_unstable();
+        assert!(overdue.windows(2).all(|w| w[0].1 <= w[1].1), "the most overdue go first");
+    }
+
+    #[test]
     fn a_replica_without_its_lease_checks_nothing_and_drops_results_in_flight() {
         let mut a = sim(BudgetConfig::default(), &[("shop", "eu-1", 100)]);
         a.s.shard_as("a");
-        a.s.reshard(&replicas(&["a"]), 0);
+        a.s.reshard(&replicas(&["a"]), &Handoff::default(), 0);
         let (jobs, _) = a.s.take_due(5_000, usize::MAX);
         assert_eq!(jobs.len(), 100);
         assert_eq!(a.s.release_all(), 100);
@@ -651,7 +748,7 @@ mod tests {
         a.run(20_000, |_| Health::Healthy);
         assert!(a.checks.is_empty());
         // Placed again: checked again, in flight or not before.
-        a.s.reshard(&replicas(&["a"]), a.now);
+        a.s.reshard(&replicas(&["a"]), &Handoff::default(), a.now);
         a.run(a.now + 5_100, |_| Health::Healthy);
         assert_eq!(a.checked_between(0, a.now + 1).len(), 100);
     }
@@ -661,7 +758,7 @@ mod tests {
         let mut a = sim(BudgetConfig::default(), &[("shop", "eu-1", 30)]);
         a.s.shard_as("a");
         // `a` owns the odd instances of the app (as if by placement), the rest are another's.
-        a.s.reshard(&replicas(&["a"]), 0);
+        a.s.reshard(&replicas(&["a"]), &Handoff::default(), 0);
         a.run(700_000, |_| Health::Healthy);
         let others: Vec<u32> = (0..30).step_by(2).map(|k| a.index(&format!("shop-{k}/web"))).collect();
         others.iter().for_each(|&i| a.s.release(i));

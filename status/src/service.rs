@@ -17,6 +17,7 @@ use crate::aggregate::{AppHealth, ComponentHealth, StatusCounts, app_health, sum
 use crate::budget::BudgetConfig;
 use crate::events::{Transition, TransitionEvent};
 use crate::fetch::{ClusterRegistry, FetchConfig, Fetchers};
+use crate::handoff::Handoff;
 use crate::health::Health;
 use crate::model::{BulkRequest, ClusterInfo, ClusterSpec};
 use crate::peers::{Envelope, Message};
@@ -468,24 +469,42 @@ impl StatusService {
         self.len() == 0
     }
 
+    /// Whether the fleet must be placed again over the live `replicas`: when it must, the
+    /// caller passes the other replicas' schedule snapshots to [`StatusService::reshard`].
+    pub fn needs_placing(&self, replicas: &[String]) -> bool {
+        self.inner.sharding.is_some() && self.inner.scheduler.lock().needs_placing(&sorted(replicas))
+    }
+
     /// Places the fleet over the live `replicas` (their ids, in any order) and checks
-    /// this replica's share. No-op on a single node.
-    pub fn reshard(&self, replicas: &[String]) -> Reshard {
-        let mut sorted: Vec<Arc<str>> = replicas.iter().map(|r| Arc::from(r.as_str())).collect();
-        sorted.sort();
-        sorted.dedup();
+    /// this replica's share, continuing the schedules in `snapshots` (each with its age in
+    /// ms by the database's clock; see [`crate::handoff`]). No-op on a single node.
+    pub fn reshard(&self, replicas: &[String], snapshots: &[(i64, Vec<u8>)]) -> Reshard {
+        let replicas = sorted(replicas);
         let now = self.inner.clock.now_ms();
-        let outcome = self.inner.scheduler.lock().reshard(&sorted, now);
+        let (handed, errors) = Handoff::read(snapshots, now);
+        for error in errors {
+            tracing::warn!(%error, "a replica's schedule snapshot is unreadable; its instances start afresh");
+        }
+        let outcome = self.inner.scheduler.lock().reshard(&replicas, &handed, now);
         if outcome.acquired + outcome.released > 0 {
             tracing::info!(
-                replicas = sorted.len(),
+                replicas = replicas.len(),
                 acquired = outcome.acquired,
                 released = outcome.released,
                 owned = outcome.owned,
+                handed = handed.len(),
                 "status instances placed again"
             );
         }
         outcome
+    }
+
+    /// The schedule of every instance this replica checks, for the others to continue
+    /// should they take some over; `None` on a single node.
+    pub fn handoff(&self) -> Option<Vec<u8>> {
+        self.inner.sharding.as_ref()?;
+        let now = self.inner.clock.now_ms();
+        Some(self.inner.scheduler.lock().handoff(now))
     }
 
     /// Lets this replica check what it owns until `deadline`: the end of the lease its
@@ -681,4 +700,12 @@ async fn record(
             let _ = events.send(Arc::new(event));
         }
     }
+}
+
+/// Replica ids in the order every replica places them in.
+fn sorted(replicas: &[String]) -> Vec<Arc<str>> {
+    let mut sorted: Vec<Arc<str>> = replicas.iter().map(|r| Arc::from(r.as_str())).collect();
+    sorted.sort();
+    sorted.dedup();
+    sorted
 }

@@ -46,6 +46,12 @@ impl GroupKey {
     }
 }
 
+/// A stable 64-bit key for an instance id, the same on every replica and build (see
+/// [`crate::handoff`]).
+pub fn id_key(id: &str) -> u64 {
+    crate::schedule::mix(fnv(FNV_OFFSET, id.as_bytes()))
+}
+
 /// The group of one instance's target.
 pub fn group_of(target: &Target, id: &Arc<str>) -> GroupKey {
     match target {

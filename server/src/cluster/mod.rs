@@ -5,12 +5,14 @@
 //! A single `slipway serve` on the embedded defaults is a cluster of one: the same rows,
 //! the same leases, nobody to hand over to.
 
+mod handoff;
 mod notify;
 
 pub use notify::Change;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,9 +22,10 @@ use utoipa::ToSchema;
 use crate::config::Config;
 use crate::storage::{Dialect, Migrations};
 
-pub const MIGRATIONS: Migrations = &[(
-    "server-0004-replicas",
-    "CREATE TABLE cluster_replicas (
+pub const MIGRATIONS: Migrations = &[
+    (
+        "server-0004-replicas",
+        "CREATE TABLE cluster_replicas (
         id TEXT PRIMARY KEY,
         address TEXT NOT NULL,
         version TEXT NOT NULL,
@@ -30,7 +33,9 @@ pub const MIGRATIONS: Migrations = &[(
         heartbeat_at_ms BIGINT NOT NULL,
         status_instances BIGINT NOT NULL
     )",
-)];
+    ),
+    ("server-0007-status-handoff", handoff::TABLE),
+];
 
 /// Where a replica keeps the id it made up at first start.
 const REPLICA_ID_FILE: &str = "replica-id";
@@ -134,6 +139,8 @@ impl Cluster {
             let mut ticks = tokio::time::interval(cluster.beat_every() / 4);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_beat: Option<Instant> = None;
+            let mut last_handoff: Option<Instant> = None;
+            let writing = Arc::new(AtomicBool::new(false));
             // A beat that landed but whose placement has not yet run: the lease it bought.
             let mut unplaced: Option<Instant> = None;
             loop {
@@ -165,7 +172,25 @@ impl Cluster {
                         continue;
                     }
                 };
+                let Some(needs_placing) = status.upgrade().map(|s| s.needs_placing(&live)) else { return };
+                let snapshots = if needs_placing {
+                    cluster.handoffs().await.unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "cannot read the status schedule snapshots; taken instances start afresh");
+                        Vec::new()
+                    })
+                } else {
+                    Vec::new()
+                };
                 let Some(status) = status.upgrade() else { return };
+                if last_handoff.is_none_or(|at| at.elapsed() >= handoff::WRITE_EVERY)
+                    && !writing.load(Ordering::Acquire)
+                {
+                    last_handoff = Some(Instant::now());
+                    if let Some(body) = status.handoff() {
+                        writing.store(true, Ordering::Release);
+                        cluster.spawn_handoff_write(body, writing.clone());
+                    }
+                }
                 if unplaced
                     .is_some_and(|beat| beat + cluster.lease() - cluster.lease() / 10 <= Instant::now())
                 {
@@ -174,7 +199,7 @@ impl Cluster {
                     (last_beat, unplaced) = (None, None);
                     continue;
                 }
-                status.reshard(&live);
+                status.reshard(&live, &snapshots);
                 if let Some(beat) = unplaced.take() {
                     // The others count this lease from when the database stamped the beat,
                     // which is after the beat started: ending it a tenth early covers clocks
@@ -182,6 +207,18 @@ impl Cluster {
                     status.hold_until(beat + cluster.lease() - cluster.lease() / 10);
                 }
             }
+        });
+    }
+
+    /// Writes this replica's status schedule snapshot beside the beats (a slow write must
+    /// not delay them); `writing` is cleared when it is done.
+    fn spawn_handoff_write(&self, body: Vec<u8>, writing: Arc<AtomicBool>) {
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cluster.write_handoff(body).await {
+                tracing::warn!(error = %e, "cannot write the status schedule snapshot");
+            }
+            writing.store(false, Ordering::Release);
         });
     }
 
@@ -229,7 +266,7 @@ impl Cluster {
         .bind(FORGET_AFTER_MS)
         .execute(&self.inner.db)
         .await?;
-        Ok(())
+        self.forget_handoffs(FORGET_AFTER_MS).await
     }
 
     /// Every replica heard from in the last day, this one first, with the builds each holds.
