@@ -150,7 +150,9 @@ pub struct PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TriggersConfig {
-    /// Deliveries one trigger accepts per second of the database's clock, over all replicas.
+    /// Deliveries one trigger accepts per second of the database's clock, over all replicas;
+    /// at most a tenth of a second's worth at once (the burst), so no one-second span passes
+    /// more than 1.1 times this.
     pub per_trigger_per_s: u32,
     /// Deliveries per second one client address may send, over all triggers.
     pub per_client_per_s: u32,

@@ -222,7 +222,15 @@ async fn managing_triggers_needs_an_admin_token() {
 async fn concurrent_deliveries_commit_together_and_a_replay_racing_its_original_starts_nothing() {
     let (repo, commit) = repository();
     // Acceptance only: the builds stay queued, so the test needs no registry.
-    let server = TestServer::start_with(|c| c.pipeline.run_builds = false, slipway_server::router::app).await;
+    // 42 deliveries at once: the rate's burst (a tenth of a second's worth) must hold them.
+    let server = TestServer::start_with(
+        |c| {
+            c.pipeline.run_builds = false;
+            c.triggers.per_trigger_per_s = 1000;
+        },
+        slipway_server::router::app,
+    )
+    .await;
     let (id, secret) = create_trigger(&server, "github-push", repo.path()).await;
     let send = |delivery: String, commit: String| {
         let (server, id, secret) = (&server, id.clone(), secret.clone());

@@ -191,7 +191,7 @@ impl TriggerStore {
         if gone == 0 {
             return Err(TriggerError::NotFound { id: id.into() });
         }
-        for table in ["trigger_deliveries", "trigger_budgets"] {
+        for table in ["trigger_deliveries", "trigger_rates"] {
             sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE trigger_id = $1")))
                 .bind(id)
                 .execute(&self.db)
