@@ -308,11 +308,13 @@ impl PluginHost {
             args.push(wire::END);
             let remember = if input.memo {
                 let fingerprint = fingerprinter.fingerprint(&args);
-                if let Some(verdict) = self.inner.memo.get(&input.instance_id, triple, fingerprint) {
-                    out.push(Some(Ok(verdict)));
-                    continue;
+                match self.inner.memo.get(&input.instance_id, triple, fingerprint) {
+                    Ok(verdict) => {
+                        out.push(Some(Ok(verdict)));
+                        continue;
+                    }
+                    Err(miss) => Some((input.instance_id, miss, fingerprint)),
                 }
-                Some((input.instance_id, fingerprint))
             } else {
                 None
             };
@@ -328,8 +330,8 @@ impl PluginHost {
             for ((index, remember), result) in pending.into_iter().zip(results) {
                 let verdict = result.and_then(|bytes| {
                     let (verdict, details) = verdict::from_wire(triple, &bytes)?;
-                    if let Some((instance_id, fingerprint)) = remember {
-                        self.inner.memo.remember(&instance_id, fingerprint, &verdict, &details);
+                    if let Some((instance_id, miss, fingerprint)) = remember {
+                        self.inner.memo.remember(&instance_id, miss, fingerprint, &verdict, &details);
                     }
                     Ok(verdict)
                 });

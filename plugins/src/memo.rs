@@ -16,6 +16,7 @@
 //! (SHA-256 is fast only where the CPU has SHA extensions).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
@@ -39,10 +40,18 @@ struct Entry {
 
 pub struct Memo {
     /// Keyed by a 64-bit hash of the instance id (the fingerprint covers the arguments,
-    /// the instance id among them, so two ids sharing a key never share a verdict).
-    last: moka::sync::Cache<u64, std::sync::Arc<Entry>>,
+    /// the instance id among them, so two ids sharing a key never share a verdict). An
+    /// instance's entry is replaced in place when its observation changes: an insert into
+    /// the cache costs several times what the whole host side of a small check does.
+    last: moka::sync::Cache<u64, Slot>,
     key: (u64, u64),
 }
+
+/// An instance's place in the memo.
+type Slot = Arc<Mutex<Entry>>;
+
+/// A memo miss: the instance's slot, when it has one, for [`Memo::remember`] to refill.
+pub struct Miss(Option<Slot>);
 
 /// Fingerprints the calls of one script revision: the revision is hashed once per batch.
 #[derive(Clone)]
@@ -78,17 +87,20 @@ impl Memo {
         Fingerprinter(hasher)
     }
 
+    /// The remembered verdict when `fingerprint` is the instance's last one.
     pub fn get(
         &self,
         instance_id: &str,
         triple: &PluginTriple,
         fingerprint: Fingerprint,
-    ) -> Option<CheckVerdict> {
-        let entry = self.last.get(&key(instance_id))?;
+    ) -> Result<CheckVerdict, Miss> {
+        let Some(slot) = self.last.get(&key(instance_id)) else { return Err(Miss(None)) };
+        let entry = slot.lock().unwrap_or_else(PoisonError::into_inner);
         if entry.fingerprint != fingerprint {
-            return None;
+            drop(entry);
+            return Err(Miss(Some(slot)));
         }
-        Some(CheckVerdict {
+        Ok(CheckVerdict {
             status: entry.status,
             reason: entry.reason.to_string(),
             details: wire::decode(&entry.details).unwrap_or_default(),
@@ -96,10 +108,12 @@ impl Memo {
         })
     }
 
-    /// Remembers a verdict whose details are `details` in the wire form.
+    /// Remembers a verdict whose details are `details` in the wire form, in the slot the
+    /// miss found or, for an instance not yet remembered, a new one.
     pub fn remember(
         &self,
         instance_id: &str,
+        miss: Miss,
         fingerprint: Fingerprint,
         verdict: &CheckVerdict,
         details: &[u8],
@@ -110,7 +124,11 @@ impl Memo {
             reason: verdict.reason.as_str().into(),
             details: details.into(),
         };
-        self.last.insert(key(instance_id), std::sync::Arc::new(entry));
+        match miss.0 {
+            // Evicted meanwhile, the slot is dropped with this write; the next check misses.
+            Some(slot) => *slot.lock().unwrap_or_else(PoisonError::into_inner) = entry,
+            None => self.last.insert(key(instance_id), Arc::new(Mutex::new(entry))),
+        }
     }
 }
 
@@ -141,10 +159,17 @@ mod tests {
         let (f1, f2) =
             (fingerprinter.fingerprint(b"observation 1"), fingerprinter.fingerprint(b"observation 2"));
         assert_ne!(f1, f2);
-        memo.remember("i-1", f1, &verdict, &details);
-        assert_eq!(memo.get("i-1", &triple, f1), Some(verdict.clone()));
-        assert_eq!(memo.get("i-1", &triple, f2), None);
-        assert_eq!(memo.get("i-2", &triple, f1), None);
+        let miss = memo.get("i-1", &triple, f1).unwrap_err();
+        memo.remember("i-1", miss, f1, &verdict, &details);
+        assert_eq!(memo.get("i-1", &triple, f1).ok(), Some(verdict.clone()));
+        assert!(memo.get("i-2", &triple, f1).is_err());
+        // A changed observation refills the instance's slot: the old verdict is gone.
+        let miss = memo.get("i-1", &triple, f2).unwrap_err();
+        let changed =
+            CheckVerdict { status: HealthStatus::Degraded, reason: "down".into(), ..verdict.clone() };
+        memo.remember("i-1", miss, f2, &changed, &details);
+        assert_eq!(memo.get("i-1", &triple, f2).ok(), Some(changed));
+        assert!(memo.get("i-1", &triple, f1).is_err());
         let next = memo.fingerprinter(&PluginTriple::new(ScriptKind::Status, "http", 2));
         assert_ne!(next.fingerprint(b"observation 1"), f1);
         // Another process (another key) fingerprints the same arguments differently.

@@ -39,6 +39,123 @@ async fn http_answers_are_judged_and_unobservable_targets_are_unknown() {
     }
 }
 
+/// The expected statuses and the JSON field rules of `status/http`, with the reasons it gives.
+#[tokio::test]
+async fn http_expected_statuses_and_json_field_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    let with_json = |status: u16, body: Value| json!({"http": {"status": status, "headers": {}, "body": body.to_string(), "json": body, "latency_ms": 4}, "error": null});
+    let cases = [
+        (
+            json!({"expect_status": [204, 200]}),
+            with_json(200, json!({})),
+            HealthStatus::Healthy,
+            "HTTP 200 in 4 ms",
+        ),
+        (
+            json!({"expect_status": [204]}),
+            with_json(200, json!({})),
+            HealthStatus::Degraded,
+            "HTTP 200 is not an expected status",
+        ),
+        (
+            json!({"expect_status": ["5xx"]}),
+            with_json(503, json!({})),
+            HealthStatus::Healthy,
+            "HTTP 503 in 4 ms",
+        ),
+        (
+            json!({"expect_status": ["4xx", 301]}),
+            with_json(302, json!({})),
+            HealthStatus::Degraded,
+            "HTTP 302 is not an expected status",
+        ),
+        (
+            json!({"expect_status": []}),
+            with_json(404, json!({})),
+            HealthStatus::Degraded,
+            "HTTP 404 is not an expected status",
+        ),
+        (
+            json!({"json": [{"path": "status", "equals": "ok"}]}),
+            with_json(200, json!({"status": "ok"})),
+            HealthStatus::Healthy,
+            "HTTP 200 in 4 ms",
+        ),
+        (
+            json!({"json": [{"path": "status", "equals": "ok"}]}),
+            with_json(200, json!({"status": "down"})),
+            HealthStatus::Degraded,
+            "field status is \"down\", expected \"ok\"",
+        ),
+        (
+            json!({"json": [{"path": "db.up", "in": [true, "yes"]}]}),
+            with_json(200, json!({"db": {"up": "yes"}})),
+            HealthStatus::Healthy,
+            "HTTP 200 in 4 ms",
+        ),
+        (
+            json!({"json": [{"path": "db.up", "in": [true]}]}),
+            with_json(200, json!({"db": {"up": false}})),
+            HealthStatus::Degraded,
+            "field db.up is false, expected one of [true]",
+        ),
+        (
+            json!({"json": [{"path": "db.up.x", "equals": 1}]}),
+            with_json(200, json!({"db": {"up": 1}})),
+            HealthStatus::Degraded,
+            "field db.up.x is missing",
+        ),
+        (
+            json!({"json": [{"path": "a.b", "exists": true}]}),
+            with_json(200, json!({"a": {"b": null}})),
+            HealthStatus::Healthy,
+            "HTTP 200 in 4 ms",
+        ),
+        (
+            json!({"json": [{"path": "a.b", "exists": true}]}),
+            with_json(200, json!({"a": {}})),
+            HealthStatus::Degraded,
+            "field a.b is missing",
+        ),
+        (
+            json!({"json": [{"path": "debug", "exists": false}]}),
+            with_json(200, json!({"debug": 1})),
+            HealthStatus::Degraded,
+            "field debug is present",
+        ),
+        (
+            json!({"json": [{"path": "list.1", "equals": "b"}]}),
+            with_json(200, json!({"list": ["a", "b"]})),
+            HealthStatus::Healthy,
+            "HTTP 200 in 4 ms",
+        ),
+        (
+            json!({"json": [{"path": "v", "exists": true}, {"path": "w", "equals": 2}]}),
+            with_json(200, json!({"v": 1, "w": 3})),
+            HealthStatus::Degraded,
+            "field w is 3, expected 2",
+        ),
+        (
+            json!({"json": [{"path": "v", "equals": 1}]}),
+            support::http_observation(200, 4)
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o["http"]["json"] = Value::Null;
+                    Value::Object(o)
+                })
+                .unwrap(),
+            HealthStatus::Degraded,
+            "the body is not JSON but JSON field rules are set",
+        ),
+    ];
+    for (params, observation, status, reason) in cases {
+        let got = judge(&host, "http", params.clone(), observation).await;
+        assert_eq!(got, (status, reason.to_owned()), "{params}");
+    }
+}
+
 #[tokio::test]
 async fn tcp_connections_are_judged_and_unobservable_targets_are_unknown() {
     let dir = tempfile::tempdir().unwrap();

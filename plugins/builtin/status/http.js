@@ -8,8 +8,11 @@
 //   json: [{ "path": "status", "equals": "ok" }, { "path": "db.up", "in": [true] }, { "path": "version", "exists": true }]
 //   slow_ms: a latency above which the check answers "degraded" although the answer is right
 
+// The parameters of an instance that has none; shared, so a call makes no object for them.
+const NO_PARAMS = Object.freeze({});
+
 export function check(instance, observation, ctx) {
-  const params = (instance && instance.params) || {};
+  const params = (instance && instance.params) || NO_PARAMS;
   if (!observation) return verdict("unknown", "no observation", {});
   if (observation.error) {
     const e = observation.error;
@@ -21,13 +24,13 @@ export function check(instance, observation, ctx) {
   if (!statusExpected(http.status, params.expect_status)) {
     return verdict("degraded", `HTTP ${http.status} is not an expected status`, details);
   }
-  const rules = params.json || [];
-  if (rules.length > 0) {
+  const rules = params.json;
+  if (rules && rules.length > 0) {
     if (http.json === null || http.json === undefined) {
       return verdict("degraded", "the body is not JSON but JSON field rules are set", details);
     }
-    for (const rule of rules) {
-      const failure = ruleFailure(http.json, rule);
+    for (let i = 0; i < rules.length; i++) {
+      const failure = ruleFailure(http.json, rules[i]);
       if (failure) return verdict("degraded", failure, details);
     }
   }
@@ -41,35 +44,48 @@ function verdict(status, reason, details) {
   return { status, reason, details };
 }
 
+// Written for the engine: index loops instead of `for…of` (which makes an iterator and a
+// result object per step), and no arrays or objects made per call beyond the verdict.
 function statusExpected(code, expected) {
   if (!expected || expected.length === 0) return code >= 200 && code < 400;
-  for (const e of expected) {
+  for (let i = 0; i < expected.length; i++) {
+    const e = expected[i];
     if (typeof e === "number" && e === code) return true;
     if (typeof e === "string" && /^[1-5]xx$/.test(e) && Math.floor(code / 100) === Number(e[0])) return true;
   }
   return false;
 }
 
+// What `lookup` answers for a path that leads nowhere (never a value of the body).
+const MISSING = {};
+
+// The value at a dotted path, or MISSING; walked part by part without splitting the path.
 function lookup(value, path) {
+  const text = String(path);
   let current = value;
-  for (const part of String(path).split(".")) {
-    if (current === null || typeof current !== "object" || !(part in current)) return { found: false };
+  let start = 0;
+  for (;;) {
+    const dot = text.indexOf(".", start);
+    const part = dot < 0 ? (start === 0 ? text : text.slice(start)) : text.slice(start, dot);
+    if (current === null || typeof current !== "object" || !(part in current)) return MISSING;
     current = current[part];
+    if (dot < 0) return current;
+    start = dot + 1;
   }
-  return { found: true, value: current };
 }
 
 function ruleFailure(json, rule) {
   const at = lookup(json, rule.path);
+  const found = at !== MISSING;
   if ("exists" in rule) {
-    return at.found === Boolean(rule.exists) ? null : `field ${rule.path} ${rule.exists ? "is missing" : "is present"}`;
+    return found === Boolean(rule.exists) ? null : `field ${rule.path} ${rule.exists ? "is missing" : "is present"}`;
   }
-  if (!at.found) return `field ${rule.path} is missing`;
-  if ("equals" in rule && at.value !== rule.equals) {
-    return `field ${rule.path} is ${JSON.stringify(at.value)}, expected ${JSON.stringify(rule.equals)}`;
+  if (!found) return `field ${rule.path} is missing`;
+  if ("equals" in rule && at !== rule.equals) {
+    return `field ${rule.path} is ${JSON.stringify(at)}, expected ${JSON.stringify(rule.equals)}`;
   }
-  if ("in" in rule && !rule.in.includes(at.value)) {
-    return `field ${rule.path} is ${JSON.stringify(at.value)}, expected one of ${JSON.stringify(rule.in)}`;
+  if ("in" in rule && !rule.in.includes(at)) {
+    return `field ${rule.path} is ${JSON.stringify(at)}, expected one of ${JSON.stringify(rule.in)}`;
   }
   return null;
 }

@@ -3,7 +3,7 @@
 //! stack: depth and size are bounded, cycles are rejected, and a throwing getter surfaces as
 //! the engine error it raised. (Arguments go in through [`super::args`].)
 
-use rquickjs::{Array, Atom, Ctx, Object, Type, Value, qjs};
+use rquickjs::{Ctx, Value, qjs};
 
 use crate::wire;
 
@@ -124,12 +124,6 @@ impl Sink for WireBytes {
     }
 }
 
-/// A container being written while its children are converted.
-enum Frame<'js> {
-    Array { source: Array<'js>, next: usize, len: usize },
-    Object { source: Object<'js>, keys: Vec<Atom<'js>>, next: usize, wrote: bool },
-}
-
 /// Writes a returned value as JSON text (see [`write`]).
 pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
     let mut out = JsonText(Vec::with_capacity(256));
@@ -137,47 +131,101 @@ pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
     String::from_utf8(out.0).map_err(|e| Unconvertible::Shape(e.to_string()))
 }
 
+/// A container being written while its children are converted; it owns its object and,
+/// for an object, the list of its keys.
+enum Frame {
+    Array { object: qjs::JSValue, next: i64, len: i64 },
+    Object { object: qjs::JSValue, keys: *mut qjs::JSPropertyEnum, len: u32, next: u32, wrote: bool },
+}
+
+/// The containers open on the path from the root to the value being written (so also
+/// what a cycle would meet again), released however the walk ends.
+struct Path {
+    ctx: *mut qjs::JSContext,
+    frames: Vec<Frame>,
+}
+
+impl Drop for Path {
+    fn drop(&mut self) {
+        for frame in self.frames.drain(..) {
+            frame.release(self.ctx);
+        }
+    }
+}
+
+/// A value the walk owns, freed when dropped.
+struct Owned {
+    ctx: *mut qjs::JSContext,
+    value: qjs::JSValue,
+}
+
+impl Owned {
+    /// Takes a value the engine just returned, turning its exception marker into an error.
+    fn new(ctx: *mut qjs::JSContext, value: qjs::JSValue) -> Result<Self, Unconvertible> {
+        if unsafe { qjs::JS_IsException(value) } {
+            return Err(Unconvertible::Engine(rquickjs::Error::Exception));
+        }
+        Ok(Self { ctx, value })
+    }
+
+    fn into_raw(self) -> qjs::JSValue {
+        let value = self.value;
+        std::mem::forget(self);
+        value
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: the value is owned here and released once.
+        unsafe { qjs::JS_FreeValue(self.ctx, self.value) };
+    }
+}
+
 /// Writes a returned value the way `JSON.stringify` would see it: functions, symbols and
 /// `undefined` are dropped from objects and become `null` in arrays; non-finite numbers
-/// become `null`; `BigInt` and promises are refused.
+/// become `null`; `BigInt` and promises are refused; `toJSON` is not called (a `Date`
+/// becomes `{}`: scripts return plain data). The walk uses the engine's own calls
+/// (no wrapper per value, no key list copied), as it runs once per call.
 pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible> {
+    let ctx = value.ctx().as_raw().as_ptr();
     let mut nodes = 0usize;
-    let mut stack: Vec<Frame<'_>> = Vec::new();
-    // Objects on the path from the root to the current frame: meeting one again is a cycle.
-    let mut path: Vec<usize> = Vec::new();
-    let mut current = Some(value);
+    let mut path = Path { ctx, frames: Vec::new() };
+    // SAFETY: a new reference to the root, owned by the walk.
+    let mut current = Some(Owned { ctx, value: unsafe { qjs::JS_DupValue(ctx, value.as_raw()) } });
+    drop(value);
     loop {
         if let Some(value) = current.take() {
             nodes += 1;
             if nodes > MAX_NODES {
                 return Err(Unconvertible::Shape(format!("more than {MAX_NODES} values")));
             }
-            if !write_leaf(&value, out)? {
-                if stack.len() >= MAX_DEPTH {
+            if let Some(array) = write_leaf(ctx, value.value, out)? {
+                if path.frames.len() >= MAX_DEPTH {
                     return Err(Unconvertible::Shape(format!("nested deeper than {MAX_DEPTH} levels")));
                 }
-                let id = object_id(&value);
-                if path.contains(&id) {
+                let id = object_id(value.value);
+                if path.frames.iter().any(|f| object_id(f.object()) == id) {
                     return Err(Unconvertible::Shape("the value contains a cycle".into()));
                 }
-                path.push(id);
-                stack.push(open(value, out)?);
+                path.frames.push(open(ctx, value, array, out)?);
             }
             if out.len() > MAX_TEXT_BYTES {
                 return Err(Unconvertible::Shape(format!("more than {MAX_TEXT_BYTES} bytes of JSON")));
             }
         }
-        let Some(top) = stack.last_mut() else { return Ok(()) };
+        let Some(top) = path.frames.last_mut() else { return Ok(()) };
         // Advance the innermost container: hand out its next child, or close it.
         match top {
-            Frame::Array { source, next, len } => {
+            Frame::Array { object, next, len } => {
                 if *next < *len {
-                    let child: Value = source.get(*next)?;
+                    // SAFETY: `object` is alive while its frame is; the child is owned below.
+                    let child = Owned::new(ctx, unsafe { qjs::JS_GetPropertyInt64(ctx, *object, *next) })?;
                     if *next > 0 {
                         out.separator();
                     }
                     *next += 1;
-                    if skipped(&child) {
+                    if skipped(ctx, child.value) {
                         out.null();
                     } else {
                         current = Some(child);
@@ -186,14 +234,16 @@ pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible>
                 }
                 out.close(true);
             }
-            Frame::Object { source, keys, next, wrote } => {
-                while *next < keys.len() && current.is_none() {
-                    let child: Value = source.get(keys[*next].clone())?;
-                    if !skipped(&child) {
+            Frame::Object { object, keys, len, next, wrote } => {
+                while *next < *len && current.is_none() {
+                    // SAFETY: the key list holds `len` entries and lives as long as the frame.
+                    let atom = unsafe { (*keys.add(*next as usize)).atom };
+                    let child = Owned::new(ctx, unsafe { qjs::JS_GetProperty(ctx, *object, atom) })?;
+                    if !skipped(ctx, child.value) {
                         if *wrote {
                             out.separator();
                         }
-                        with_string_text(&keys[*next].to_value()?, |key| out.key(key))?;
+                        with_atom_text(ctx, atom, |key| out.key(key))?;
                         *wrote = true;
                         current = Some(child);
                     }
@@ -205,70 +255,186 @@ pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible>
                 out.close(false);
             }
         }
-        stack.pop();
-        path.pop();
-    }
-}
-
-fn skipped(value: &Value<'_>) -> bool {
-    matches!(
-        value.type_of(),
-        Type::Undefined | Type::Uninitialized | Type::Function | Type::Constructor | Type::Symbol
-    )
-}
-
-/// Writes a non-container value; returns `false` for an array or object.
-fn write_leaf(value: &Value<'_>, out: &mut impl Sink) -> Result<bool, Unconvertible> {
-    match value.type_of() {
-        Type::Null
-        | Type::Undefined
-        | Type::Uninitialized
-        | Type::Symbol
-        | Type::Function
-        | Type::Constructor => out.null(),
-        Type::Bool => out.bool(value.as_bool().unwrap_or_default()),
-        Type::Int => out.int(value.as_int().unwrap_or_default()),
-        Type::Float => match value.as_float() {
-            Some(f) if f.is_finite() => out.float(f),
-            _ => out.null(),
-        },
-        Type::String => with_string_text(value, |text| out.string(text))?,
-        Type::BigInt => return Err(Unconvertible::Shape("a BigInt cannot be represented in JSON".into())),
-        Type::Promise => {
-            return Err(Unconvertible::Shape("a Promise; plugin functions must return plain values".into()));
+        if let Some(frame) = path.frames.pop() {
+            frame.release(ctx);
         }
-        Type::Array | Type::Object | Type::Exception | Type::Proxy => return Ok(false),
-        other => return Err(Unconvertible::Shape(format!("a value of type {other}"))),
     }
-    Ok(true)
 }
 
-/// Hands the UTF-8 bytes of a string value to `f` without copying them into a `String`.
-fn with_string_text<R>(value: &Value<'_>, f: impl FnOnce(&[u8]) -> R) -> rquickjs::Result<R> {
-    let ctx = value.ctx().as_raw().as_ptr();
-    let mut len = 0usize;
-    // SAFETY: the engine returns a buffer of `len` bytes it owns until JS_FreeCString.
-    let ptr = unsafe { qjs::JS_ToCStringLen(ctx, &mut len as *mut usize as *mut _, value.as_raw()) };
-    if ptr.is_null() {
-        return Err(rquickjs::Error::Exception);
+impl Frame {
+    /// Gives the frame's object and key list back to the engine.
+    fn release(self, ctx: *mut qjs::JSContext) {
+        // SAFETY: each frame owns its object and key list, released once here.
+        unsafe {
+            match self {
+                Frame::Array { object, .. } => qjs::JS_FreeValue(ctx, object),
+                Frame::Object { object, keys, len, .. } => {
+                    qjs::JS_FreePropertyEnum(ctx, keys, len);
+                    qjs::JS_FreeValue(ctx, object);
+                }
+            }
+        }
     }
+
+    fn object(&self) -> qjs::JSValue {
+        match self {
+            Frame::Array { object, .. } | Frame::Object { object, .. } => *object,
+        }
+    }
+}
+
+/// What an object leaves out and an array writes as `null`.
+fn skipped(ctx: *mut qjs::JSContext, value: qjs::JSValue) -> bool {
+    // SAFETY: reads the tag, and asks the engine whether an object is callable.
+    match unsafe { qjs::JS_VALUE_GET_NORM_TAG(value) } {
+        qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_UNINITIALIZED | qjs::JS_TAG_SYMBOL => true,
+        qjs::JS_TAG_OBJECT => unsafe { qjs::JS_IsFunction(ctx, value) },
+        _ => false,
+    }
+}
+
+/// Writes a non-container value; returns `Some(is_array)` for an array or object.
+fn write_leaf(
+    ctx: *mut qjs::JSContext,
+    value: qjs::JSValue,
+    out: &mut impl Sink,
+) -> Result<Option<bool>, Unconvertible> {
+    // SAFETY: each arm reads the payload its tag says the value holds.
+    unsafe {
+        match qjs::JS_VALUE_GET_NORM_TAG(value) {
+            qjs::JS_TAG_NULL | qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_UNINITIALIZED | qjs::JS_TAG_SYMBOL => {
+                out.null()
+            }
+            qjs::JS_TAG_BOOL => out.bool(qjs::JS_VALUE_GET_BOOL(value)),
+            qjs::JS_TAG_INT => out.int(qjs::JS_VALUE_GET_INT(value)),
+            qjs::JS_TAG_FLOAT64 => match qjs::JS_VALUE_GET_FLOAT64(value) {
+                f if f.is_finite() => out.float(f),
+                _ => out.null(),
+            },
+            qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
+                with_string_text(ctx, value, |text| out.string(text))?
+            }
+            qjs::JS_TAG_BIG_INT | qjs::JS_TAG_SHORT_BIG_INT => {
+                return Err(Unconvertible::Shape("a BigInt cannot be represented in JSON".into()));
+            }
+            qjs::JS_TAG_OBJECT if qjs::JS_IsFunction(ctx, value) => out.null(),
+            qjs::JS_TAG_OBJECT if qjs::JS_IsPromise(value) => {
+                return Err(Unconvertible::Shape(
+                    "a Promise; plugin functions must return plain values".into(),
+                ));
+            }
+            qjs::JS_TAG_OBJECT => return Ok(Some(qjs::JS_IsArray(value))),
+            tag => return Err(Unconvertible::Shape(format!("a value with engine tag {tag}"))),
+        }
+    }
+    Ok(None)
+}
+
+/// Hands the UTF-8 bytes of a string value to `f` (the engine lends an ASCII string's own
+/// bytes; others it converts into a buffer it owns until `JS_FreeCString`).
+fn with_string_text<R>(
+    ctx: *mut qjs::JSContext,
+    value: qjs::JSValue,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, Unconvertible> {
+    let mut len = 0usize;
+    // SAFETY: the engine returns a buffer of `len` bytes it keeps until JS_FreeCString.
+    let ptr = unsafe { qjs::JS_ToCStringLen(ctx, &mut len as *mut usize as *mut _, value) };
+    text_of(ctx, ptr, len, f)
+}
+
+/// As [`with_string_text`], for a property key.
+fn with_atom_text<R>(
+    ctx: *mut qjs::JSContext,
+    atom: qjs::JSAtom,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, Unconvertible> {
+    let mut len = 0usize;
+    // SAFETY: as above; the atom is kept alive by the key list it came from.
+    let ptr = unsafe { qjs::JS_AtomToCStringLen(ctx, &mut len as *mut usize as *mut _, atom) };
+    text_of(ctx, ptr, len, f)
+}
+
+fn text_of<R>(
+    ctx: *mut qjs::JSContext,
+    ptr: *const std::ffi::c_char,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, Unconvertible> {
+    if ptr.is_null() {
+        return Err(Unconvertible::Engine(rquickjs::Error::Exception));
+    }
+    // SAFETY: `ptr` holds `len` bytes until it is freed right after `f`.
     let result = f(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) });
     unsafe { qjs::JS_FreeCString(ctx, ptr) };
     Ok(result)
 }
 
-fn open<'js>(value: Value<'js>, out: &mut impl Sink) -> Result<Frame<'js>, Unconvertible> {
-    if let Some(array) = value.as_array() {
-        out.open(true);
-        return Ok(Frame::Array { source: array.clone(), next: 0, len: array.len() });
-    }
-    let object = value.into_object().expect("only objects reach open");
-    let keys = object.keys::<Atom>().collect::<rquickjs::Result<Vec<_>>>()?;
-    out.open(false);
-    Ok(Frame::Object { source: object, keys, next: 0, wrote: false })
+/// Opens a container: its length or its own enumerable string keys, read once.
+fn open(
+    ctx: *mut qjs::JSContext,
+    value: Owned,
+    array: bool,
+    out: &mut impl Sink,
+) -> Result<Frame, Unconvertible> {
+    let frame = if array {
+        let mut len = 0i64;
+        // SAFETY: `value` is an array; a throwing `length` getter leaves an exception.
+        if unsafe { qjs::JS_GetLength(ctx, value.value, &mut len) } < 0 {
+            return Err(Unconvertible::Engine(rquickjs::Error::Exception));
+        }
+        Frame::Array { object: value.into_raw(), next: 0, len }
+    } else {
+        let (mut keys, mut len) = (std::ptr::null_mut(), 0u32);
+        let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as i32;
+        // SAFETY: on success the engine hands over a list of `len` keys, freed by the frame.
+        if unsafe { qjs::JS_GetOwnPropertyNames(ctx, &mut keys, &mut len, value.value, flags) } < 0 {
+            return Err(Unconvertible::Engine(rquickjs::Error::Exception));
+        }
+        Frame::Object { object: value.into_raw(), keys, len, next: 0, wrote: false }
+    };
+    out.open(array);
+    Ok(frame)
 }
 
-fn object_id(value: &Value<'_>) -> usize {
+fn object_id(value: qjs::JSValue) -> usize {
     // SAFETY: reads the pointer out of an object value without touching what it points to.
-    unsafe { rquickjs::qjs::JS_VALUE_GET_PTR(value.as_raw()) as usize }
+    unsafe { qjs::JS_VALUE_GET_PTR(value) as usize }
+}
+
+#[cfg(test)]
+mod tests {
+    use rquickjs::{Context, Runtime, Value};
+
+    /// The walker writes what `JSON.stringify` writes for plain data, whatever the engine's
+    /// representation (ropes, wide strings, sparse and holey arrays, integer-like keys).
+    #[test]
+    fn writes_what_json_stringify_writes() {
+        let runtime = Runtime::new().unwrap();
+        let context = Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            let sources = [
+                "({ b: 1, a: [1, 'two', null, true, 2.5, -0, 1e21], '2': 'x', '1': 'y', nested: { deep: [[[]]], e: {} } })",
+                "({ f() {}, u: undefined, s: Symbol('s'), list: [() => 1, undefined, Symbol('t'), NaN, Infinity, -Infinity] })",
+                "({ text: 'caf\\u00e9 \\u2603 \\ud83d\\ude00 \"q\" \\\\ \\n', rope: 'a'.repeat(300) + 'b'.repeat(300) })",
+                "(() => { const a = [1, , 3]; a[6] = 7; return { a, error: new RangeError('r'), map: new Map([[1, 2]]) }; })()",
+                "(() => { const o = Object.create({ inherited: 1 }); o.own = 2; Object.defineProperty(o, 'hidden', { value: 3 }); return o; })()",
+                "new Proxy({ p: 1, q: [2] }, {})",
+                "[{ a: 1 }, 'x', 3]",
+                "'just a string'",
+            ];
+            for source in sources {
+                let value: Value = ctx.eval(source).unwrap();
+                let expected: String = ctx
+                    .globals()
+                    .get::<_, rquickjs::Object>("JSON")
+                    .unwrap()
+                    .get::<_, rquickjs::Function>("stringify")
+                    .unwrap()
+                    .call((value.clone(),))
+                    .unwrap();
+                assert_eq!(super::to_json(value).unwrap(), expected, "{source}");
+            }
+        });
+    }
 }

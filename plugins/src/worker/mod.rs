@@ -124,6 +124,9 @@ impl Worker {
         let mut last_sent = Instant::now();
         // Taken out of the map for the batch, so calls do not look it up one by one.
         let mut runtime = self.runtimes.remove(&runtime_key).map(|(runtime, _)| runtime);
+        if let Some(runtime) = &runtime {
+            runtime.start_batch();
+        }
         for args in &batch.calls {
             if runtime.is_none() {
                 let Some(code) = self.bytecode.get(&code_key) else {

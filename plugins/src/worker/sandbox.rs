@@ -43,6 +43,9 @@ const PRELUDE: &str = r#"
 })();
 "#;
 
+/// Largest result, in the wire form, kept alive until the next call (see `last_result`).
+const KEPT_RESULT_BYTES: usize = 4096;
+
 /// The deadline of the call in progress, read by the interrupt handler.
 #[derive(Default)]
 struct Clock {
@@ -55,6 +58,16 @@ struct Clock {
 /// before any of them, in `drop`).
 pub struct ScriptRuntime {
     keys: RefCell<KeyTable>,
+    /// The function the current batch calls, looked up by its first call. Only for one
+    /// batch: an export is a live binding the module may reassign, and the next batch
+    /// must see that.
+    entry: RefCell<Option<(Box<str>, Persistent<Function<'static>>)>>,
+    /// The last call's result, kept until the next call has returned its own: the shapes
+    /// (hidden classes) of its objects then stay alive for the next result, which usually
+    /// has the same keys, instead of being freed and made again on every call. No script
+    /// value refers to it. Only a small result is kept, so the heap limit stays, in effect,
+    /// the limit of each call.
+    last_result: RefCell<Option<Persistent<Value<'static>>>>,
     namespace: Persistent<Object<'static>>,
     host_ctx: Persistent<Object<'static>>,
     context: Context,
@@ -156,6 +169,8 @@ impl ScriptRuntime {
         })?;
         Ok(Self {
             keys: RefCell::new(KeyTable::default()),
+            entry: RefCell::new(None),
+            last_result: RefCell::new(None),
             namespace,
             host_ctx,
             context,
@@ -176,9 +191,8 @@ impl ScriptRuntime {
         let outcome = self.context.with(|ctx| {
             let fail =
                 |e, f: Option<&Function>| failure(&ctx, e, &self.clock, &self.file, self.memory_limit, f);
-            let namespace = self.namespace.clone().restore(&ctx).map_err(|e| fail(e, None))?;
-            let target: Value = namespace.get(function).map_err(|e| fail(e, None))?;
-            let Some(target) = target.into_function() else {
+            let target = self.entry(&ctx, function).map_err(|e| fail(e, None))?;
+            let Some(target) = target else {
                 return Err(ScriptFailure {
                     kind: FailureKind::UnknownFunction,
                     message: format!("the module does not export a function `{function}`"),
@@ -207,7 +221,10 @@ impl ScriptRuntime {
             let result =
                 target.call_arg::<Value>(call_args).map_err(|e| fail(e, Some(&target))).and_then(|v| {
                     let mut out = WireBytes(Vec::with_capacity(256));
-                    convert::write(v, &mut out).map(|()| out.0).map_err(|e| match e {
+                    let written = convert::write(v.clone(), &mut out);
+                    let keep = written.is_ok() && out.0.len() <= KEPT_RESULT_BYTES;
+                    *self.last_result.borrow_mut() = keep.then(|| Persistent::save(&ctx, v));
+                    written.map(|()| out.0).map_err(|e| match e {
                         Unconvertible::Engine(e) => fail(e, Some(&target)),
                         Unconvertible::Shape(message) => ScriptFailure {
                             kind: FailureKind::Unconvertible,
@@ -220,6 +237,26 @@ impl ScriptRuntime {
             result
         });
         (outcome, std::mem::take(&mut *self.logs.borrow_mut()))
+    }
+
+    /// Starts a batch of calls: the next call looks its function up again.
+    pub fn start_batch(&self) {
+        self.entry.borrow_mut().take();
+    }
+
+    /// The exported function `name`, looked up once per batch.
+    fn entry<'js>(&self, ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Option<Function<'js>>> {
+        if let Some((cached, function)) = &*self.entry.borrow() {
+            if **cached == *name {
+                return function.clone().restore(ctx).map(Some);
+            }
+        }
+        let namespace = self.namespace.clone().restore(ctx)?;
+        let Some(function) = namespace.get::<_, Value>(name)?.into_function() else {
+            return Ok(None);
+        };
+        *self.entry.borrow_mut() = Some((name.into(), Persistent::save(ctx, function.clone())));
+        Ok(Some(function))
     }
 
     /// Bytes the runtime's heap holds now.

@@ -120,14 +120,23 @@ fn k8s_inputs(deployment: &Value, round: usize, i: usize, as_text: bool) -> Chec
     CheckInput { instance_id: format!("deploy-{i}"), instance: json!({}), observation, memo: true }
 }
 
-/// Which built-in check a fixed-count run drives.
+/// Which check a fixed-count run drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FixedCheck {
     /// `status/http` on a typical HTTP observation.
     Http,
     /// `status/k8s-deployment` on the Deployment fixture.
     K8s,
+    /// The floor under `http`: a check that reads nothing and returns a constant verdict,
+    /// on the same inputs (what the call path costs with no script work at all).
+    HttpFloor,
+    /// The floor under `k8s`, as `http-floor`.
+    K8sFloor,
 }
+
+/// A status check that does no work: what is left is building the arguments in the
+/// engine, the call, writing the result back, and the host's side.
+const FLOOR: &str = "export function check(instance, observation) {\n  return { status: \"healthy\", reason: \"\", details: null };\n}\n";
 
 /// Runs `rounds` batches of `batch` changed observations through `check_batch` with one
 /// worker and a call timeout out of a profiler's way. Per-check instruction counts come from
@@ -142,10 +151,21 @@ pub async fn run_fixed(check: FixedCheck, rounds: usize, batch: usize) -> anyhow
         HostConfig { workers: 1, call_timeout: Duration::from_secs(30), ..HostConfig::default() };
     let host = PluginHost::open(db, objects, host_config).await?;
     let deployment: Value = serde_json::from_str(DEPLOYMENT)?;
+    let k8s = |r, i| k8s_inputs(&deployment, r, i, false);
     let (name, input): (&str, Box<dyn Fn(usize, usize) -> CheckInput>) = match check {
         FixedCheck::Http => ("http", Box::new(http_inputs)),
-        FixedCheck::K8s => ("k8s-deployment", Box::new(|r, i| k8s_inputs(&deployment, r, i, false))),
+        FixedCheck::K8s => ("k8s-deployment", Box::new(k8s)),
+        FixedCheck::HttpFloor => ("bench-floor", Box::new(http_inputs)),
+        FixedCheck::K8sFloor => ("bench-floor", Box::new(k8s)),
     };
+    if name == "bench-floor" {
+        let manifest = "[package]\nname = \"bench-floor\"\nversion = \"1.0.0\"\n\n[[scripts]]\nkind = \"status\"\nname = \"bench-floor\"\nrevision = 1\nfile = \"floor.js\"\n";
+        host.install_package(pack_package(&[
+            ("plugin.toml", manifest.as_bytes()),
+            ("floor.js", FLOOR.as_bytes()),
+        ]))
+        .await?;
+    }
     for round in 0..rounds {
         let inputs: Vec<CheckInput> = (0..batch).map(|i| input(round, i)).collect();
         for verdict in host.check_batch(name, inputs).await? {

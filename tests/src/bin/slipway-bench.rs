@@ -1,7 +1,7 @@
 //! `slipway-bench <name> [--quick]`: runs one benchmark; progress goes to stderr, the
 //! figures as one JSON object on the last stdout line.
 //!
-//! `slipway-bench plugins --fixed <http|k8s> <rounds> <batch>` runs a fixed number of
+//! `slipway-bench plugins --fixed <http|k8s|http-floor|k8s-floor> <rounds> <batch>` runs a fixed number of
 //! status checks instead, for instruction counting under callgrind.
 
 use anyhow::Context;
