@@ -9,6 +9,8 @@
 /// benchmarks and tests that start a server in-process). glibc's malloc keeps each thread's
 /// arena at its high-water mark: after a burst of checks or a bulk registration the process
 /// stays hundreds of megabytes above what it holds. mimalloc returns freed pages.
+/// `--features slipway-server/system-allocator` leaves it out for heap profilers.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

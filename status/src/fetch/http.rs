@@ -1,9 +1,14 @@
 //! The HTTP fetcher: one pooled client shared by every instance (keep-alive connections
-//! per host, rustls for https), with a whole-request deadline and a cap on the body read.
+//! per host, rustls for https), with a whole-request deadline, a cap on the body read and
+//! a bound on the requests in flight per host.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
+use tokio::sync::Semaphore;
 
 use super::{FetchConfig, ObserveError, chain, io_kind};
 
@@ -11,6 +16,12 @@ use super::{FetchConfig, ObserveError, chain, io_kind};
 pub struct HttpFetcher {
     client: reqwest::Client,
     max_body_bytes: usize,
+    timeout: Duration,
+    per_host: usize,
+    /// Requests in flight per host id (the instance table's `host:port` ids): hyper's pool
+    /// has no bound of its own and opens a connection for every request it cannot serve
+    /// from an idle one.
+    hosts: Arc<Mutex<HashMap<u32, Arc<Semaphore>>>>,
 }
 
 impl HttpFetcher {
@@ -21,21 +32,39 @@ impl HttpFetcher {
             .user_agent(user_agent)
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_max_idle_per_host(config.max_connections_per_host)
             .pool_idle_timeout(config.idle_timeout)
             .tcp_nodelay(true)
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| crate::Error::Fetcher(chain(&e)))?;
-        Ok(Self { client, max_body_bytes: config.max_body_bytes })
+        Ok(Self {
+            client,
+            max_body_bytes: config.max_body_bytes,
+            timeout: config.timeout,
+            per_host: config.max_connections_per_host.max(1),
+            hosts: Arc::default(),
+        })
     }
 
     /// `{"http": {"status", "headers", "body", "json", "latency_ms"}, "error": null}`, or
-    /// `{"http": null, "error": {"kind", "message"}}` when no answer came.
-    pub async fn observe(&self, url: &str) -> Value {
+    /// `{"http": null, "error": {"kind", "message"}}` when no answer came. `host` is the
+    /// id of the URL's `host:port`; the wait for one of its request slots counts against
+    /// the check's deadline.
+    pub async fn observe(&self, url: &str, host: u32) -> Value {
         let started = Instant::now();
-        match self.fetch(url).await {
+        let slots =
+            self.hosts.lock().entry(host).or_insert_with(|| Arc::new(Semaphore::new(self.per_host))).clone();
+        let Ok(Ok(_slot)) = tokio::time::timeout(self.timeout, slots.acquire_owned()).await else {
+            let error = ObserveError::new(
+                "timeout",
+                format!("GET {url}: no free request slot for this host within {:?}", self.timeout),
+            );
+            return json!({ "http": null, "error": error.to_json() });
+        };
+        let left = self.timeout.saturating_sub(started.elapsed());
+        match self.fetch(url, left).await {
             Ok((status, headers, body)) => {
                 let json = parse_json(&body);
                 json!({
@@ -53,8 +82,13 @@ impl HttpFetcher {
         }
     }
 
-    async fn fetch(&self, url: &str) -> Result<(u16, Map<String, Value>, String), ObserveError> {
-        let mut response = self.client.get(url).send().await.map_err(|e| classify(url, &e))?;
+    async fn fetch(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(u16, Map<String, Value>, String), ObserveError> {
+        let mut response =
+            self.client.get(url).timeout(timeout).send().await.map_err(|e| classify(url, &e))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -136,7 +170,7 @@ mod tests {
     #[tokio::test]
     async fn json_answer_is_parsed() {
         let url = serve(Some(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}")).await;
-        let o = fetcher().observe(&url).await;
+        let o = fetcher().observe(&url, 0).await;
         assert_eq!(o["http"]["status"], 200);
         assert_eq!(o["http"]["json"]["status"], "ok");
         assert_eq!(o["http"]["headers"]["content-type"], "application/json");
@@ -145,15 +179,34 @@ mod tests {
 
     #[tokio::test]
     async fn hanging_garbage_and_refused_targets_are_observations() {
-        let hang = fetcher().observe(&serve(None).await).await;
+        let hang = fetcher().observe(&serve(None).await, 0).await;
         assert_eq!(hang["error"]["kind"], "timeout", "{hang}");
-        let garbage = fetcher().observe(&serve(Some(b"SSH-2.0-OpenSSH\r\n\r\n")).await).await;
+        let garbage = fetcher().observe(&serve(Some(b"SSH-2.0-OpenSSH\r\n\r\n")).await, 1).await;
         assert!(garbage["http"].is_null());
         assert_eq!(garbage["error"]["kind"], "http", "{garbage}");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         drop(listener);
-        let refused = fetcher().observe(&url).await;
+        let refused = fetcher().observe(&url, 2).await;
         assert_eq!(refused["error"]["kind"], "refused", "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_host_gets_at_most_its_request_slots_and_others_are_not_held_up() {
+        let config = FetchConfig {
+            timeout: std::time::Duration::from_millis(400),
+            max_connections_per_host: 1,
+            ..FetchConfig::default()
+        };
+        let f = HttpFetcher::new(&config, "slipway-test").unwrap();
+        let hanging = serve(None).await;
+        let ok = serve(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
+        let (first, second, other) =
+            tokio::join!(f.observe(&hanging, 7), f.observe(&hanging, 7), f.observe(&ok, 8));
+        let messages =
+            [&first, &second].map(|o| o["error"]["message"].as_str().unwrap_or_default().to_owned());
+        assert!(messages.iter().any(|m| m.contains("no free request slot")), "{messages:?}");
+        assert!([&first, &second].iter().all(|o| o["error"]["kind"] == "timeout"), "{first} {second}");
+        assert_eq!(other["http"]["status"], 200, "{other}");
     }
 }

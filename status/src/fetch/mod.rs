@@ -25,10 +25,11 @@ pub struct FetchConfig {
     pub timeout: Duration,
     #[serde(with = "crate::schedule::millis")]
     pub connect_timeout: Duration,
-    /// Idle pooled connections kept per host. A burst against a few hosts opens as many
-    /// connections as checks run at once; keeping them saves a connect and a TIME_WAIT
-    /// socket per check on the next round.
-    pub max_idle_per_host: usize,
+    /// HTTP requests in flight per host (`host:port`), which is also the most connections
+    /// opened to it and the idle ones kept for the next round. Each connection costs about
+    /// 30 kB of buffers and channels: without this bound a burst against a few hosts opened
+    /// one connection per check in flight (thousands, over 100 MB at 100,000 instances).
+    pub max_connections_per_host: usize,
     /// How long an idle connection is kept. Every kept connection is an open file: over
     /// many distinct hosts the idle ones number about checks per second × this.
     #[serde(with = "crate::schedule::millis")]
@@ -45,7 +46,7 @@ impl Default for FetchConfig {
         Self {
             timeout: Duration::from_secs(4),
             connect_timeout: Duration::from_secs(2),
-            max_idle_per_host: 512,
+            max_connections_per_host: 128,
             idle_timeout: Duration::from_secs(15),
             max_body_bytes: 64 * 1024,
             kube_list_ttl: Duration::from_secs(2),
@@ -94,7 +95,7 @@ impl Fetchers {
     /// Observes `target`; never fails: failures are observations.
     pub async fn observe(&self, target: &Target) -> Value {
         match target {
-            Target::Http { url, .. } => self.http.observe(url).await,
+            Target::Http { url, host } => self.http.observe(url, *host).await,
             Target::Tcp { address, .. } => self.tcp.observe(address).await,
             Target::Kube { list, name, .. } => self.kube.observe(list, name).await,
         }
