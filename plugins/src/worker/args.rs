@@ -9,6 +9,9 @@
 //! (all `undefined`), whose only job is to keep that shape alive. The next object with the
 //! same keys then finds every step of its shape in the engine's shape table.
 //!
+//! Each sequence also keeps the string last found under its key: most strings of an
+//! observation are the same as last time, and an engine string, immutable, can be shared.
+//!
 //! The table belongs to one script's runtime and no script value refers to it, so nothing of
 //! one script reaches another; the engine copies a shared shape before changing it, so what a
 //! script does to its arguments (adding, deleting, freezing keys) reaches neither the holders
@@ -29,6 +32,10 @@ const MAX_STEPS: usize = 2048;
 /// (a big label map, a large JSON body) are tracked and the rest built as they come. With
 /// [`MAX_STEPS`], holders and their shapes take about 2 MiB of the script's heap at worst.
 const MAX_SEQUENCE: usize = 32;
+
+/// Longest string a key sequence keeps for the next call (with [`MAX_STEPS`], at most
+/// 256 KiB of kept strings per runtime).
+const MAX_KEPT_STRING: usize = 128;
 
 /// The empty key sequence, which every object starts from.
 const ROOT: u32 = 0;
@@ -62,6 +69,11 @@ struct Sequence {
     from: u32,
     atom: qjs::JSAtom,
     holder: qjs::JSValue,
+    /// The string last found under this key and the engine's string for it: observations
+    /// repeat most of their strings from one call to the next (image names, phases,
+    /// reasons), and an engine string is immutable, so the next call shares it instead of
+    /// allocating and copying it again.
+    last: Option<(Box<[u8]>, qjs::JSValue)>,
 }
 
 struct Step {
@@ -103,7 +115,7 @@ impl KeyTable {
                 return Err(e);
             }
         };
-        self.sequences.push(Sequence { from, atom, holder });
+        self.sequences.push(Sequence { from, atom, holder, last: None });
         let to = self.sequences.len() as u32;
         let key = key.into();
         let hasher = &self.hasher;
@@ -141,12 +153,37 @@ impl KeyTable {
         Ok(holder)
     }
 
+    /// The engine string for `bytes` found under the key that ends sequence `to`: the
+    /// string kept from the last time when the bytes are the same, else a new one (kept
+    /// in its place when short).
+    fn string(&mut self, ctx: *mut qjs::JSContext, to: u32, bytes: &[u8]) -> Result<qjs::JSValue, FromWire> {
+        let sequence = &mut self.sequences[to as usize - 1];
+        if let Some((text, value)) = &sequence.last {
+            if **text == *bytes {
+                // SAFETY: a new reference to a string the table holds.
+                return Ok(unsafe { qjs::JS_DupValue(ctx, *value) });
+            }
+        }
+        let value = new_string(ctx, bytes)?;
+        if bytes.len() <= MAX_KEPT_STRING {
+            // SAFETY: the table takes its own reference and gives back the one it held.
+            let kept = unsafe { qjs::JS_DupValue(ctx, value) };
+            if let Some((_, old)) = sequence.last.replace((bytes.into(), kept)) {
+                unsafe { qjs::JS_FreeValue(ctx, old) };
+            }
+        }
+        Ok(value)
+    }
+
     /// Gives the holders and atoms back to the engine; called once, before the context goes.
     pub fn release(&mut self, ctx: &Ctx<'_>) {
         let raw = ctx.as_raw().as_ptr();
         for sequence in self.sequences.drain(..) {
-            // SAFETY: each holder is owned by the table and released once.
+            // SAFETY: each holder and kept string is owned by the table and released once.
             unsafe { qjs::JS_FreeValue(raw, sequence.holder) };
+            if let Some((_, string)) = sequence.last {
+                unsafe { qjs::JS_FreeValue(raw, string) };
+            }
         }
         for step in self.steps.drain() {
             // SAFETY: each step holds one reference of its atom.
@@ -188,11 +225,7 @@ fn build(
         wire::TRUE => qjs::JS_TRUE,
         wire::INT => qjs::JS_MKVAL(qjs::JS_TAG_INT, reader.i32()?),
         wire::FLOAT => qjs::JS_NewFloat64(reader.f64()?),
-        wire::STRING => {
-            let bytes = reader.str_body()?;
-            // SAFETY: the engine copies `len` bytes from the pointer; an exception is checked.
-            checked(unsafe { qjs::JS_NewStringLen(ctx, bytes.as_ptr().cast(), bytes.len() as _) })?
-        }
+        wire::STRING => new_string(ctx, reader.str_body()?)?,
         wire::ARRAY => {
             if depth >= wire::MAX_DEPTH {
                 return Err(WireError::TooDeep.into());
@@ -222,7 +255,16 @@ fn build(
                 }
                 let key = keys.step(ctx, sequence, key)?;
                 sequence = key.to;
-                let item = build(ctx, keys, reader, depth + 1);
+                let item = match key.to {
+                    Some(to) if reader.peek()? == wire::STRING => {
+                        reader.u8()?;
+                        reader
+                            .str_body()
+                            .map_err(FromWire::from)
+                            .and_then(|bytes| keys.string(ctx, to, bytes))
+                    }
+                    _ => build(ctx, keys, reader, depth + 1),
+                };
                 // Defined, not assigned: a key such as `__proto__` stays an own property, as
                 // `JSON.parse` makes it. The definition takes over the item's reference.
                 // SAFETY: `object` is an object of this context; the atom is released once.
@@ -249,6 +291,11 @@ unsafe fn define(
     value: qjs::JSValue,
 ) -> i32 {
     unsafe { qjs::JS_DefinePropertyValue(ctx, object, atom, value, qjs::JS_PROP_C_W_E as _) }
+}
+
+fn new_string(ctx: *mut qjs::JSContext, bytes: &[u8]) -> Result<qjs::JSValue, FromWire> {
+    // SAFETY: the engine copies `len` bytes from the pointer; an exception is checked.
+    checked(unsafe { qjs::JS_NewStringLen(ctx, bytes.as_ptr().cast(), bytes.len() as _) })
 }
 
 fn new_atom(ctx: *mut qjs::JSContext, key: &[u8]) -> Result<qjs::JSAtom, FromWire> {
@@ -389,6 +436,24 @@ mod tests {
         // Dropping the runtimes aborts the process if a holder or atom was not given back.
         drop(first);
         drop(second);
+    }
+
+    #[test]
+    fn strings_kept_between_calls_are_the_strings_sent() {
+        let echo =
+            "export function check(i, o) {\n  return { status: 'healthy', reason: '', details: o };\n}\n";
+        let runtime = runtime_of("strings", echo);
+        let long = "long ".repeat(100);
+        for observation in [
+            json!({"a": "x", "b": {"c": "same"}, "d": long}),
+            json!({"a": "y", "b": {"c": "same"}, "d": long}),
+            json!({"a": "x", "b": {"c": "caf\u{e9} \u{1f600}"}, "d": "short"}),
+            json!({"a": 1, "b": {"c": ""}, "d": null}),
+            json!({"a": "x", "b": {"c": "same"}, "d": long}),
+        ] {
+            assert_eq!(seen(&runtime, observation.clone()), observation);
+        }
+        drop(runtime);
     }
 
     #[test]
