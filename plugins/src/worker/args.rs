@@ -21,6 +21,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use rquickjs::{Ctx, Value, qjs};
 use std::hash::BuildHasher;
 
+use super::convert::Owned as OwnedValue;
 use crate::wire::{self, Reader, WireError};
 
 /// Most key-sequence steps a runtime keeps (each one atom reference and one holder in the
@@ -245,7 +246,7 @@ fn build(
                 return Err(WireError::TooDeep.into());
             }
             // SAFETY: a fresh object owned by the guard until it is returned.
-            let object = OwnedObject { ctx, object: checked(unsafe { qjs::JS_NewObject(ctx) })? };
+            let object = OwnedValue { ctx, value: checked(unsafe { qjs::JS_NewObject(ctx) })? };
             let mut sequence = Some(ROOT);
             let mut count = 0;
             while let Some(key) = reader.key()? {
@@ -268,7 +269,7 @@ fn build(
                 // Defined, not assigned: a key such as `__proto__` stays an own property, as
                 // `JSON.parse` makes it. The definition takes over the item's reference.
                 // SAFETY: `object` is an object of this context; the atom is released once.
-                let defined = item.map(|item| unsafe { define(ctx, object.object, key.atom, item) });
+                let defined = item.map(|item| unsafe { define(ctx, object.value, key.atom, item) });
                 if !key.kept {
                     unsafe { qjs::JS_FreeAtom(ctx, key.atom) };
                 }
@@ -327,28 +328,6 @@ impl Drop for Owned {
             // SAFETY: each value is owned here and released once.
             unsafe { qjs::JS_FreeValue(self.ctx, value) };
         }
-    }
-}
-
-/// An object being built, freed if building stops half-way (one per object of the
-/// arguments, so not a `Vec` as [`Owned`] is).
-struct OwnedObject {
-    ctx: *mut qjs::JSContext,
-    object: qjs::JSValue,
-}
-
-impl OwnedObject {
-    fn into_raw(self) -> qjs::JSValue {
-        let object = self.object;
-        std::mem::forget(self);
-        object
-    }
-}
-
-impl Drop for OwnedObject {
-    fn drop(&mut self) {
-        // SAFETY: the object is owned here and released once.
-        unsafe { qjs::JS_FreeValue(self.ctx, self.object) };
     }
 }
 

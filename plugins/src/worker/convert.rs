@@ -153,10 +153,11 @@ impl Drop for Path {
     }
 }
 
-/// A value the walk owns, freed when dropped.
-struct Owned {
-    ctx: *mut qjs::JSContext,
-    value: qjs::JSValue,
+/// An engine value owned on the Rust side, freed when dropped (the walk's current value,
+/// an argument object being built).
+pub(super) struct Owned {
+    pub(super) ctx: *mut qjs::JSContext,
+    pub(super) value: qjs::JSValue,
 }
 
 impl Owned {
@@ -168,7 +169,7 @@ impl Owned {
         Ok(Self { ctx, value })
     }
 
-    fn into_raw(self) -> qjs::JSValue {
+    pub(super) fn into_raw(self) -> qjs::JSValue {
         let value = self.value;
         std::mem::forget(self);
         value
@@ -243,7 +244,7 @@ pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible>
                         if *wrote {
                             out.separator();
                         }
-                        with_atom_text(ctx, atom, |key| out.key(key))?;
+                        with_text(ctx, Text::Key(atom), |key| out.key(key))?;
                         *wrote = true;
                         current = Some(child);
                     }
@@ -312,7 +313,7 @@ fn write_leaf(
                 _ => out.null(),
             },
             qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
-                with_string_text(ctx, value, |text| out.string(text))?
+                with_text(ctx, Text::Value(value), |text| out.string(text))?
             }
             qjs::JS_TAG_BIG_INT | qjs::JS_TAG_SHORT_BIG_INT => {
                 return Err(Unconvertible::Shape("a BigInt cannot be represented in JSON".into()));
@@ -330,37 +331,29 @@ fn write_leaf(
     Ok(None)
 }
 
-/// Hands the UTF-8 bytes of a string value to `f` (the engine lends an ASCII string's own
-/// bytes; others it converts into a buffer it owns until `JS_FreeCString`).
-fn with_string_text<R>(
+/// The text the engine reads into a C string: a string value, or a property key (kept
+/// alive by the key list it came from).
+enum Text {
+    Value(qjs::JSValue),
+    Key(qjs::JSAtom),
+}
+
+/// Hands the UTF-8 bytes of a text to `f` (the engine lends an ASCII string's own bytes;
+/// others it converts into a buffer it owns until `JS_FreeCString`).
+fn with_text<R>(
     ctx: *mut qjs::JSContext,
-    value: qjs::JSValue,
+    text: Text,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, Unconvertible> {
     let mut len = 0usize;
+    let plen = &mut len as *mut usize;
     // SAFETY: the engine returns a buffer of `len` bytes it keeps until JS_FreeCString.
-    let ptr = unsafe { qjs::JS_ToCStringLen(ctx, &mut len as *mut usize as *mut _, value) };
-    text_of(ctx, ptr, len, f)
-}
-
-/// As [`with_string_text`], for a property key.
-fn with_atom_text<R>(
-    ctx: *mut qjs::JSContext,
-    atom: qjs::JSAtom,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<R, Unconvertible> {
-    let mut len = 0usize;
-    // SAFETY: as above; the atom is kept alive by the key list it came from.
-    let ptr = unsafe { qjs::JS_AtomToCStringLen(ctx, &mut len as *mut usize as *mut _, atom) };
-    text_of(ctx, ptr, len, f)
-}
-
-fn text_of<R>(
-    ctx: *mut qjs::JSContext,
-    ptr: *const std::ffi::c_char,
-    len: usize,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<R, Unconvertible> {
+    let ptr = unsafe {
+        match text {
+            Text::Value(value) => qjs::JS_ToCStringLen(ctx, plen.cast(), value),
+            Text::Key(atom) => qjs::JS_AtomToCStringLen(ctx, plen.cast(), atom),
+        }
+    };
     if ptr.is_null() {
         return Err(Unconvertible::Engine(rquickjs::Error::Exception));
     }
