@@ -61,7 +61,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     drop(cluster);
 
     // The status poller on a cluster of its own, so builds and checks do not share the cores.
-    let mut cluster = Cluster::start(REPLICAS, LEASE_MS, &status::config()).await;
+    let mut cluster = Cluster::start(REPLICAS, LEASE_MS, &status::config(status::ceiling(p.instances))).await;
     let lease = Duration::from_millis(LEASE_MS);
     merge(&mut figures, status::run(&mut cluster, p.instances, lease).await?);
     Ok(figures)

@@ -14,8 +14,9 @@
 //!    ceiling plus its jitter, which only ever lengthens it (so the load on targets never
 //!    exceeds one check per ceiling; see status/README.md).
 //!
-//! The replicas back off to a 30 s ceiling instead of 300 s, so the windows (each longer than
-//! the ceiling) see every instance checked and a missed check can show within minutes.
+//! The replicas back off to a 30 s ceiling (60 s past 50,000 instances) instead of 300 s, so
+//! the windows (each longer than the ceiling) see every instance checked and a missed check
+//! can show within minutes.
 
 use std::time::{Duration, Instant};
 
@@ -29,18 +30,24 @@ use crate::fleet::{Fleet, FleetConfig, Layout};
 
 const LAYOUT: Layout = Layout { per_app: 10, apps: 100, clusters: 10 };
 const CHUNK: usize = 10_000;
-const CEILING: Duration = Duration::from_secs(30);
 const TIGHT: Duration = Duration::from_secs(5);
 /// From a join being visible until every old owner has let go: one heartbeat, and one more.
 const HANDOVER: Duration = Duration::from_secs(2);
-/// Each window outlasts the ceiling, so every instance is checked in it.
-const WINDOW: Duration = Duration::from_secs(35);
 
-pub fn config() -> String {
-    format!("[status.schedule]\nceiling = {}\n[limits]\nmax_body_bytes = 33554432\n", CEILING.as_millis())
+/// The ceiling interval for `instances`: 30 s, or 60 s past 50,000 instances, so the steady
+/// load stays near 1,000–2,500 checks a second on the machine that runs the whole cluster.
+pub fn ceiling(instances: usize) -> Duration {
+    Duration::from_secs(if instances > 50_000 { 60 } else { 30 })
+}
+
+pub fn config(ceiling: Duration) -> String {
+    format!("[status.schedule]\nceiling = {}\n[limits]\nmax_body_bytes = 33554432\n", ceiling.as_millis())
 }
 
 pub async fn run(cluster: &mut Cluster, instances: usize, lease: Duration) -> anyhow::Result<Value> {
+    let ceiling = ceiling(instances);
+    // Each window outlasts the ceiling, so every instance is checked in it.
+    let window = ceiling + Duration::from_secs(5);
     let replicas = cluster.live().count();
     let fleet = Fleet::start(FleetConfig { instances, ports: 8, per_namespace: 1_000 }, 0).await?;
     let started = Instant::now();
@@ -62,7 +69,7 @@ pub async fn run(cluster: &mut Cluster, instances: usize, lease: Duration) -> an
 
     fleet.state.log_requests();
     let steady = Instant::now();
-    tokio::time::sleep(WINDOW).await;
+    tokio::time::sleep(window).await;
     let join_started = Instant::now();
     let joiner = cluster.add().await;
     shard_sizes(cluster, replicas + 1, instances).await?;
@@ -72,13 +79,13 @@ pub async fn run(cluster: &mut Cluster, instances: usize, lease: Duration) -> an
         Cluster::id(joiner),
         (joined - join_started).as_secs_f64()
     );
-    tokio::time::sleep(WINDOW).await;
+    tokio::time::sleep(window).await;
     let victim =
         cluster.live().map(|(i, _)| i).find(|&i| i != 0 && i != joiner).context("a replica to kill")?;
     let killed_at = Instant::now();
     cluster.kill(victim);
     eprintln!("cluster/status: killed {}", Cluster::id(victim));
-    tokio::time::sleep(WINDOW.max(lease + TIGHT * 2)).await;
+    tokio::time::sleep(window.max(lease + TIGHT * 2)).await;
     let end = Instant::now();
     let checks = Checks::new(fleet.state.take_request_log());
 
@@ -94,7 +101,7 @@ pub async fn run(cluster: &mut Cluster, instances: usize, lease: Duration) -> an
     doubles.extend(checks.double_checked(killed_at, end));
     doubles.sort_unstable();
     doubles.dedup();
-    let missed = checks.missed(0..instances, steady, end, longest_interval() + lease);
+    let missed = checks.missed(0..instances, steady, end, longest_interval(ceiling) + lease);
     eprintln!(
         "cluster/status: moved {moved} of {} compared; {} instances taken over ({not_taken_over} never)",
         compared.len(),
@@ -113,9 +120,9 @@ pub async fn run(cluster: &mut Cluster, instances: usize, lease: Duration) -> an
 }
 
 /// The longest interval between two checks of a calm instance.
-fn longest_interval() -> Duration {
+fn longest_interval(ceiling: Duration) -> Duration {
     let jitter_pct = slipway_status::schedule::ScheduleConfig::default().jitter_pct;
-    CEILING + CEILING * u32::from(jitter_pct) / 100
+    ceiling + ceiling * u32::from(jitter_pct) / 100
 }
 
 /// The instances each live replica reports it checks, once they add up to the fleet over
