@@ -417,11 +417,13 @@ mod tests {
         drop(second);
     }
 
+    /// A check that returns the observation it was given as its details.
+    const ECHO: &str =
+        "export function check(i, o) {\n  return { status: 'healthy', reason: '', details: o };\n}\n";
+
     #[test]
     fn strings_kept_between_calls_are_the_strings_sent() {
-        let echo =
-            "export function check(i, o) {\n  return { status: 'healthy', reason: '', details: o };\n}\n";
-        let runtime = runtime_of("strings", echo);
+        let runtime = runtime_of("strings", ECHO);
         let long = "long ".repeat(100);
         for observation in [
             json!({"a": "x", "b": {"c": "same"}, "d": long}),
@@ -437,9 +439,7 @@ mod tests {
 
     #[test]
     fn objects_past_the_table_limits_are_built_whole() {
-        let echo =
-            "export function check(i, o) {\n  return { status: 'healthy', reason: '', details: o };\n}\n";
-        let runtime = runtime_of("echo", echo);
+        let runtime = runtime_of("echo", ECHO);
         let wide: serde_json::Map<String, Value> =
             (0..super::MAX_SEQUENCE * 3).map(|i| (format!("k{i}"), json!(i))).collect();
         let many: Vec<Value> =

@@ -32,6 +32,12 @@ impl Cluster {
         .bind(body)
         .execute(&self.inner.db)
         .await?;
+        // Rows too old to be read are of replicas that left; dropped here, every few
+        // seconds beside the beats, rather than on the heartbeat's path.
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM status_handoff WHERE written_at_ms < {now} - $1")))
+            .bind(READ_WITHIN_MS)
+            .execute(&self.inner.db)
+            .await?;
         Ok(())
     }
 
@@ -44,15 +50,5 @@ impl Cluster {
         .bind(READ_WITHIN_MS)
         .fetch_all(&self.inner.db)
         .await
-    }
-
-    /// Snapshots of replicas forgotten with their heartbeat rows.
-    pub(super) async fn forget_handoffs(&self, older_than_ms: i64) -> Result<(), sqlx::Error> {
-        let now = self.inner.dialect.now_ms();
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM status_handoff WHERE written_at_ms < {now} - $1")))
-            .bind(older_than_ms)
-            .execute(&self.inner.db)
-            .await?;
-        Ok(())
     }
 }
