@@ -108,13 +108,14 @@ impl<C: Clock + Clone> Scheduler<C> {
 
     /// Takes the instances the live `replicas` (sorted ids) leave to this one and lets go
     /// of the rest. Instances taken on get their first check spread over the tight
-    /// interval from now (or when due, if sooner), except those their last owner's `handed`
-    /// schedule says fell due while nobody checked them: they go first, in the order they fell due, spread over
-    /// [`OVERDUE_SPREAD_MS`]. Either way the handed backoff carries on after that first
-    /// check, so a takeover does not restart calm instances at the tight interval. A replica missing from
-    /// the list (its heartbeat lapsed) owns nothing. Nothing to do when the replicas are the
-    /// same as last time (instances added or removed since were placed by
-    /// [`Scheduler::rebalance`]), or on a single node.
+    /// interval from now (or when due, if sooner), except those their last owner's
+    /// `handed` schedule says fell due while nobody checked them: they go first, in the
+    /// order they fell due, spread over [`OVERDUE_SPREAD_MS`]. Either way the handed
+    /// backoff carries on after that first check, so a takeover does not restart calm
+    /// instances at the tight interval. A replica missing from the list (its heartbeat
+    /// lapsed) owns nothing. Nothing to do when the replicas are the same as last time
+    /// (instances added or removed since were placed by [`Scheduler::rebalance`]), or on a
+    /// single node.
     pub fn reshard(&mut self, replicas: &[Arc<str>], handed: &Handoff, now_ms: u64) -> Reshard {
         if !self.needs_placing(replicas) {
             return Reshard { owned: self.owned, ..Reshard::default() };
