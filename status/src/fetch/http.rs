@@ -56,14 +56,17 @@ impl HttpFetcher {
         let started = Instant::now();
         let slots =
             self.hosts.lock().entry(host).or_insert_with(|| Arc::new(Semaphore::new(self.per_host))).clone();
-        let Ok(Ok(_slot)) = tokio::time::timeout(self.timeout, slots.acquire_owned()).await else {
+        let slot = tokio::time::timeout(self.timeout, slots.acquire_owned()).await;
+        let left = self.timeout.saturating_sub(started.elapsed());
+        // A slot freed as the deadline ends (its holder timed out) leaves no time for a
+        // request: what the check ran out of was the wait, and its reason says so.
+        if !matches!(slot, Ok(Ok(_))) || left < self.timeout / 10 {
             let error = ObserveError::new(
                 "timeout",
                 format!("GET {url}: no free request slot for this host within {:?}", self.timeout),
             );
             return json!({ "http": null, "error": error.to_json() });
-        };
-        let left = self.timeout.saturating_sub(started.elapsed());
+        }
         match self.fetch(url, left).await {
             Ok((status, headers, body)) => {
                 let json = parse_json(&body);
