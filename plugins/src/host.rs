@@ -3,7 +3,8 @@
 //! batches of calls to the worker pool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
@@ -12,11 +13,11 @@ use sqlx::AnyPool;
 
 use crate::config::HostConfig;
 use crate::error::Error;
-use crate::memo::{Fingerprinter, Memo};
+use crate::memo::{Fingerprint, Fingerprinter, Memo, Miss};
 use crate::model::{CallOutput, CheckInput, CheckVerdict, PackageInfo, ScriptRevisions};
 use crate::package::{self, ParsedPackage};
-use crate::pool::{Batch, CallOutcome, Pool};
-use crate::protocol::WorkerStats;
+use crate::pool::{CallOutcome, Job, Pool, lock};
+use crate::protocol::{CallList, WorkerStats};
 use crate::store::{Store, StoredScript};
 use crate::triple::{PluginTriple, ScriptKind};
 use crate::verdict;
@@ -231,8 +232,9 @@ impl PluginHost {
     }
 
     /// Calls one function of a script once per argument list, in one batch spread over the
-    /// workers (one round trip per worker instead of one per call). The outer error is for
-    /// the whole batch (unknown script, worker start failure); each call has its own result.
+    /// workers (one round trip per piece of the batch instead of one per call). The outer
+    /// error is for the whole batch (unknown script, worker start failure); each call has its
+    /// own result.
     pub async fn call_batch(
         &self,
         kind: ScriptKind,
@@ -242,25 +244,47 @@ impl PluginHost {
         calls: &[Vec<Value>],
     ) -> Result<Vec<Result<CallOutput, Error>>, Error> {
         let triple = self.resolve(kind, name, revision)?;
-        let encoded = calls.iter().map(|args| encode_args(args)).collect::<Result<_, _>>()?;
-        let results = self.run(&triple, function, encoded).await?;
+        let code = self.code(&triple).await?;
+        let piece_size = self.piece_size(calls.len());
+        let mut pieces = calls.chunks(piece_size);
+        let mut encoded = Ok(());
+        let make = || {
+            let piece = pieces.next()?;
+            let mut list = CallList::with_capacity(piece.len() * 256);
+            for args in piece {
+                if let Err(e) = list.push_with(|buf| encode_args(args, buf)) {
+                    encoded = Err(Error::Worker(format!("arguments: {e}")));
+                    return None;
+                }
+            }
+            Some(list)
+        };
+        let mut out: Vec<Option<Result<CallOutput, Error>>> = (0..calls.len()).map(|_| None).collect();
+        let done = |piece: usize, results: Vec<CallOutcome>| {
+            for (slot, outcome) in out[piece * piece_size..].iter_mut().zip(results) {
+                *slot = Some(outcome.and_then(|bytes| {
+                    let result = wire::decode(&bytes)
+                        .map_err(|e| verdict::wrong_shape(&triple, function, e.to_string()))?;
+                    verdict::check_shape(&triple, function, &result)?;
+                    Ok(CallOutput { result, triple: triple.clone() })
+                }));
+            }
+        };
+        let lanes = self.inner.config.worker_count();
+        self.inner.pool.run_pieces(&code.job(&triple, function), lanes, make, done).await?;
+        encoded?;
         metrics::counter!("slipway_plugin_calls_total", "kind" => kind.as_str())
-            .increment(results.len() as u64);
-        Ok(results
-            .into_iter()
-            .map(|outcome| {
-                let result = wire::decode(&outcome?)
-                    .map_err(|e| verdict::wrong_shape(&triple, function, e.to_string()))?;
-                verdict::check_shape(&triple, function, &result)?;
-                Ok(CallOutput { result, triple: triple.clone() })
-            })
-            .collect())
+            .increment(calls.len() as u64);
+        Ok(out.into_iter().map(|r| r.expect("every call answered")).collect())
     }
 
     /// Judges many instances with the active revision of `status/<name>`. An instance whose
     /// instance and observation are unchanged since its last verdict on this revision gets
     /// that verdict again without a call. The outer error is for the whole batch (unknown
     /// script, worker start failure); each instance has its own result.
+    ///
+    /// The batch runs in pieces that are encoded as the workers take them and decoded as
+    /// they are answered, so the host's work overlaps the workers' (see `pool::pipeline`).
     pub async fn check_batch(
         &self,
         name: &str,
@@ -269,75 +293,51 @@ impl PluginHost {
         let triple = self.resolve(ScriptKind::Status, name, None)?;
         let code = self.code(&triple).await?;
         let fingerprinter = self.inner.memo.fingerprinter(&triple);
-        let chunk = self.piece_size(inputs.len());
-        let mut inputs = inputs.into_iter();
-        let mut pieces = Vec::new();
-        loop {
-            let piece: Vec<CheckInput> = inputs.by_ref().take(chunk).collect();
-            if piece.is_empty() {
-                break;
-            }
-            pieces.push(self.check_piece(&triple, &code, &fingerprinter, piece));
-        }
-        // Pieces run concurrently: while a worker runs one, the host encodes the next ones
-        // and reads the answers of the last.
-        let mut out = Vec::new();
-        for piece in futures::future::join_all(pieces).await {
-            out.extend(piece?);
-        }
-        Ok(out)
-    }
-
-    async fn check_piece(
-        &self,
-        triple: &PluginTriple,
-        code: &Code,
-        fingerprinter: &Fingerprinter,
-        inputs: Vec<CheckInput>,
-    ) -> Result<Vec<Result<CheckVerdict, Error>>, Error> {
-        let mut out: Vec<Option<Result<CheckVerdict, Error>>> = Vec::with_capacity(inputs.len());
-        let mut pending = Vec::new();
-        let mut calls = Vec::new();
-        for input in inputs {
-            // The arguments are encoded once: the bytes are both the fingerprint's input and what is sent.
-            let mut args = Vec::with_capacity(512);
-            args.push(wire::ARRAY);
-            let encoded = wire::encode(&input.instance, &mut args)
-                .and_then(|()| wire::encode(&input.observation, &mut args));
-            encoded.map_err(|e| Error::Worker(format!("arguments of {}: {e}", input.instance_id)))?;
-            args.push(wire::END);
-            let remember = if input.memo {
-                let fingerprint = fingerprinter.fingerprint(&args);
-                match self.inner.memo.get(&input.instance_id, triple, fingerprint) {
-                    Ok(verdict) => {
-                        out.push(Some(Ok(verdict)));
-                        continue;
-                    }
-                    Err(miss) => Some((input.instance_id, miss, fingerprint)),
+        let memo = &self.inner.memo;
+        let total = inputs.len();
+        let piece_size = self.piece_size(total);
+        let out: Mutex<Vec<Option<Result<CheckVerdict, Error>>>> =
+            Mutex::new((0..total).map(|_| None).collect());
+        // Per piece, the input each of its calls judges and what to remember of the verdict.
+        let pieces: Mutex<Vec<Vec<(usize, Option<Remember>)>>> = Mutex::new(Vec::new());
+        let sent = AtomicUsize::new(0);
+        let mut inputs = inputs.into_iter().enumerate();
+        let make = || {
+            let mut calls = CallList::with_capacity(piece_size * 512);
+            let mut piece = Vec::with_capacity(piece_size);
+            while piece.len() < piece_size {
+                let Some((index, input)) = inputs.next() else { break };
+                match encode_check(memo, &fingerprinter, &triple, input, &mut calls) {
+                    Encoded::Call(remember) => piece.push((index, remember)),
+                    Encoded::Answered(result) => lock(&out)[index] = Some(result),
                 }
-            } else {
-                None
-            };
-            pending.push((out.len(), remember));
-            calls.push(args);
-            out.push(None);
-        }
-        let memo_hits = out.len() - pending.len();
-        metrics::counter!("slipway_plugin_check_memo_hits_total").increment(memo_hits as u64);
-        metrics::counter!("slipway_plugin_calls_total", "kind" => "status").increment(pending.len() as u64);
-        if !pending.is_empty() {
-            let results = self.inner.pool.run(code.batch(triple, "check", calls)).await?;
-            for ((index, remember), result) in pending.into_iter().zip(results) {
-                let verdict = result.and_then(|bytes| {
-                    let (verdict, details) = verdict::from_wire(triple, &bytes)?;
-                    if let Some((instance_id, miss, fingerprint)) = remember {
-                        self.inner.memo.remember(&instance_id, miss, fingerprint, &verdict, &details);
+            }
+            if piece.is_empty() {
+                return None;
+            }
+            sent.fetch_add(piece.len(), Ordering::Relaxed);
+            lock(&pieces).push(piece);
+            Some(calls)
+        };
+        let done = |number: usize, results: Vec<CallOutcome>| {
+            let piece = std::mem::take(&mut lock(&pieces)[number]);
+            let mut out = lock(&out);
+            for ((index, remember), result) in piece.into_iter().zip(results) {
+                out[index] = Some(result.and_then(|bytes| {
+                    let (verdict, details) = verdict::from_wire(&triple, &bytes)?;
+                    if let Some(Remember { instance_id, miss, fingerprint }) = remember {
+                        memo.remember(&instance_id, miss, fingerprint, &verdict, &details);
                     }
                     Ok(verdict)
-                });
-                out[index] = Some(verdict);
+                }));
             }
-        }
+        };
+        let lanes = self.inner.config.worker_count();
+        self.inner.pool.run_pieces(&code.job(&triple, "check"), lanes, make, done).await?;
+        let calls = sent.into_inner();
+        metrics::counter!("slipway_plugin_check_memo_hits_total").increment((total - calls) as u64);
+        metrics::counter!("slipway_plugin_calls_total", "kind" => "status").increment(calls as u64);
+        let out = out.into_inner().unwrap_or_else(PoisonError::into_inner);
         Ok(out.into_iter().map(|r| r.expect("every input answered")).collect())
     }
 
@@ -348,36 +348,63 @@ impl PluginHost {
         Ok(Code { module: script.module_name(), script, bytecode })
     }
 
-    /// Calls per piece of a batch: at least two pieces per worker, so the host encodes and
-    /// decodes one piece while a worker runs another.
+    /// Calls per piece of a batch: small enough that the first piece is soon encoded and
+    /// the last soon decoded (the worker waits for both), large enough that a piece's frame
+    /// and header cost little per call, and every worker gets a share.
     fn piece_size(&self, calls: usize) -> usize {
         let workers = self.inner.config.worker_count();
-        calls.div_ceil(workers * 2).clamp(1, self.inner.config.max_batch.max(1))
+        calls.div_ceil(workers).clamp(1, PIECE_CALLS.min(self.inner.config.max_batch.max(1)))
     }
+}
 
-    /// Splits the calls over the workers and runs the pieces in parallel.
-    async fn run(
-        &self,
-        triple: &PluginTriple,
-        function: &str,
-        calls: Vec<Vec<u8>>,
-    ) -> Result<Vec<CallOutcome>, Error> {
-        let code = self.code(triple).await?;
-        let chunk = self.piece_size(calls.len());
-        let mut calls = calls.into_iter();
-        let mut pieces = Vec::new();
-        loop {
-            let piece: Vec<Vec<u8>> = calls.by_ref().take(chunk).collect();
-            if piece.is_empty() {
-                break;
-            }
-            pieces.push(self.inner.pool.run(code.batch(triple, function, piece)));
+/// Calls per piece of a large batch.
+const PIECE_CALLS: usize = 64;
+
+/// What a check's verdict is remembered under.
+struct Remember {
+    instance_id: String,
+    miss: Miss,
+    fingerprint: Fingerprint,
+}
+
+/// A check either becomes a call or is answered already (by the memo, or refused).
+enum Encoded {
+    Call(Option<Remember>),
+    Answered(Result<CheckVerdict, Error>),
+}
+
+/// Appends a check's arguments to `calls` unless the memo answers it.
+fn encode_check(
+    memo: &Memo,
+    fingerprinter: &Fingerprinter,
+    triple: &PluginTriple,
+    input: CheckInput,
+    calls: &mut CallList,
+) -> Encoded {
+    let encoded = calls.push_with(|buf| {
+        buf.push(wire::ARRAY);
+        wire::encode(&input.instance, buf)?;
+        wire::encode(&input.observation, buf)?;
+        buf.push(wire::END);
+        Ok::<_, wire::WireError>(())
+    });
+    let args = match encoded {
+        Ok(args) => args,
+        Err(e) => {
+            return Encoded::Answered(Err(Error::Worker(format!("arguments of {}: {e}", input.instance_id))));
         }
-        let mut results = Vec::new();
-        for piece in futures::future::join_all(pieces).await {
-            results.extend(piece?);
+    };
+    if !input.memo {
+        return Encoded::Call(None);
+    }
+    // The arguments as sent are the fingerprint's input: the values are walked once.
+    let fingerprint = fingerprinter.fingerprint(args);
+    match memo.get(&input.instance_id, triple, fingerprint) {
+        Ok(verdict) => {
+            calls.pop();
+            Encoded::Answered(Ok(verdict))
         }
-        Ok(results)
+        Err(miss) => Encoded::Call(Some(Remember { instance_id: input.instance_id, miss, fingerprint })),
     }
 }
 
@@ -389,27 +416,25 @@ struct Code {
 }
 
 impl Code {
-    fn batch<'a>(&'a self, triple: &'a PluginTriple, function: &'a str, calls: Vec<Vec<u8>>) -> Batch<'a> {
-        Batch {
+    fn job<'a>(&'a self, triple: &'a PluginTriple, function: &'a str) -> Job<'a> {
+        Job {
             triple,
             file: &self.module,
             code_hash: &self.script.code_hash,
             bytecode: &self.bytecode,
             function,
-            calls,
         }
     }
 }
 
 /// A call's arguments (one array) in the wire form.
-fn encode_args(args: &[Value]) -> Result<Vec<u8>, Error> {
-    let mut bytes = Vec::with_capacity(256);
-    bytes.push(wire::ARRAY);
+fn encode_args(args: &[Value], buf: &mut Vec<u8>) -> Result<(), wire::WireError> {
+    buf.push(wire::ARRAY);
     for arg in args {
-        wire::encode(arg, &mut bytes).map_err(|e| Error::Worker(format!("arguments: {e}")))?;
+        wire::encode(arg, buf)?;
     }
-    bytes.push(wire::END);
-    Ok(bytes)
+    buf.push(wire::END);
+    Ok(())
 }
 
 /// moka shares one error among concurrent loaders; when others still hold it, describe it.

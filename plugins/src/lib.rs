@@ -28,6 +28,7 @@
 //! ```
 
 mod builtin;
+mod call_list;
 mod config;
 mod error;
 mod host;

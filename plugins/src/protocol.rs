@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::call_list::CallList;
 use crate::error::ScriptLocation;
 use crate::triple::{PluginTriple, ScriptKind};
 use crate::wire::Reader;
@@ -54,7 +55,7 @@ pub struct RunBatch {
     pub report_each: bool,
     /// Each call's arguments as one array in the wire form; framed in binary after the rest.
     #[serde(skip)]
-    pub calls: Vec<Vec<u8>>,
+    pub calls: CallList,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,7 +132,7 @@ const DONE: u8 = 3;
 
 /// A JSON message as one frame: length prefix, kind and text.
 pub fn encode_json<T: Serialize>(message: &T) -> io::Result<Vec<u8>> {
-    let mut buf = frame_start(JSON);
+    let mut buf = frame_start(JSON, 256);
     serde_json::to_writer(&mut buf, message)?;
     frame_end(buf)
 }
@@ -145,13 +146,16 @@ pub fn encode_request(request: &Request) -> io::Result<Vec<u8>> {
 
 /// A batch as one frame, without moving it into a [`Request`] (the host resends it).
 pub fn encode_run(batch: &RunBatch) -> io::Result<Vec<u8>> {
-    let mut buf = frame_start(RUN);
-    let header = serde_json::to_vec(batch)?;
-    put_bytes(&mut buf, &header);
-    buf.extend_from_slice(&(batch.calls.len() as u32).to_le_bytes());
-    for call in &batch.calls {
-        put_bytes(&mut buf, call);
-    }
+    encode_run_parts(&serde_json::to_vec(batch)?, &batch.calls)
+}
+
+/// A batch as one frame from its header (a [`RunBatch`] as JSON, without the calls) and
+/// its calls: the host encodes the header once for all the pieces of a batch.
+pub fn encode_run_parts(header: &[u8], calls: &CallList) -> io::Result<Vec<u8>> {
+    let mut buf = frame_start(RUN, 4 + header.len() + 4 + calls.as_bytes().len());
+    put_bytes(&mut buf, header);
+    buf.extend_from_slice(&(calls.len() as u32).to_le_bytes());
+    buf.extend_from_slice(calls.as_bytes());
     frame_end(buf)
 }
 
@@ -161,7 +165,7 @@ pub fn encode_response(response: &Response) -> io::Result<Vec<u8>> {
         Response::Done { results } => (DONE, results),
         other => return encode_json(other),
     };
-    let mut buf = frame_start(kind);
+    let mut buf = frame_start(kind, 4096);
     buf.extend_from_slice(&(results.len() as u32).to_le_bytes());
     for result in results {
         match &result.outcome {
@@ -194,8 +198,7 @@ pub fn decode_request(frame: &[u8]) -> io::Result<Request> {
         RUN => {
             let mut batch: RunBatch = serde_json::from_slice(reader.bytes()?).map_err(io::Error::other)?;
             let count = reader.count()?;
-            batch.calls =
-                (0..count).map(|_| reader.bytes().map(<[u8]>::to_vec)).collect::<io::Result<_>>()?;
+            batch.calls = CallList::read(&mut reader.bytes, count)?;
             Ok(Request::Run(batch))
         }
         other => Err(io::Error::other(format!("unknown request kind {other}"))),
@@ -225,8 +228,8 @@ pub fn decode_response(frame: &[u8]) -> io::Result<Response> {
     Ok(if done { Response::Done { results } } else { Response::Progress { results } })
 }
 
-fn frame_start(kind: u8) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(4096);
+fn frame_start(kind: u8, body: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(5 + body);
     buf.extend_from_slice(&[0; 4]);
     buf.push(kind);
     buf
@@ -316,13 +319,17 @@ mod tests {
             bytecode: None,
             function: "check".into(),
             report_each: true,
-            calls: vec![vec![1, 2, 3], Vec::new()],
+            calls: CallList::default(),
         };
+        let mut batch = batch;
+        for call in [&[1u8, 2, 3][..], &[]] {
+            batch.calls.push_with(|buf| Ok::<_, ()>(buf.extend_from_slice(call))).unwrap();
+        }
         let frame = encode_request(&Request::Run(batch)).unwrap();
         let Request::Run(back) = decode_request(&frame[4..]).unwrap() else { panic!("not a batch") };
         assert_eq!(
-            (back.calls, back.report_each, back.triple.to_string()),
-            (vec![vec![1, 2, 3], Vec::new()], true, "status/http/3".into())
+            (back.calls.iter().collect::<Vec<_>>(), back.report_each, back.triple.to_string()),
+            (vec![&[1u8, 2, 3][..], &[]], true, "status/http/3".into())
         );
         let failure = ScriptFailure { kind: FailureKind::Timeout, message: "slow".into(), location: None };
         let results = vec![

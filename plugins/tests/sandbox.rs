@@ -62,30 +62,35 @@ async fn uninterruptible_builtin_gets_its_worker_killed() {
     assert_host_alive(&host).await;
 }
 
+/// A batch larger than a piece runs pipelined (the next pieces wait in the worker's input
+/// while it runs one): a stuck call fails alone, the pieces sent behind it run on the next
+/// worker, and every result lands at its input's place.
 #[tokio::test]
-async fn a_stuck_call_in_a_batch_fails_alone_and_the_rest_of_the_batch_runs() {
+async fn stuck_calls_in_a_batch_fail_alone_and_the_rest_of_the_batch_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::config();
     config.workers = 1;
     let host = support::open_with(dir.path(), config).await;
     let source = "export function check(instance, o, ctx) {\n  if (instance.stuck) new Array(200000).fill('y'.repeat(100000)).sort();\n  return { status: 'healthy', reason: instance.id };\n}\n";
     install(&host, "picky", source).await;
-    let inputs = (0..20)
+    let stuck = [7, 150];
+    let inputs = (0..300)
         .map(|i| slipway_plugins::CheckInput {
             instance_id: format!("i-{i}"),
-            instance: json!({"id": format!("i-{i}"), "stuck": i == 7}),
+            instance: json!({"id": format!("i-{i}"), "stuck": stuck.contains(&i)}),
             observation: json!({}),
             memo: true,
         })
         .collect();
     let results = host.check_batch("picky", inputs).await.unwrap();
+    assert_eq!(results.len(), 300);
     for (i, result) in results.iter().enumerate() {
         match result {
-            Ok(v) => assert_eq!((i != 7, v.reason.as_str()), (true, format!("i-{i}").as_str())),
-            Err(e) => assert!(i == 7 && matches!(e, Error::Timeout { .. }), "call {i}: {e}"),
+            Ok(v) => assert_eq!((stuck.contains(&i), v.reason.as_str()), (false, format!("i-{i}").as_str())),
+            Err(e) => assert!(stuck.contains(&i) && matches!(e, Error::Timeout { .. }), "call {i}: {e}"),
         }
     }
-    assert!(results[7].is_err());
+    assert!(stuck.iter().all(|&i| results[i].is_err()));
 }
 
 #[tokio::test]

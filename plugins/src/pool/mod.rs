@@ -6,8 +6,10 @@
 //! interrupt handler. That worker is killed, the call fails with `Timeout`, and the rest of
 //! the batch runs on a fresh worker. A worker that dies fails only the call it was on.
 
+mod pipeline;
 mod process;
 
+use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,14 +19,20 @@ use tokio::sync::Semaphore;
 use crate::config::HostConfig;
 use crate::error::{Error, ScriptLocation};
 use crate::protocol::{
-    CallResult, FailureKind, Request, Response, RunBatch, ScriptFailure, WorkerLimits, WorkerStats,
+    CallList, CallResult, FailureKind, Request, Response, RunBatch, ScriptFailure, WorkerLimits, WorkerStats,
     encode_run,
 };
 use crate::triple::{PluginTriple, ScriptKind};
+pub(crate) use pipeline::lock;
 use process::{RecvError, WorkerProcess};
 
 /// How often a worker reports progress inside a batch.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(5);
+/// How long a caller polls for the answer to a batch of at most [`SPIN_CALLS`] calls before
+/// it parks its thread: such an answer comes within tens of microseconds, less than the
+/// wake-up a parked thread costs on a busy machine.
+const ANSWER_SPIN: Duration = Duration::from_micros(60);
+const SPIN_CALLS: usize = 4;
 /// Compiling evaluates top-level code, bounded by the call timeout; parsing a large module
 /// takes longer than a call, so compile requests get this much on top.
 const COMPILE_SLACK: Duration = Duration::from_secs(2);
@@ -46,15 +54,34 @@ pub struct Compiled {
     pub exports: Vec<String>,
 }
 
-/// One batch: a script, its code and the calls to make.
-pub struct Batch<'a> {
+/// One function of one script revision with its code: what every piece of a batch runs.
+pub struct Job<'a> {
     pub triple: &'a PluginTriple,
     pub file: &'a str,
     pub code_hash: &'a str,
     pub bytecode: &'a [u8],
     pub function: &'a str,
-    /// Each call's arguments as one array in the wire form.
-    pub calls: Vec<Vec<u8>>,
+}
+
+impl Job<'_> {
+    fn request(&self, calls: CallList, report_each: bool) -> RunBatch {
+        RunBatch {
+            triple: self.triple.clone(),
+            file: self.file.to_owned(),
+            code_hash: self.code_hash.to_owned(),
+            bytecode: None,
+            function: self.function.to_owned(),
+            calls,
+            report_each,
+        }
+    }
+
+    /// A batch frame that carries the bytecode, for a worker that was not sent it yet.
+    fn frame_with_code(&self, calls: CallList, report_each: bool) -> (io::Result<Vec<u8>>, CallList) {
+        let mut request = self.request(calls, report_each);
+        request.bytecode = Some(hex::encode(self.bytecode));
+        (encode_run(&request), request.calls)
+    }
 }
 
 /// One call's result in the wire form, or why it failed.
@@ -109,7 +136,7 @@ impl Pool {
         let mut worker = self.checkout().await?;
         let request = Request::Compile { kind, file: file.to_owned(), source: source.to_owned() };
         worker.send(&request).await.map_err(|e| Error::Worker(e.to_string()))?;
-        match worker.recv(self.stall_deadline + COMPILE_SLACK).await {
+        match worker.recv(self.stall_deadline + COMPILE_SLACK, Duration::ZERO).await {
             Ok(Response::Compiled { bytecode, exports }) => {
                 self.checkin(worker);
                 let bytecode = hex::decode(bytecode).map_err(|e| Error::Worker(format!("bytecode: {e}")))?;
@@ -140,7 +167,7 @@ impl Pool {
         let mut total = WorkerStats::default();
         for mut worker in workers {
             worker.send(&Request::Stats).await.map_err(|e| Error::Worker(e.to_string()))?;
-            match worker.recv(self.stall_deadline).await {
+            match worker.recv(self.stall_deadline, Duration::ZERO).await {
                 Ok(Response::Stats(stats)) => {
                     total.runtimes += stats.runtimes;
                     total.heap_bytes += stats.heap_bytes;
@@ -152,31 +179,16 @@ impl Pool {
         Ok(total)
     }
 
-    /// Runs every call of the batch; the result list has one entry per call, in order.
-    pub async fn run(&self, batch: Batch<'_>) -> Result<Vec<CallOutcome>, Error> {
-        let total = batch.calls.len();
-        let mut request = RunBatch {
-            triple: batch.triple.clone(),
-            file: batch.file.to_owned(),
-            code_hash: batch.code_hash.to_owned(),
-            bytecode: None,
-            function: batch.function.to_owned(),
-            calls: batch.calls,
-            report_each: false,
-        };
-        // Encoded before waiting for a worker, so encoding overlaps the batches running now.
-        let encode = |request: &RunBatch| encode_run(request).map_err(|e| Error::Worker(e.to_string()));
-        let mut frame = Some(encode(&request)?);
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        let mut results: Vec<CallOutcome> = Vec::with_capacity(total);
+    /// Runs calls on fresh workers with every call reported as soon as it is done: the
+    /// path for the calls a worker was on when it was lost, so that a second loss names the
+    /// call that caused it, which alone fails. The caller holds a permit.
+    async fn run_careful(&self, job: &Job<'_>, calls: CallList) -> Result<Vec<CallOutcome>, Error> {
+        let mut request = job.request(calls, true);
+        let mut results: Vec<CallOutcome> = Vec::with_capacity(request.calls.len());
         while !request.calls.is_empty() {
             let mut worker = self.checkout().await?;
-            let encoded = match frame.take() {
-                Some(frame) => frame,
-                None => encode(&request)?,
-            };
             let done_before = results.len();
-            let outcome = self.drive(&mut worker, &mut request, &encoded, batch.bytecode, &mut results).await;
+            let outcome = self.drive(&mut worker, job, &mut request, &mut results).await;
             let answered = results.len() - done_before;
             let Err(stop) = outcome else {
                 self.checkin(worker);
@@ -184,59 +196,53 @@ impl Pool {
             };
             worker.kill().await;
             metrics::counter!("slipway_plugin_workers_replaced_total").increment(1);
-            request.calls.drain(..answered);
-            // After a worker is lost with several calls unanswered, the rest is resent with
-            // every call reported, so the next loss names exactly the call that caused it.
-            if request.calls.len() > 1 && !request.report_each {
-                request.report_each = true;
-                continue;
-            }
-            let error = match stop {
-                RecvError::Stuck => Error::Timeout {
-                    triple: batch.triple.clone(),
-                    function: batch.function.to_owned(),
-                    limit_ms: self.call_timeout_ms,
-                    location: None,
-                },
-                RecvError::Died(message) => Error::WorkerDied {
-                    triple: batch.triple.clone(),
-                    function: batch.function.to_owned(),
-                    message,
-                },
-            };
-            tracing::warn!(triple = %batch.triple, function = batch.function, %error, "plugin worker replaced");
+            request.calls.drain_front(answered + 1);
+            let error = self.loss_error(job, stop);
+            tracing::warn!(triple = %job.triple, function = job.function, %error, "plugin worker replaced");
             results.push(Err(error));
-            request.calls.drain(..1);
-            request.report_each = false;
         }
         Ok(results)
+    }
+
+    fn loss_error(&self, job: &Job<'_>, stop: RecvError) -> Error {
+        let (triple, function) = (job.triple.clone(), job.function.to_owned());
+        match stop {
+            RecvError::Stuck => {
+                Error::Timeout { triple, function, limit_ms: self.call_timeout_ms, location: None }
+            }
+            RecvError::Died(message) => Error::WorkerDied { triple, function, message },
+        }
     }
 
     /// Sends one batch and collects answers until `Done` or until the worker fails.
     async fn drive(
         &self,
         worker: &mut WorkerProcess,
+        job: &Job<'_>,
         request: &mut RunBatch,
-        frame: &[u8],
-        bytecode: &[u8],
         results: &mut Vec<CallOutcome>,
     ) -> Result<(), RecvError> {
-        let died = |e: std::io::Error| RecvError::Died(e.to_string());
-        worker.send_encoded(frame).await.map_err(died)?;
+        let died = |e: io::Error| RecvError::Died(e.to_string());
+        let frame = if worker.sent_code.contains(job.code_hash) {
+            encode_run(request)
+        } else {
+            let (frame, calls) = job.frame_with_code(std::mem::take(&mut request.calls), request.report_each);
+            request.calls = calls;
+            worker.sent_code.insert(job.code_hash.to_owned());
+            frame
+        };
+        worker.send_encoded(&frame.map_err(died)?).await.map_err(died)?;
         loop {
-            match worker.recv(self.stall_deadline).await? {
+            match worker.recv(self.stall_deadline, answer_spin(request.calls.len())).await? {
                 Response::NeedCode => {
-                    request.bytecode = Some(hex::encode(bytecode));
-                    let sent = match encode_run(request) {
-                        Ok(frame) => worker.send_encoded(&frame).await,
-                        Err(e) => Err(e),
-                    };
-                    request.bytecode = None;
-                    sent.map_err(died)?;
+                    let (frame, calls) =
+                        job.frame_with_code(std::mem::take(&mut request.calls), request.report_each);
+                    request.calls = calls;
+                    worker.send_encoded(&frame.map_err(died)?).await.map_err(died)?;
                 }
-                Response::Progress { results: chunk } => self.collect(request, chunk, results),
+                Response::Progress { results: chunk } => self.collect(job, chunk, results),
                 Response::Done { results: chunk } => {
-                    self.collect(request, chunk, results);
+                    self.collect(job, chunk, results);
                     return Ok(());
                 }
                 other => return Err(RecvError::Died(format!("unexpected answer to a batch: {other:?}"))),
@@ -244,10 +250,10 @@ impl Pool {
         }
     }
 
-    fn collect(&self, request: &RunBatch, chunk: Vec<CallResult>, results: &mut Vec<CallOutcome>) {
+    fn collect(&self, job: &Job<'_>, chunk: Vec<CallResult>, results: &mut Vec<CallOutcome>) {
         for CallResult { outcome, logs } in chunk {
             for line in logs {
-                let triple = &request.triple;
+                let triple = job.triple;
                 match line.level.as_str() {
                     "error" => {
                         tracing::error!(target: "slipway_plugins::script", %triple, "{}", line.message)
@@ -259,7 +265,7 @@ impl Pool {
                     _ => tracing::info!(target: "slipway_plugins::script", %triple, "{}", line.message),
                 }
             }
-            results.push(outcome.map_err(|f| self.script_error(&request.triple, &request.function, f)));
+            results.push(outcome.map_err(|f| self.script_error(job.triple, job.function, f)));
         }
     }
 
@@ -295,4 +301,9 @@ fn worker_binary(config: &HostConfig) -> Result<PathBuf, Error> {
     }
     #[cfg(not(target_os = "linux"))]
     Err(Error::Worker("set plugins.worker_binary to the slipway-plugin-worker executable".into()))
+}
+
+/// How long to poll for the answer to `calls` calls before parking.
+fn answer_spin(calls: usize) -> Duration {
+    if calls <= SPIN_CALLS { ANSWER_SPIN } else { Duration::ZERO }
 }

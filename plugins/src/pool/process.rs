@@ -1,23 +1,38 @@
 //! One worker process seen from the host: spawn, send a frame, read a frame within a
 //! deadline, kill.
+//!
+//! The answers are read from a non-blocking pipe by this code, not through the async
+//! reactor, so that a caller expecting an answer within microseconds can poll for it
+//! briefly instead of parking its thread and paying a wake-up; past that it waits on the
+//! reactor as any other read.
 
-use std::io;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::io::unix::AsyncFd;
+use tokio::process::{Child, ChildStdin, Command};
 
 use crate::protocol::{
     Request, Response, WorkerLimits, decode_response, encode_json, encode_request, frame_len,
 };
 
+/// Bytes asked of the pipe per read.
+const READ_CHUNK: usize = 64 * 1024;
+
 pub struct WorkerProcess {
     child: Child,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    buf: Vec<u8>,
+    answers: Answers,
+    /// Code hashes whose bytecode this worker was sent. A hint: the worker may have dropped
+    /// some since, and then asks for it again.
+    pub sent_code: HashSet<String>,
 }
 
 /// Why no answer came.
@@ -27,6 +42,22 @@ pub enum RecvError {
     Stuck,
     /// The process ended or broke the protocol (an engine abort, the OS killing it).
     Died(String),
+}
+
+/// Why no answer came, before the process's end is looked into.
+#[derive(Debug)]
+pub enum Lost {
+    Stuck,
+    Broken(io::Error),
+}
+
+/// The worker's output: frames read from a non-blocking pipe.
+pub struct Answers {
+    pipe: AsyncFd<File>,
+    buf: Vec<u8>,
+    /// `buf[read..filled]` holds bytes read from the pipe and not yet taken as frames.
+    read: usize,
+    filled: usize,
 }
 
 impl WorkerProcess {
@@ -41,8 +72,8 @@ impl WorkerProcess {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display())))?;
         let stdin = child.stdin.take().expect("stdin is piped");
-        let stdout = BufReader::with_capacity(64 * 1024, child.stdout.take().expect("stdout is piped"));
-        let mut worker = Self { child, stdin, stdout, buf: Vec::with_capacity(4096) };
+        let stdout = child.stdout.take().expect("stdout is piped").into_owned_fd()?;
+        let mut worker = Self { child, stdin, answers: Answers::new(stdout)?, sent_code: HashSet::new() };
         worker.send_encoded(&encode_json(limits)?).await?;
         Ok(worker)
     }
@@ -53,38 +84,124 @@ impl WorkerProcess {
 
     /// Sends a frame made by [`encode_request`].
     pub async fn send_encoded(&mut self, frame: &[u8]) -> io::Result<()> {
-        self.stdin.write_all(frame).await?;
-        self.stdin.flush().await
+        send(&mut self.stdin, frame).await
     }
 
-    pub async fn recv(&mut self, deadline: Duration) -> Result<Response, RecvError> {
-        match tokio::time::timeout(deadline, self.read_frame()).await {
-            Err(_) => Err(RecvError::Stuck),
-            Ok(Err(e)) => Err(RecvError::Died(self.describe_death(e).await)),
-            Ok(Ok(response)) => Ok(response),
+    /// The next answer; `spin` is how long to poll for it before waiting on the reactor.
+    pub async fn recv(&mut self, deadline: Duration, spin: Duration) -> Result<Response, RecvError> {
+        match self.answers.recv(deadline, spin).await {
+            Ok(response) => Ok(response),
+            Err(lost) => Err(self.explain(lost).await),
         }
     }
 
-    async fn read_frame(&mut self) -> io::Result<Response> {
-        let mut prefix = [0u8; 4];
-        self.stdout.read_exact(&mut prefix).await?;
-        self.buf.resize(frame_len(prefix)?, 0);
-        self.stdout.read_exact(&mut self.buf).await?;
-        decode_response(&self.buf)
+    /// The input and the output apart, for sending while answers are read.
+    pub fn pipes(&mut self) -> (&mut ChildStdin, &mut Answers) {
+        (&mut self.stdin, &mut self.answers)
     }
 
     /// Names how the process ended (signal or exit code) when it is gone.
-    async fn describe_death(&mut self, error: io::Error) -> String {
+    pub async fn explain(&mut self, lost: Lost) -> RecvError {
+        let error = match lost {
+            Lost::Stuck => return RecvError::Stuck,
+            Lost::Broken(error) => error,
+        };
         let status = tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await;
-        match status {
+        RecvError::Died(match status {
             Ok(Ok(status)) => format!("worker process ended ({status})"),
             _ => format!("worker process stopped answering: {error}"),
-        }
+        })
     }
 
     /// SIGKILL: the worker gets no chance to finish the call it is stuck in.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+    }
+}
+
+/// Writes a whole frame to a worker's input.
+pub async fn send(stdin: &mut ChildStdin, frame: &[u8]) -> io::Result<()> {
+    stdin.write_all(frame).await?;
+    stdin.flush().await
+}
+
+impl Answers {
+    fn new(pipe: OwnedFd) -> io::Result<Self> {
+        // The pipe is this process's alone, so its flags concern no one else.
+        // SAFETY: fcntl on a descriptor this function owns, with no pointers involved.
+        let flags = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the `File` owns the descriptor and is neither replaced nor closed while registered.
+        let pipe = unsafe { AsyncFd::register(File::from(pipe))? };
+        Ok(Self { pipe, buf: vec![0; READ_CHUNK], read: 0, filled: 0 })
+    }
+
+    /// The next frame, polled for up to `spin` before waiting on the reactor, all within `deadline`.
+    pub async fn recv(&mut self, deadline: Duration, spin: Duration) -> Result<Response, Lost> {
+        let spin_until = Instant::now() + spin;
+        let frame = async {
+            loop {
+                if let Some(frame) = self.buffered_frame()? {
+                    return decode_response(&self.buf[frame]);
+                }
+                match self.fill() {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if Instant::now() < spin_until {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        // Read directly, the pipe's readiness may be stale: clear it and read
+                        // again before waiting, so no edge is missed.
+                        self.pipe.readable().await?.clear_ready();
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout(deadline, frame).await {
+            Err(_) => Err(Lost::Stuck),
+            Ok(Err(e)) => Err(Lost::Broken(e)),
+            Ok(Ok(response)) => Ok(response),
+        }
+    }
+
+    /// A whole frame's body when the buffer holds one.
+    fn buffered_frame(&mut self) -> io::Result<Option<Range<usize>>> {
+        let held = &self.buf[self.read..self.filled];
+        let Some(prefix) = held.first_chunk::<4>() else { return Ok(None) };
+        let len = frame_len(*prefix)?;
+        if held.len() < 4 + len {
+            if self.buf.len() < 4 + len + READ_CHUNK {
+                self.buf.resize(4 + len + READ_CHUNK, 0);
+            }
+            return Ok(None);
+        }
+        let body = self.read + 4..self.read + 4 + len;
+        self.read = body.end;
+        Ok(Some(body))
+    }
+
+    /// One read from the pipe into the buffer; `WouldBlock` when it is empty.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.read > 0 {
+            self.buf.copy_within(self.read..self.filled, 0);
+            self.filled -= self.read;
+            self.read = 0;
+        }
+        if self.buf.len() - self.filled < READ_CHUNK / 4 {
+            self.buf.resize(self.filled + READ_CHUNK, 0);
+        }
+        match self.pipe.get_ref().read(&mut self.buf[self.filled..])? {
+            0 => Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                self.filled += n;
+                Ok(())
+            }
+        }
     }
 }
