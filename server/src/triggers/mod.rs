@@ -10,6 +10,7 @@ mod adapter;
 mod batch;
 mod branch;
 mod budget;
+mod checkpoint;
 mod store;
 pub mod verify;
 mod wal;

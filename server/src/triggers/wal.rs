@@ -14,12 +14,17 @@
 //! checksums chain, replaying every complete transaction. The flush puts our frames and
 //! every frame before them on disk; frames written after them (not yet flushed) can only end
 //! the readable chain later. The log is only rewritten from its start (a "restart", with new
-//! salts) after a checkpoint copied every frame into the database file and synced it — with
-//! `NORMAL` a checkpoint still syncs the log before and the database after copying — and
-//! the restart syncs the new header before any new frame goes behind it. So a committed
-//! transaction is either in the flushed log or already in the synced database file. The
-//! log is deleted only when the last connection closes (after a full checkpoint); the
-//! writer keeps its connection open, so the file this flusher holds is the live log.
+//! salts) after a checkpoint copied every frame into the database file and synced it. The
+//! checkpoints run on the checkpointer's connection (`checkpoint.rs`), not in the writer's
+//! commits, with `synchronous = NORMAL`, under which a checkpoint still syncs the log before
+//! and the database after copying; the restart is made by the writer's next commit, which
+//! syncs the new header (the writer's `NORMAL` keeps header syncs) before any new frame goes
+//! behind it, and cuts the file back to `journal_size_limit` past its own frames — only
+//! frames of the old log, all in the synced database. So a committed transaction is either
+//! in the flushed log or already in the synced database file. Cutting the file keeps it the
+//! same file, and it is deleted only when the last connection closes (after a full
+//! checkpoint); the writer keeps its connection open, so the file this flusher holds is the
+//! live log.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -63,7 +68,7 @@ impl WalFlusher {
 }
 
 /// The log file of the connection's main database: SQLite names it `<database>-wal`.
-async fn wal_path(conn: &mut AnyConnection) -> Result<PathBuf, sqlx::Error> {
+pub(super) async fn wal_path(conn: &mut AnyConnection) -> Result<PathBuf, sqlx::Error> {
     let databases: Vec<(i64, String, String)> =
         sqlx::query_as("PRAGMA database_list").fetch_all(&mut *conn).await?;
     let main = databases.into_iter().find(|(_, name, _)| name == "main").map(|(_, _, file)| file);

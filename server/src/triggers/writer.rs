@@ -18,6 +18,7 @@ use std::time::Duration;
 use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::{Checkpointer, LOG_BOUND};
 use super::wal::{Waiter, WalFlusher};
 use super::{TriggerError, store};
 use crate::pipeline::{BuildView, NewBuild, Pipeline};
@@ -114,8 +115,9 @@ enum Sink {
     /// writer could not set up its own connection.
     Pool(AnyPool),
     /// SQLite: the writer's own connection commits without an fsync and the flusher makes
-    /// each commit durable outside the write lock while the next batch is written.
-    Wal { conn: AnyConnection, flusher: WalFlusher },
+    /// each commit durable outside the write lock while the next batch is written; its
+    /// checkpoints run beside it, not in its commits.
+    Wal { conn: AnyConnection, flusher: WalFlusher, checkpointer: Checkpointer },
 }
 
 impl Sink {
@@ -127,7 +129,9 @@ impl Sink {
             // Out of the pool: its setting must not reach other work, and it stays open.
             let mut conn = db.acquire().await?.detach();
             let flusher = WalFlusher::open(&mut conn).await?;
-            Ok::<_, sqlx::Error>(Sink::Wal { conn, flusher })
+            let own = db.acquire().await?.detach();
+            let checkpointer = Checkpointer::start(&mut conn, own, LOG_BOUND).await?;
+            Ok::<_, sqlx::Error>(Sink::Wal { conn, flusher, checkpointer })
         };
         own.await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the delivery writer commits with an fsync each (no flusher)");
@@ -142,7 +146,13 @@ impl Sink {
     ) -> Result<Vec<Recorded>, TriggerError> {
         match self {
             Sink::Pool(db) => commit(&mut *db.acquire().await?, deliveries, window_ms).await,
-            Sink::Wal { conn, .. } => commit(conn, deliveries, window_ms).await,
+            Sink::Wal { conn, checkpointer, .. } => {
+                let turn = checkpointer.turn().await;
+                let committed = commit(conn, deliveries, window_ms).await;
+                drop(turn);
+                checkpointer.committed();
+                committed
+            }
         }
     }
 

@@ -1,0 +1,180 @@
+//! SQLite checkpoints off the delivery writer's commit.
+//!
+//! With `wal_autocheckpoint` a commit that leaves the log past 1,000 pages runs a checkpoint
+//! before it returns — the page copy and two fsyncs — and under a flood that happened several
+//! times a second inside the delivery writer's commit, stalling every delivery in flight. The
+//! writer's connection turns it off; this task checkpoints from a connection of its own,
+//! beside the writer: a PASSIVE checkpoint (it takes no write lock, so the writer goes on)
+//! shortly after commits, and a RESTART once the log holds more than a bound of frames.
+//! The RESTART is needed because the log only starts again from its beginning when a writer
+//! begins after every frame was copied, which a continuous flood never leaves room for: it
+//! takes the write lock, copies the few frames the last PASSIVE left and waits for readers,
+//! so the writer's next commit restarts the log (and `journal_size_limit` on the writer's
+//! connection cuts the file back to the bound). SQLite's busy handler polls for the write
+//! lock, and under a flood the writer holds it nearly all the time, so the RESTART would
+//! rarely get it: the writer and the RESTART take turns through `turn` instead, and the
+//! writer waits out the RESTART (a short stall every few seconds of a flood).
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use sqlx::AnyConnection;
+use tokio::sync::{Mutex, MutexGuard, mpsc};
+
+/// Least time between the starts of two checkpoints: one copies about as much as `wal_autocheckpoint`'s
+/// 1,000 pages did under a flood.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How long a RESTART waits for the write lock and for readers of the log before it gives
+/// up until the next checkpoint: it holds the write lock meanwhile, so the writer waits too.
+const RESTART_WAIT_MS: u64 = 100;
+
+/// Frames of the log past which it is restarted, and the size its file is cut back to.
+#[derive(Clone, Copy, Debug)]
+pub struct LogBound {
+    pub frames: i64,
+    pub bytes: i64,
+}
+
+/// 16,384 frames: 64 MiB with 4 KiB pages, a few seconds of a flood, so the RESTART's short
+/// stall of the writer is rare.
+pub const LOG_BOUND: LogBound = LogBound { frames: 16_384, bytes: 64 << 20 };
+
+/// Handle of the checkpointer task; it ends when this is dropped.
+pub struct Checkpointer {
+    committed: mpsc::Sender<()>,
+    turn: Arc<Mutex<()>>,
+}
+
+impl Checkpointer {
+    /// Turns automatic checkpoints off on `writer` and starts checkpointing its database from
+    /// `own`, a connection used for nothing else.
+    pub async fn start(
+        writer: &mut AnyConnection,
+        mut own: AnyConnection,
+        bound: LogBound,
+    ) -> Result<Checkpointer, sqlx::Error> {
+        let writer_settings =
+            format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}", bound.bytes);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(writer_settings)).execute(&mut *writer).await?;
+        // NORMAL at least: a checkpoint then syncs the log before it copies and the database
+        // after, which the flusher's durability argument (`wal.rs`) relies on.
+        let own_settings = format!("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {RESTART_WAIT_MS}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(own_settings)).execute(&mut own).await?;
+        let (committed, signals) = mpsc::channel(1);
+        let turn = Arc::new(Mutex::new(()));
+        tokio::spawn(run(own, bound, signals, turn.clone()));
+        Ok(Checkpointer { committed, turn })
+    }
+
+    /// Held by the writer while it writes a transaction, so a RESTART never waits for it.
+    pub async fn turn(&self) -> MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
+
+    /// Tells the checkpointer the writer committed; never waits.
+    pub fn committed(&self) {
+        // A signal already waiting covers this commit too.
+        let _ = self.committed.try_send(());
+    }
+}
+
+async fn run(
+    mut conn: AnyConnection,
+    bound: LogBound,
+    mut signals: mpsc::Receiver<()>,
+    turn: Arc<Mutex<()>>,
+) {
+    // Counted from the start of each checkpoint: a slow one is followed at once by the next.
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while signals.recv().await.is_some() {
+        every.tick().await;
+        // The PASSIVE copies most of the log beside the writer, so the RESTART after it
+        // has little left to copy while the writer waits.
+        match checkpoint(&mut conn, "PASSIVE").await {
+            Ok(frames) if frames > bound.frames => {
+                let _writer_waits = turn.lock().await;
+                match checkpoint(&mut conn, "RESTART").await {
+                    Ok(_) => metrics::counter!("slipway_trigger_log_restarts_total").increment(1),
+                    Err(e) => tracing::warn!(error = %e, frames, "restarting the database log failed"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "checkpointing the database log failed"),
+        }
+    }
+}
+
+/// Runs a checkpoint; the frames in the log after it. A checkpoint that found readers or the
+/// writer in its way reports it as busy, not as an error: the next one goes on from there.
+async fn checkpoint(conn: &mut AnyConnection, mode: &str) -> Result<i64, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let sql = format!("PRAGMA wal_checkpoint({mode})");
+    let (_busy, frames, _copied): (i64, i64, i64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
+    metrics::histogram!("slipway_trigger_checkpoint_seconds", "mode" => mode.to_owned())
+        .record(started.elapsed().as_secs_f64());
+    Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// A writer committing without pause, at a thousand commits a second (8 MB/s, more than
+    /// a delivery flood writes), with the checkpointer beside it: the log file is cut back
+    /// again and again, and stays within its bound plus what the writer appends while a
+    /// checkpoint runs; every row is there.
+    #[tokio::test]
+    async fn a_continuous_flood_keeps_the_log_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config { data_dir: dir.path().into(), ..Default::default() };
+        let pool = crate::storage::open_database(&config).await.unwrap();
+        let mut writer = pool.acquire().await.unwrap().detach();
+        let own = pool.acquire().await.unwrap().detach();
+        let bound = LogBound { frames: 256, bytes: 256 * 4120 };
+        let checkpointer = Checkpointer::start(&mut writer, own, bound).await.unwrap();
+        let (auto,): (i64,) =
+            sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(&mut writer).await.unwrap();
+        assert_eq!(auto, 0);
+        // As the delivery writer's connection: the flusher syncs instead of each commit.
+        sqlx::raw_sql("PRAGMA synchronous = NORMAL; CREATE TABLE flood (n BIGINT, pad TEXT)")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        let log = crate::triggers::wal::wal_path(&mut writer).await.unwrap();
+
+        let (rows, mut largest, mut previous, mut cut_back) = (4000i64, 0, 0, 0);
+        let mut pace = tokio::time::interval(Duration::from_millis(1));
+        for n in 0..rows {
+            pace.tick().await;
+            let turn = checkpointer.turn().await;
+            let mut tx = writer.begin().await.unwrap();
+            // Two pages per commit.
+            sqlx::query("INSERT INTO flood (n, pad) VALUES ($1, $2)")
+                .bind(n)
+                .bind("x".repeat(6000))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            drop(turn);
+            checkpointer.committed();
+            let size = std::fs::metadata(&log).unwrap().len();
+            cut_back += usize::from(size < previous);
+            (largest, previous) = (largest.max(size), size);
+        }
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM flood").fetch_one(&mut writer).await.unwrap();
+        assert_eq!(count, rows);
+        // A checkpoint under a loaded test machine may take a second; the writer appends
+        // 8 MB meanwhile. Without the RESTART the log would hold all 33 MB written.
+        let written = rows as u64 * 2 * 4120;
+        let limit = bound.bytes as u64 + (8 << 20);
+        eprintln!("log at most {largest} bytes of {written} written, cut back {cut_back} times");
+        assert!(cut_back >= 3, "the log was cut back {cut_back} times");
+        assert!(largest <= limit, "the log grew to {largest} bytes, past {limit}");
+    }
+}
