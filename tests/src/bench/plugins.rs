@@ -55,6 +55,12 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     .await?;
     eprintln!("plugins: p99 of {LATENCY_CALLS} single calls");
     let (p50_us, p99_us) = latency(&one).await?;
+    // Both sides poll their pipe briefly before blocking: once idle, neither may keep a core busy.
+    let workers = worker_pids();
+    let idle_before = cpu_time(&workers);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_cpu_us = cpu_time(&workers).saturating_sub(idle_before).as_micros();
+    eprintln!("  idle: {idle_cpu_us} µs of CPU in 1 s (host and worker)");
     eprintln!("plugins: cold load of a 50 KB script");
     let (compile_ms, first_call_ms) = cold_load(&one).await?;
     drop(one);
@@ -72,6 +78,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
         "cold_load_ms": compile_ms + first_call_ms,
         "runtime_mem_bytes": stats.heap_bytes / stats.runtimes.max(1) as i64,
         "p50_us": p50_us,
+        "idle_cpu_us_per_s": idle_cpu_us,
         "cold_compile_ms": compile_ms,
         "cold_first_call_ms": first_call_ms,
         "naive_json_parse_k8s_deployment_calls_per_s_1core": naive_1.per_s.round(),
