@@ -8,6 +8,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 /// Runs `connections` clients for `duration`. `paths(client)` gives each client its own
@@ -28,11 +29,7 @@ where
         let mut next_path = paths(client);
         let authorization = authorization.map(str::to_owned);
         clients.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(connection);
+            let mut sender = connect(addr).await?;
             let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
             while Instant::now() < deadline {
                 let mut request = Request::get(next_path()).header("host", "bench");
@@ -54,4 +51,19 @@ where
         merged.add(client.await.context("load client")??)?;
     }
     Ok(merged)
+}
+
+/// A keep-alive HTTP/1.1 connection to `addr`, Nagle's algorithm off (a request is one
+/// small write that must not wait for the previous answer's ACK); its driver runs as a task.
+pub async fn connect<B>(addr: SocketAddr) -> anyhow::Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
