@@ -302,8 +302,9 @@ impl PluginHost {
         let pieces: Mutex<Vec<Vec<(usize, Option<Remember>)>>> = Mutex::new(Vec::new());
         let sent = AtomicUsize::new(0);
         let mut inputs = inputs.into_iter().enumerate();
+        let mut piece_bytes = piece_size * 512;
         let make = || {
-            let mut calls = CallList::with_capacity(piece_size * 512);
+            let mut calls = CallList::with_capacity(piece_bytes);
             let mut piece = Vec::with_capacity(piece_size);
             while piece.len() < piece_size {
                 let Some((index, input)) = inputs.next() else { break };
@@ -315,6 +316,8 @@ impl PluginHost {
             if piece.is_empty() {
                 return None;
             }
+            // The next piece is likely as large: one allocation instead of doublings.
+            piece_bytes = piece_bytes.max(calls.as_bytes().len() + calls.as_bytes().len() / 8);
             sent.fetch_add(piece.len(), Ordering::Relaxed);
             lock(&pieces).push(piece);
             Some(calls)

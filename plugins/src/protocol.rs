@@ -16,6 +16,12 @@ use crate::error::ScriptLocation;
 use crate::triple::{PluginTriple, ScriptKind};
 use crate::wire::Reader;
 
+/// A batch of at most this many calls is a caller waiting for its answer within
+/// microseconds: the host polls for the answer and the worker for the next request briefly
+/// before either blocks (a process wake-up costs more than the call). After larger batches
+/// neither polls: the next piece is queued already or the host is busy making it.
+pub const SHORT_BATCH_CALLS: usize = 4;
+
 /// Largest frame either side accepts; a bigger one means a broken peer.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024 * 1024;
 

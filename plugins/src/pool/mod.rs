@@ -19,8 +19,8 @@ use tokio::sync::Semaphore;
 use crate::config::HostConfig;
 use crate::error::{Error, ScriptLocation};
 use crate::protocol::{
-    CallList, CallResult, FailureKind, Request, Response, RunBatch, ScriptFailure, WorkerLimits, WorkerStats,
-    encode_run,
+    CallList, CallResult, FailureKind, Request, Response, RunBatch, SHORT_BATCH_CALLS, ScriptFailure,
+    WorkerLimits, WorkerStats, encode_run,
 };
 use crate::triple::{PluginTriple, ScriptKind};
 pub(crate) use pipeline::lock;
@@ -28,11 +28,10 @@ use process::{RecvError, WorkerProcess};
 
 /// How often a worker reports progress inside a batch.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(5);
-/// How long a caller polls for the answer to a batch of at most [`SPIN_CALLS`] calls before
+/// How long a caller polls for the answer to a short batch ([`SHORT_BATCH_CALLS`]) before
 /// it parks its thread: such an answer comes within tens of microseconds, less than the
 /// wake-up a parked thread costs on a busy machine.
 const ANSWER_SPIN: Duration = Duration::from_micros(60);
-const SPIN_CALLS: usize = 4;
 /// Compiling evaluates top-level code, bounded by the call timeout; parsing a large module
 /// takes longer than a call, so compile requests get this much on top.
 const COMPILE_SLACK: Duration = Duration::from_secs(2);
@@ -305,5 +304,5 @@ fn worker_binary(config: &HostConfig) -> Result<PathBuf, Error> {
 
 /// How long to poll for the answer to `calls` calls before parking.
 fn answer_spin(calls: usize) -> Duration {
-    if calls <= SPIN_CALLS { ANSWER_SPIN } else { Duration::ZERO }
+    if calls <= SHORT_BATCH_CALLS { ANSWER_SPIN } else { Duration::ZERO }
 }

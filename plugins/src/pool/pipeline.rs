@@ -69,95 +69,83 @@ impl Pool {
         P: FnMut() -> Option<CallList>,
         D: FnMut(usize, Vec<CallOutcome>),
     {
-        let source = Source { make: Mutex::new((make, 0)), returned: Mutex::new(VecDeque::new()) };
-        let done = Mutex::new(done);
         let header = serde_json::to_vec(&job.request(CallList::default(), false))
             .map_err(|e| Error::Worker(format!("batch header: {e}")))?;
-        let lanes = (0..lanes.max(1)).map(|_| self.lane(job, &header, &source, &done));
-        for lane in futures::future::join_all(lanes).await {
+        let run = Run {
+            pool: self,
+            job,
+            header,
+            source: Source { make: Mutex::new((make, 0)), returned: Mutex::new(VecDeque::new()) },
+            done: Mutex::new(done),
+        };
+        for lane in futures::future::join_all((0..lanes.max(1)).map(|_| run.lane())).await {
             lane?;
         }
         Ok(())
     }
+}
 
+/// One batch being run: what its lanes share.
+struct Run<'a, P, D> {
+    pool: &'a Pool,
+    job: &'a Job<'a>,
+    /// The batch frame's header, the same for every piece sent without code.
+    header: Vec<u8>,
+    source: Source<P>,
+    done: Mutex<D>,
+}
+
+impl<P, D> Run<'_, P, D>
+where
+    P: FnMut() -> Option<CallList>,
+    D: FnMut(usize, Vec<CallOutcome>),
+{
     /// One worker's share of a batch: pieces until there are no more, on a fresh worker
     /// after each loss.
-    async fn lane<P, D>(
-        &self,
-        job: &Job<'_>,
-        header: &[u8],
-        source: &Source<P>,
-        done: &Mutex<D>,
-    ) -> Result<(), Error>
-    where
-        P: FnMut() -> Option<CallList>,
-        D: FnMut(usize, Vec<CallOutcome>),
-    {
-        let Some(mut first) = source.take() else { return Ok(()) };
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+    async fn lane(&self) -> Result<(), Error> {
+        let Some(mut first) = self.source.take() else { return Ok(()) };
+        let _permit = self.pool.permits.acquire().await.expect("the semaphore is never closed");
         loop {
-            let mut worker = self.checkout().await?;
-            let outcome = self.pipeline(&mut worker, job, header, first, source, done).await;
+            let mut worker = self.pool.checkout().await?;
+            let outcome = self.pipeline(&mut worker, first).await;
             if let Err(stop) = outcome {
-                self.recover(worker, job, stop, source, done).await?;
+                self.recover(worker, stop).await?;
             } else {
-                self.checkin(worker);
+                self.pool.checkin(worker);
             }
             // Pieces given back after this lane's writer stopped are still to run.
-            let Some(next) = source.take() else { return Ok(()) };
+            let Some(next) = self.source.take() else { return Ok(()) };
             first = next;
         }
     }
 
     /// After a worker loss: the calls it did not answer of the piece it was on run one
     /// report each (so a second loss names its call), the pieces behind go back.
-    async fn recover<P, D>(
-        &self,
-        mut worker: WorkerProcess,
-        job: &Job<'_>,
-        stop: Interrupted,
-        source: &Source<P>,
-        done: &Mutex<D>,
-    ) -> Result<(), Error>
-    where
-        P: FnMut() -> Option<CallList>,
-        D: FnMut(usize, Vec<CallOutcome>),
-    {
+    async fn recover(&self, mut worker: WorkerProcess, stop: Interrupted) -> Result<(), Error> {
         let error = worker.explain(stop.lost).await;
         worker.kill().await;
         metrics::counter!("slipway_plugin_workers_replaced_total").increment(1);
         let mut in_flight = stop.in_flight;
         let (index, mut calls) = in_flight.pop_front().expect("a lost pipeline has a piece in flight");
-        in_flight.into_iter().for_each(|piece| source.give_back(piece));
+        in_flight.into_iter().for_each(|piece| self.source.give_back(piece));
         let mut results = stop.answered;
         calls.drain_front(results.len());
         if calls.len() == 1 {
-            let error = self.loss_error(job, error);
-            tracing::warn!(triple = %job.triple, function = job.function, %error, "plugin worker replaced");
+            let error = self.pool.loss_error(self.job, error);
+            tracing::warn!(triple = %self.job.triple, function = self.job.function, %error, "plugin worker replaced");
             results.push(Err(error));
         } else {
             // Which of the unanswered calls brought the worker down is not known yet.
-            results.extend(self.run_careful(job, calls).await?);
+            results.extend(self.pool.run_careful(self.job, calls).await?);
         }
-        (lock(done))(index, results);
+        (lock(&self.done))(index, results);
         Ok(())
     }
 
     /// Keeps up to [`PIECES_IN_FLIGHT`] pieces sent to `worker` and reads their answers,
     /// until `source` is empty and every piece is answered.
-    async fn pipeline<P, D>(
-        &self,
-        worker: &mut WorkerProcess,
-        job: &Job<'_>,
-        header: &[u8],
-        first: Piece,
-        source: &Source<P>,
-        done: &Mutex<D>,
-    ) -> Result<(), Interrupted>
-    where
-        P: FnMut() -> Option<CallList>,
-        D: FnMut(usize, Vec<CallOutcome>),
-    {
+    async fn pipeline(&self, worker: &mut WorkerProcess, first: Piece) -> Result<(), Interrupted> {
+        let (pool, job, source, done) = (self.pool, self.job, &self.source, &self.done);
         let has_code = AtomicBool::new(worker.sent_code.contains(job.code_hash));
         let in_flight: Mutex<VecDeque<Piece>> = Mutex::new(VecDeque::new());
         let writer_done = AtomicBool::new(false);
@@ -171,7 +159,7 @@ impl Pool {
                 }
                 let Some((index, calls)) = next.take().or_else(|| source.take()) else { break };
                 let (frame, calls) = if has_code.load(Ordering::Relaxed) {
-                    (encode_run_parts(header, &calls), calls)
+                    (encode_run_parts(&self.header, &calls), calls)
                 } else {
                     job.frame_with_code(calls, false)
                 };
@@ -197,7 +185,7 @@ impl Pool {
                     sent.notified().await;
                     continue;
                 };
-                let response = answers.recv(self.stall_deadline, answer_spin(expected)).await;
+                let response = answers.recv(pool.stall_deadline, answer_spin(expected)).await;
                 let broken = |message: String| Lost::Broken(io::Error::other(message));
                 match response.map_err(|lost| (lost, std::mem::take(&mut answered)))? {
                     Response::NeedCode => {
@@ -208,9 +196,9 @@ impl Pool {
                         has_code.store(false, Ordering::Relaxed);
                         room.notify_one();
                     }
-                    Response::Progress { results } => self.collect(job, results, &mut answered),
+                    Response::Progress { results } => pool.collect(job, results, &mut answered),
                     Response::Done { results } => {
-                        self.collect(job, results, &mut answered);
+                        pool.collect(job, results, &mut answered);
                         if answered.len() != expected {
                             let message = format!("answered {} of {expected} calls", answered.len());
                             return Err((broken(message), answered));

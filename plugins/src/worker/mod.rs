@@ -20,8 +20,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
-    CallResult, FailureKind, Request, Response, RunBatch, WorkerLimits, WorkerStats, decode_json,
-    decode_request, read_frame, write_response,
+    CallResult, FailureKind, Request, Response, RunBatch, SHORT_BATCH_CALLS, WorkerLimits, WorkerStats,
+    decode_json, decode_request, read_frame, write_response,
 };
 use crate::triple::PluginTriple;
 use sandbox::ScriptRuntime;
@@ -64,8 +64,11 @@ pub fn main() -> io::Result<()> {
         return Ok(());
     }
     let mut worker = Worker::new(decode_json::<WorkerLimits>(&frame)?);
-    while next_frame(&mut input, &mut frame)?.is_some() {
-        match decode_request(&frame)? {
+    let mut next_soon = true;
+    while next_frame(&mut input, &mut frame, next_soon)?.is_some() {
+        let request = decode_request(&frame)?;
+        next_soon = matches!(&request, Request::Run(batch) if batch.calls.len() <= SHORT_BATCH_CALLS);
+        match request {
             Request::Compile { kind, file, source } => {
                 let response = match ScriptRuntime::compile(&worker.limits, kind, &file, &source) {
                     Ok(compiled) => Response::Compiled {
@@ -91,14 +94,19 @@ pub fn main() -> io::Result<()> {
     Ok(())
 }
 
-/// How long a worker polls its input for the next request before it blocks: a caller
-/// that sends one call after another then finds the worker awake instead of paying a
-/// process wake-up per call, and an idle worker costs this much CPU once, not more.
+/// How long a worker polls its input for the next request after a short batch before it
+/// blocks: a caller that sends one call after another then finds the worker awake instead
+/// of paying a process wake-up per call, and an idle worker costs this much CPU once.
 const INPUT_SPIN: Duration = Duration::from_micros(100);
 
-/// Reads the next request, polling briefly for it first when none is buffered.
-fn next_frame(input: &mut BufReader<io::StdinLock<'_>>, frame: &mut Vec<u8>) -> io::Result<Option<()>> {
-    if input.buffer().is_empty() {
+/// Reads the next request, polling briefly for it first when none is buffered and one is
+/// expected soon.
+fn next_frame(
+    input: &mut BufReader<io::StdinLock<'_>>,
+    frame: &mut Vec<u8>,
+    soon: bool,
+) -> io::Result<Option<()>> {
+    if soon && input.buffer().is_empty() {
         let until = Instant::now() + INPUT_SPIN;
         let mut stdin = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd that outlives the call; a zero timeout makes poll only report.
