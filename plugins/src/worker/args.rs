@@ -1,5 +1,7 @@
 //! Builds a call's arguments from the [`crate::wire`] form into engine objects with the
 //! engine's own calls: no JSON text to tokenise (its parser was the largest cost of a call).
+//! This is the way for small arguments, which scripts read almost whole; large ones reach
+//! the script as lazy objects ([`super::lazy`]).
 //!
 //! A call's objects are freed when it ends, and with the last object of a shape the engine
 //! frees that shape (the hidden class listing an object's keys) and the keys' atoms. Built
@@ -336,8 +338,6 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::super::sandbox::ScriptRuntime;
-    use crate::protocol::WorkerLimits;
-    use crate::triple::{PluginTriple, ScriptKind};
     use crate::wire;
 
     /// Reports what each call received, then vandalises its arguments: adds and deletes
@@ -345,24 +345,12 @@ mod tests {
     /// shapes the table holds.
     const PROBE: &str = "export function check(i, o) {\n  const seen = { keys: Object.keys(o), inner: o.b ? Object.keys(o.b) : null, frozen: o.b ? Object.isFrozen(o.b) : null, extra: o.extra === undefined, proto: Object.getPrototypeOf(o) === Object.prototype, a: o.a };\n  o.extra = 1; delete o.a; if (o.b) { o.b.c2 = 3; Object.freeze(o.b); } Object.setPrototypeOf(o, { a: 'from a prototype' });\n  return { status: 'healthy', reason: '', details: seen };\n}\n";
 
-    fn limits() -> WorkerLimits {
-        WorkerLimits {
-            call_timeout_ms: 5000,
-            memory_limit_bytes: 32 << 20,
-            stack_limit_bytes: 512 << 10,
-            runtimes: 1,
-            progress_interval_ms: 5,
-        }
-    }
-
     fn runtime(name: &str) -> ScriptRuntime {
         runtime_of(name, PROBE)
     }
 
     fn runtime_of(name: &str, source: &str) -> ScriptRuntime {
-        let compiled = ScriptRuntime::compile(&limits(), ScriptKind::Status, "t.js", source).ok().unwrap();
-        let triple = PluginTriple::new(ScriptKind::Status, name, 1);
-        ScriptRuntime::load(&limits(), &triple, "t.js", &compiled.bytecode).ok().unwrap()
+        ScriptRuntime::for_test(name, source, 32 << 20, false)
     }
 
     fn seen(runtime: &ScriptRuntime, observation: Value) -> Value {

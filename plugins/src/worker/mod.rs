@@ -13,6 +13,7 @@
 mod args;
 mod convert;
 mod host_ctx;
+mod lazy;
 mod sandbox;
 
 use std::collections::HashMap;
