@@ -30,6 +30,7 @@ pub mod shard;
 mod store;
 pub mod table;
 mod validate;
+mod view_json;
 pub mod wheel;
 
 pub use error::{Error, Problem};

@@ -339,24 +339,22 @@ impl StatusService {
         })
     }
 
-    /// The current state of each id, in request order, with the unknown ids apart, handed
+    /// The current state of each id, in request order (`None` for an unknown id), handed
     /// to `answer` under the scheduler's lock (the views borrow from the table): `answer`
-    /// should only serialise them.
+    /// should only write them out.
     pub fn batch_get<'i, R>(
         &self,
         ids: &[&'i str],
-        answer: impl FnOnce(Vec<InstanceView<'_>>, Vec<&'i str>) -> R,
+        answer: impl FnOnce(&mut dyn Iterator<Item = (&'i str, Option<InstanceView<'_>>)>) -> R,
     ) -> R {
-        let mut found = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
         let s = self.inner.scheduler.lock();
-        for &id in ids {
-            match s.table.by_id(id) {
-                Some(i) => found.push(view(i)),
-                None => missing.push(id),
-            }
-        }
-        answer(found, missing)
+        // Every id is looked up first, in a loop short enough that the processor overlaps
+        // the cache misses of many lookups (10,000 random ids miss on every one); writing
+        // the views in the same loop made each lookup wait for the previous view.
+        let found: Vec<Option<u32>> = ids.iter().map(|id| s.table.index_of(id)).collect();
+        answer(
+            &mut ids.iter().zip(found).map(|(&id, index)| (id, index.and_then(|i| s.table.get(i)).map(view))),
+        )
     }
 
     /// App instances of `app`, optionally only those whose aggregated status is `status`,

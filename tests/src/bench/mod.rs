@@ -20,6 +20,7 @@ pub const NAMES: &[&str] =
     &["api", "builder", "cluster", "dashboard", "plugins", "registry", "status", "trigger"];
 
 pub use plugins::{FixedCheck, run_fixed as run_plugins_fixed};
+pub use status::{Phase as StatusPhase, run_phase as run_status_phase};
 
 pub async fn run(name: &str, quick: bool) -> anyhow::Result<Value> {
     match name {

@@ -2,7 +2,8 @@
 //! figures as one JSON object on the last stdout line.
 //!
 //! `slipway-bench plugins --fixed <http|k8s|http-floor|k8s-floor> <rounds> <batch>` runs a fixed number of
-//! status checks instead, for instruction counting under callgrind.
+//! status checks instead, for instruction counting under callgrind; `slipway-bench status
+//! --phase <burst|batchget>` runs one measurement of the status benchmark alone.
 
 use anyhow::Context;
 use clap::Parser;
@@ -21,6 +22,9 @@ struct Args {
     /// worker and no clock, for `valgrind --tool=callgrind --trace-children=yes`.
     #[arg(long, num_args = 3, value_names = ["CHECK", "ROUNDS", "BATCH"])]
     fixed: Option<Vec<String>>,
+    /// `status` only: run one measurement alone, after a shorter backoff.
+    #[arg(long, value_enum)]
+    phase: Option<bench::StatusPhase>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,7 +39,13 @@ fn main() -> anyhow::Result<()> {
             let batch = fixed[2].parse().context("--fixed BATCH")?;
             runtime.block_on(bench::run_plugins_fixed(check, rounds, batch))?
         }
-        None => runtime.block_on(bench::run(&args.name, args.quick))?,
+        None => match args.phase {
+            Some(phase) => {
+                anyhow::ensure!(args.name == "status", "--phase is an option of the status benchmark");
+                runtime.block_on(bench::run_status_phase(phase, args.quick))?
+            }
+            None => runtime.block_on(bench::run(&args.name, args.quick))?,
+        },
     };
     if let Some(object) = figures.as_object_mut() {
         object.insert("quick".into(), args.quick.into());
