@@ -66,15 +66,7 @@ mod tests {
     #[test]
     fn writes_what_serde_writes() {
         let reasons = ["HTTP 200 in 1 ms", "GET \"http://h/\": reset\nby peer\\", "tab\there \u{7f} é", ""];
-        let statuses = [
-            Health::Healthy,
-            Health::Suspended,
-            Health::Progressing,
-            Health::Missing,
-            Health::Degraded,
-            Health::Unknown,
-        ];
-        for (k, status) in statuses.into_iter().enumerate() {
+        for (k, status) in Health::ALL.into_iter().enumerate() {
             let v = view(reasons[k % reasons.len()], status, k % 2 == 0);
             let mut out = Vec::new();
             v.write_json(&mut out);

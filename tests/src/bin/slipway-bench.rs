@@ -3,7 +3,7 @@
 //!
 //! `slipway-bench plugins --fixed <http|k8s|http-floor|k8s-floor> <rounds> <batch>` runs a fixed number of
 //! status checks instead, for instruction counting under callgrind; `slipway-bench status
-//! --phase <burst|batchget>` runs one measurement of the status benchmark alone.
+//! --phase <burst|batchget|capacity>` runs one measurement of the status benchmark alone.
 
 use anyhow::Context;
 use clap::Parser;
