@@ -122,7 +122,11 @@ mod tests {
     fn a_call_list_keeps_its_calls_in_order_through_pops_and_drains() {
         let mut calls = CallList::default();
         for call in [&b"one"[..], b"", b"three", b"four"] {
-            assert_eq!(calls.push_with(|buf| Ok::<_, ()>(buf.extend_from_slice(call))).unwrap(), call);
+            let pushed = calls.push_with(|buf| {
+                buf.extend_from_slice(call);
+                Ok::<_, ()>(())
+            });
+            assert_eq!(pushed.unwrap(), call);
         }
         calls.pop();
         assert!(

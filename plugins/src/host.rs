@@ -298,8 +298,7 @@ impl PluginHost {
         let piece_size = self.piece_size(total);
         let out: Mutex<Vec<Option<Result<CheckVerdict, Error>>>> =
             Mutex::new((0..total).map(|_| None).collect());
-        // Per piece, the input each of its calls judges and what to remember of the verdict.
-        let pieces: Mutex<Vec<Vec<(usize, Option<Remember>)>>> = Mutex::new(Vec::new());
+        let pieces: Mutex<Vec<PieceInputs>> = Mutex::new(Vec::new());
         let sent = AtomicUsize::new(0);
         let mut inputs = inputs.into_iter().enumerate();
         let mut piece_bytes = piece_size * 512;
@@ -362,6 +361,9 @@ impl PluginHost {
 
 /// Calls per piece of a large batch.
 const PIECE_CALLS: usize = 64;
+
+/// Per call of a piece, the input it judges and what to remember of its verdict.
+type PieceInputs = Vec<(usize, Option<Remember>)>;
 
 /// What a check's verdict is remembered under.
 struct Remember {

@@ -329,7 +329,13 @@ mod tests {
         };
         let mut batch = batch;
         for call in [&[1u8, 2, 3][..], &[]] {
-            batch.calls.push_with(|buf| Ok::<_, ()>(buf.extend_from_slice(call))).unwrap();
+            batch
+                .calls
+                .push_with(|buf| {
+                    buf.extend_from_slice(call);
+                    Ok::<_, ()>(())
+                })
+                .unwrap();
         }
         let frame = encode_request(&Request::Run(batch)).unwrap();
         let Request::Run(back) = decode_request(&frame[4..]).unwrap() else { panic!("not a batch") };
