@@ -25,9 +25,11 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let mut connections = load.connect(server.addr).await?;
     eprintln!("trigger: {CLIENTS} clients for {window:?}, unique deliveries, closed loop");
     let (cpu_before, client_before) = (cpu_ticks(), load.cpu_ticks());
+    let stalls_before = Stalls::scrape(&server).await?;
     let closed = load.flood(&mut connections, &target, 0, window, Pace::Closed).await?;
     let cpu_ticks_used = cpu_ticks() - cpu_before;
     let client_ticks_used = load.cpu_ticks() - client_before;
+    let stalls_after_closed = Stalls::scrape(&server).await?;
     anyhow::ensure!(closed.limited == 0, "no delivery should be limited in the throughput phase");
     let accepted_per_s = closed.accepted as f64 / window.as_secs_f64();
     let queued: Value =
@@ -40,6 +42,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let pace = Pace::Open { per_s: OPEN_LOOP_PER_S };
     let open = load.flood(&mut connections, &target, 1, window, pace).await?;
     anyhow::ensure!(open.limited == 0, "no delivery should be limited in the open-loop phase");
+    let stalls_after_open = Stalls::scrape(&server).await?;
 
     // Limiter: a configured rate far below the offered load. A first flood drains the burst,
     // so what passes in the measured window after it is the rate the limiter holds.
@@ -75,6 +78,12 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
         "open_loop_accepted_per_s": (open.accepted as f64 / window.as_secs_f64()).round(),
         "p50_ms_at_5000_per_s": ms(&open.latencies, 0.50),
         "p99_ms_at_5000_per_s": ms(&open.latencies, 0.99),
+        // Where the tail comes from: log flushes past 10 ms and the log's restarts (the
+        // writer waits for each), in each phase.
+        "stalls": {
+            "closed_loop": stalls_after_closed.since(&stalls_before),
+            "open_loop": stalls_after_open.since(&stalls_after_closed),
+        },
         "limiter_rate_per_s": rate,
         "limiter_passed": limited.accepted,
         "limiter_expected": expected,
@@ -104,6 +113,44 @@ pub(super) fn thread_cpu_ticks(task: &str) -> u64 {
     // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     rest.split_whitespace().skip(11).take(2).filter_map(|n| n.parse::<u64>().ok()).sum()
+}
+
+/// The server's counters of what stalls deliveries, from `/metrics` (process-wide: every
+/// server of this process adds to them, so phases are told apart by differences).
+struct Stalls {
+    flushes: f64,
+    flushes_within_10ms: f64,
+    restarts: f64,
+    restart_seconds: f64,
+}
+
+impl Stalls {
+    async fn scrape(server: &TestServer) -> anyhow::Result<Stalls> {
+        let text = server.client().get(server.url("/metrics")).send().await?.text().await?;
+        let value = |series: &str| -> f64 {
+            let line = text.lines().find(|line| line.split_whitespace().next() == Some(series));
+            line.and_then(|line| line.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0)
+        };
+        Ok(Stalls {
+            flushes: value("slipway_trigger_wal_flush_seconds_count"),
+            flushes_within_10ms: value("slipway_trigger_wal_flush_seconds_bucket{le=\"0.01\"}"),
+            restarts: value("slipway_trigger_checkpoint_seconds_count{mode=\"RESTART\"}"),
+            restart_seconds: value("slipway_trigger_checkpoint_seconds_sum{mode=\"RESTART\"}"),
+        })
+    }
+
+    fn since(&self, before: &Stalls) -> Value {
+        let flushes = self.flushes - before.flushes;
+        let slow = flushes - (self.flushes_within_10ms - before.flushes_within_10ms);
+        let restarts = self.restarts - before.restarts;
+        let restart_ms = (self.restart_seconds - before.restart_seconds) * 1000.0;
+        json!({
+            "log_flushes": flushes,
+            "log_flushes_over_10ms": slow,
+            "log_restarts": restarts,
+            "restart_ms_mean": if restarts > 0.0 { (restart_ms / restarts * 10.0).round() / 10.0 } else { 0.0 },
+        })
+    }
 }
 
 async fn start(per_trigger_per_s: u32) -> TestServer {
