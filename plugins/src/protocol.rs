@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn batches_and_results_survive_their_frames() {
-        let batch = RunBatch {
+        let mut batch = RunBatch {
             triple: PluginTriple::new(ScriptKind::Status, "http", 3),
             file: "builtin/status/http.js".into(),
             code_hash: "abc".into(),
@@ -327,7 +327,6 @@ mod tests {
             report_each: true,
             calls: CallList::default(),
         };
-        let mut batch = batch;
         for call in [&[1u8, 2, 3][..], &[]] {
             batch
                 .calls

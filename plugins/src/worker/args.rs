@@ -319,9 +319,9 @@ fn checked(value: qjs::JSValue) -> Result<qjs::JSValue, FromWire> {
 }
 
 /// Values being built, freed if building stops half-way.
-struct Owned {
-    ctx: *mut qjs::JSContext,
-    values: Vec<qjs::JSValue>,
+pub(super) struct Owned {
+    pub(super) ctx: *mut qjs::JSContext,
+    pub(super) values: Vec<qjs::JSValue>,
 }
 
 impl Drop for Owned {

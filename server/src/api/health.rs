@@ -69,10 +69,11 @@ async fn batch_get(State(state): State<AppState>, body: Bytes) -> Result<Respons
     let mut not_found = Vec::new();
     out.extend_from_slice(b"{\"instances\":[");
     state.status.batch_get(&ids, |views| {
+        let mut first = true;
         for (id, view) in views {
             match view {
                 Some(view) => {
-                    if out.last() == Some(&b'}') {
+                    if !std::mem::take(&mut first) {
                         out.push(b',');
                     }
                     view.write_json(&mut out);

@@ -15,9 +15,8 @@
 //! rarely get it: the writer and the RESTART take turns through `turn` instead, and the
 //! writer waits out the RESTART (a short stall every few seconds of a flood).
 
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::AnyConnection;
 use tokio::sync::{Mutex, MutexGuard, mpsc};

@@ -32,7 +32,7 @@ use std::ffi::c_int;
 
 use rquickjs::qjs;
 
-use super::args::FromWire;
+use super::args::{FromWire, Owned};
 use crate::wire::{self, WireError};
 pub use atoms::Atoms;
 pub use piece::End;
@@ -114,28 +114,13 @@ pub fn arguments(
         unsafe { qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx)) };
         return Err(FromWire::Engine(rquickjs::Error::Allocation));
     }
-    let mut args = Built { ctx, values: Vec::with_capacity(ends[0].count as usize) };
+    let mut args = Owned { ctx, values: Vec::with_capacity(ends[0].count as usize) };
     // SAFETY: the piece is alive (this function holds a reference) and was scanned.
     let built = unsafe { items(ctx, class, piece, 1, 0, &mut args) };
     // SAFETY: gives back the reference `Piece::new` made; the objects hold their own.
     unsafe { Piece::release(qjs::JS_GetRuntime(ctx), piece) };
     built.map_err(|Thrown| FromWire::Engine(rquickjs::Error::Exception))?;
     Ok(std::mem::take(&mut args.values))
-}
-
-/// Values being built, freed if building stops half-way.
-struct Built {
-    ctx: *mut qjs::JSContext,
-    values: Vec<qjs::JSValue>,
-}
-
-impl Drop for Built {
-    fn drop(&mut self) {
-        for value in self.values.drain(..) {
-            // SAFETY: each value is owned here and released once.
-            unsafe { qjs::JS_FreeValue(self.ctx, value) };
-        }
-    }
 }
 
 /// Builds the items of the array whose first item is at `body` (container `ordinal`).
@@ -148,7 +133,7 @@ unsafe fn items(
     piece: *mut Piece,
     body: u32,
     ordinal: u32,
-    out: &mut Built,
+    out: &mut Owned,
 ) -> Result<(), Thrown> {
     let mut at = body;
     let mut next_container = ordinal + 1;
@@ -217,7 +202,7 @@ unsafe fn build(
         wire::OBJECT => unsafe { new_object(ctx, class, piece, at + 1, ordinal)? },
         wire::ARRAY => {
             let count = unsafe { (*piece).end(ordinal).count };
-            let mut built = Built { ctx, values: Vec::with_capacity(count as usize) };
+            let mut built = Owned { ctx, values: Vec::with_capacity(count as usize) };
             unsafe { items(ctx, class, piece, at + 1, ordinal, &mut built)? };
             let values = std::mem::take(&mut built.values);
             // SAFETY: the array takes over the items' references, also when it fails.
