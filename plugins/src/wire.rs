@@ -96,6 +96,7 @@ pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Reads the fixed-size and length-prefixed parts of the format.
+#[derive(Clone)]
 pub struct Reader<'a> {
     bytes: &'a [u8],
 }

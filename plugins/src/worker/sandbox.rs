@@ -14,7 +14,7 @@ use rquickjs::function::Args;
 use rquickjs::module::{Evaluated, WriteOptions};
 use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Value};
 
-use super::args::{self, FromWire, KeyTable};
+use super::args::{self, FromWire, Kept, KeyTable, Layout};
 use super::convert::{self, Unconvertible, WireBytes};
 use super::host_ctx;
 use super::lazy;
@@ -63,10 +63,12 @@ struct Clock {
 }
 
 /// A loaded module in its own runtime. Field order matters: persistent values are dropped
-/// before the context, and the context before the runtime (the key table is given back
-/// before any of them, in `drop`).
+/// before the context, and the context before the runtime (the kept arguments and the key
+/// table are given back before any of them, in `drop`).
 pub struct ScriptRuntime {
     keys: RefCell<KeyTable>,
+    /// The last call's argument objects, for the next call to refill.
+    kept: RefCell<Kept>,
     /// The class of lazy argument objects in this runtime, and scratch space for reading
     /// a call's arguments.
     lazy_class: rquickjs::qjs::JSClassID,
@@ -166,8 +168,10 @@ impl ScriptRuntime {
         bytecode: &[u8],
     ) -> Result<Self, ScriptFailure> {
         let timeout = Duration::from_millis(limits.call_timeout_ms);
-        let (namespace, host_ctx, lazy_class) = context.with(|ctx| {
+        let (namespace, host_ctx, lazy_class, layout) = context.with(|ctx| {
             let fail = |e| failure(&ctx, e, &clock, file, limits.memory_limit_bytes, None);
+            // Before any script runs, so the probe meets the engine's own builtins.
+            let layout = Layout::probe(ctx.as_raw().as_ptr());
             ctx.eval::<(), _>(PRELUDE).map_err(fail)?;
             let lazy_class = lazy::register(ctx.as_raw().as_ptr()).map_err(fail)?;
             let host_ctx = host_ctx::build(&ctx, triple, logs.clone()).map_err(fail)?;
@@ -187,10 +191,12 @@ impl ScriptRuntime {
                 Persistent::save(&ctx, namespace),
                 Persistent::save(&ctx, host_ctx),
                 lazy_class,
+                layout,
             ))
         })?;
         Ok(Self {
             keys: RefCell::new(KeyTable::default()),
+            kept: RefCell::new(Kept::new(layout)),
             lazy_class,
             lazy_from_bytes: LAZY_FROM_BYTES,
             ends: RefCell::new(Vec::new()),
@@ -226,7 +232,7 @@ impl ScriptRuntime {
                 });
             };
             let args = if args.len() < self.lazy_from_bytes {
-                args::from_wire_args(&ctx, &mut self.keys.borrow_mut(), args)
+                args::from_wire_args(&ctx, &mut self.keys.borrow_mut(), &mut self.kept.borrow_mut(), args)
             } else {
                 lazy::arguments(
                     ctx.as_raw().as_ptr(),
@@ -308,6 +314,7 @@ impl ScriptRuntime {
 impl Drop for ScriptRuntime {
     fn drop(&mut self) {
         self.context.with(|ctx| {
+            self.kept.get_mut().release(ctx.as_raw().as_ptr());
             self.keys.get_mut().release(&ctx);
             // SAFETY: made by `assemble` and freed once, here; no call runs any more, so no
             // hook reads it (objects a script kept are only finalised from now on).
@@ -486,6 +493,11 @@ impl ScriptRuntime {
         let mut runtime = ScriptRuntime::load(&limits, &triple, "t.js", &compiled.bytecode).ok().unwrap();
         runtime.lazy_from_bytes = if lazy { 0 } else { usize::MAX };
         runtime
+    }
+
+    /// The addresses of the argument objects the next call may refill.
+    pub fn kept_objects(&self) -> Vec<usize> {
+        self.kept.borrow().objects()
     }
 }
 
