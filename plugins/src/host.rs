@@ -13,7 +13,7 @@ use sqlx::AnyPool;
 
 use crate::config::HostConfig;
 use crate::error::Error;
-use crate::memo::{Fingerprint, Fingerprinter, Memo, Miss};
+use crate::memo::{Fingerprint, Fingerprinter, InstanceKey, Memo};
 use crate::model::{CallOutput, CheckInput, CheckVerdict, PackageInfo, ScriptRevisions};
 use crate::package::{self, ParsedPackage};
 use crate::pool::{CallOutcome, Job, Pool, lock};
@@ -290,7 +290,8 @@ impl PluginHost {
         name: &str,
         inputs: Vec<CheckInput>,
     ) -> Result<Vec<Result<CheckVerdict, Error>>, Error> {
-        let triple = self.resolve(ScriptKind::Status, name, None)?;
+        // One triple for the batch, shared by its verdicts and the memo's.
+        let triple = Arc::new(self.resolve(ScriptKind::Status, name, None)?);
         let code = self.code(&triple).await?;
         let fingerprinter = self.inner.memo.fingerprinter(&triple);
         let memo = &self.inner.memo;
@@ -326,9 +327,9 @@ impl PluginHost {
             let mut out = lock(&out);
             for ((index, remember), result) in piece.into_iter().zip(results) {
                 out[index] = Some(result.and_then(|bytes| {
-                    let (verdict, details) = verdict::from_wire(&triple, &bytes)?;
-                    if let Some(Remember { instance_id, miss, fingerprint }) = remember {
-                        memo.remember(&instance_id, miss, fingerprint, &verdict, &details);
+                    let verdict = verdict::from_wire(&triple, &bytes)?;
+                    if let Some(Remember { instance, fingerprint }) = remember {
+                        memo.remember(instance, fingerprint, &verdict);
                     }
                     Ok(verdict)
                 }));
@@ -367,8 +368,7 @@ type PieceInputs = Vec<(usize, Option<Remember>)>;
 
 /// What a check's verdict is remembered under.
 struct Remember {
-    instance_id: String,
-    miss: Miss,
+    instance: InstanceKey,
     fingerprint: Fingerprint,
 }
 
@@ -382,7 +382,7 @@ enum Encoded {
 fn encode_check(
     memo: &Memo,
     fingerprinter: &Fingerprinter,
-    triple: &PluginTriple,
+    triple: &Arc<PluginTriple>,
     input: CheckInput,
     calls: &mut CallList,
 ) -> Encoded {
@@ -404,12 +404,13 @@ fn encode_check(
     }
     // The arguments as sent are the fingerprint's input: the values are walked once.
     let fingerprint = fingerprinter.fingerprint(args);
-    match memo.get(&input.instance_id, triple, fingerprint) {
-        Ok(verdict) => {
+    let instance = memo.instance_key(&input.instance_id);
+    match memo.get(instance, fingerprint, triple) {
+        Some(verdict) => {
             calls.pop();
             Encoded::Answered(Ok(verdict))
         }
-        Err(miss) => Encoded::Call(Some(Remember { instance_id: input.instance_id, miss, fingerprint })),
+        None => Encoded::Call(Some(Remember { instance, fingerprint })),
     }
 }
 

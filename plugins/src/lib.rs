@@ -47,7 +47,7 @@ pub use config::HostConfig;
 pub use error::{Error, ScriptLocation};
 pub use host::PluginHost;
 pub use model::{
-    CallOutput, CheckInput, CheckVerdict, PackageInfo, RevisionInfo, ScriptInfo, ScriptRevisions,
+    CallOutput, CheckInput, CheckVerdict, Details, PackageInfo, RevisionInfo, ScriptInfo, ScriptRevisions,
 };
 pub use package::{builtin_package, pack as pack_package};
 pub use protocol::WorkerStats;

@@ -14,44 +14,74 @@
 //! therefore never outlive the process either. SipHash-1-3 over the encoded arguments costs
 //! about a third of the instructions SHA-256 did in software, and runs the same everywhere
 //! (SHA-256 is fast only where the CPU has SHA extensions).
+//!
+//! The verdicts are kept per instance in a fixed number of shards, each a hash table
+//! behind its own lock: one lookup and one write per check, no access bookkeeping. A moka
+//! cache did the same job at several times the cost of the rest of the host's side of a
+//! small check (its read recording, clock reads and housekeeping), for an eviction policy
+//! the memo does not need: it holds one entry per watched instance, and its capacity is
+//! set above the fleet's size; past it, an arbitrary entry of the shard makes room, and
+//! that instance's next check runs its script.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use crate::model::CheckVerdict;
+use crate::model::{CheckVerdict, Details};
 use crate::triple::{HealthStatus, PluginTriple};
-use crate::wire;
 
 /// A check's fingerprint: its script revision and arguments, hashed with the memo's key.
 pub type Fingerprint = u128;
 
+/// Which instance a verdict belongs to: its id hashed once per check. Two ids sharing a
+/// key share a slot, never a verdict of other arguments: the fingerprint covers those.
+pub type InstanceKey = u64;
+
+/// Shards of the memo: enough that callers judging batches at once rarely meet on a lock.
+const SHARDS: usize = 64;
+
 /// One remembered verdict, kept small because the status scaler keeps one per watched
-/// instance (100,000 and more): the details stay in the wire form the worker sent instead
-/// of a `Value` tree (which costs a map node of several hundred bytes even for two fields)
-/// and are decoded again only on a hit.
+/// instance (100,000 and more); reason and details are the verdict's own, shared.
 struct Entry {
     fingerprint: Fingerprint,
     status: HealthStatus,
-    reason: Box<str>,
-    details: Box<[u8]>,
+    reason: Arc<str>,
+    details: Details,
 }
+
+/// The instance keys are hashes already: the tables use them as they are.
+#[derive(Default)]
+struct KeyAsHash(u64);
+
+impl Hasher for KeyAsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; anything else folds in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+}
+
+type Shard = hashbrown::HashMap<InstanceKey, Entry, BuildHasherDefault<KeyAsHash>>;
 
 pub struct Memo {
-    /// Keyed by a 64-bit hash of the instance id (the fingerprint covers the arguments,
-    /// the instance id among them, so two ids sharing a key never share a verdict). An
-    /// instance's entry is replaced in place when its observation changes: an insert into
-    /// the cache costs several times what the whole host side of a small check does.
-    last: moka::sync::Cache<u64, Slot>,
+    shards: Box<[Mutex<Shard>]>,
+    /// Entries one shard holds at most.
+    shard_capacity: usize,
+    /// Hashes instance ids (seeded per process, so ids cannot be chosen to pile up in one
+    /// shard).
+    ids: hashbrown::DefaultHashBuilder,
     key: (u64, u64),
 }
-
-/// An instance's place in the memo.
-type Slot = Arc<Mutex<Entry>>;
-
-/// A memo miss: the instance's slot, when it has one, for [`Memo::remember`] to refill.
-pub struct Miss(Option<Slot>);
 
 /// Fingerprints the calls of one script revision: the revision is hashed once per batch.
 #[derive(Clone)]
@@ -66,18 +96,25 @@ impl Fingerprinter {
 }
 
 impl Memo {
+    /// A memo of at most `capacity` verdicts (at least one per shard).
     pub fn new(capacity: u64) -> Self {
         let mut key = [0u8; 16];
         // Without the OS's randomness the key is still unique per process, only guessable.
         if getrandom::fill(&mut key).is_err() {
             tracing::warn!("no OS randomness for the memo key; using the process's hash seed");
             let seed = std::collections::hash_map::RandomState::new();
-            key[..8].copy_from_slice(&std::hash::BuildHasher::hash_one(&seed, 0u8).to_le_bytes());
-            key[8..].copy_from_slice(&std::hash::BuildHasher::hash_one(&seed, 1u8).to_le_bytes());
+            key[..8].copy_from_slice(&seed.hash_one(0u8).to_le_bytes());
+            key[8..].copy_from_slice(&seed.hash_one(1u8).to_le_bytes());
         }
         let half =
             |range: std::ops::Range<usize>| u64::from_le_bytes(key[range].try_into().expect("8 bytes"));
-        Self { last: moka::sync::Cache::new(capacity), key: (half(0..8), half(8..16)) }
+        let shard_capacity = usize::try_from(capacity).unwrap_or(usize::MAX).div_ceil(SHARDS).max(1);
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_capacity,
+            ids: hashbrown::DefaultHashBuilder::default(),
+            key: (half(0..8), half(8..16)),
+        }
     }
 
     pub fn fingerprinter(&self, triple: &PluginTriple) -> Fingerprinter {
@@ -87,92 +124,116 @@ impl Memo {
         Fingerprinter(hasher)
     }
 
+    pub fn instance_key(&self, instance_id: &str) -> InstanceKey {
+        self.ids.hash_one(instance_id)
+    }
+
     /// The remembered verdict when `fingerprint` is the instance's last one.
     pub fn get(
         &self,
-        instance_id: &str,
-        triple: &PluginTriple,
+        instance: InstanceKey,
         fingerprint: Fingerprint,
-    ) -> Result<CheckVerdict, Miss> {
-        let Some(slot) = self.last.get(&key(instance_id)) else { return Err(Miss(None)) };
-        let entry = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if entry.fingerprint != fingerprint {
-            drop(entry);
-            return Err(Miss(Some(slot)));
-        }
-        Ok(CheckVerdict {
+        triple: &Arc<PluginTriple>,
+    ) -> Option<CheckVerdict> {
+        let shard = self.shard(instance);
+        let entry = shard.get(&instance).filter(|entry| entry.fingerprint == fingerprint)?;
+        Some(CheckVerdict {
             status: entry.status,
-            reason: entry.reason.to_string(),
-            details: wire::decode(&entry.details).unwrap_or_default(),
+            reason: entry.reason.clone(),
+            details: entry.details.clone(),
             triple: triple.clone(),
         })
     }
 
-    /// Remembers a verdict whose details are `details` in the wire form, in the slot the
-    /// miss found or, for an instance not yet remembered, a new one.
-    pub fn remember(
-        &self,
-        instance_id: &str,
-        miss: Miss,
-        fingerprint: Fingerprint,
-        verdict: &CheckVerdict,
-        details: &[u8],
-    ) {
+    /// Remembers `verdict` as the instance's last, given under `fingerprint`.
+    pub fn remember(&self, instance: InstanceKey, fingerprint: Fingerprint, verdict: &CheckVerdict) {
         let entry = Entry {
             fingerprint,
             status: verdict.status,
-            reason: verdict.reason.as_str().into(),
-            details: details.into(),
+            reason: verdict.reason.clone(),
+            details: verdict.details.clone(),
         };
-        match miss.0 {
-            // Evicted meanwhile, the slot is dropped with this write; the next check misses.
-            Some(slot) => *slot.lock().unwrap_or_else(PoisonError::into_inner) = entry,
-            None => self.last.insert(key(instance_id), Arc::new(Mutex::new(entry))),
+        let mut shard = self.shard(instance);
+        if shard.len() >= self.shard_capacity && !shard.contains_key(&instance) {
+            // The table's first entry: where the seeded id hash happened to put it.
+            if let Some(&evicted) = shard.keys().next() {
+                shard.remove(&evicted);
+            }
         }
+        shard.insert(instance, entry);
     }
-}
 
-fn key(instance_id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    instance_id.hash(&mut h);
-    h.finish()
+    fn shard(&self, instance: InstanceKey) -> MutexGuard<'_, Shard> {
+        // Bits the tables do not use for their own placement (low bits, top seven).
+        let index = (instance >> 40) as usize % SHARDS;
+        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.lock().unwrap().len()).sum()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::triple::ScriptKind;
+
+    fn verdict(triple: &Arc<PluginTriple>, status: HealthStatus, reason: &str) -> CheckVerdict {
+        let details = json!({ "status": 200, "latency_ms": 3, "why": ["a", null] });
+        CheckVerdict {
+            status,
+            reason: reason.into(),
+            details: Details::from_value(&details).unwrap(),
+            triple: triple.clone(),
+        }
+    }
 
     #[test]
     fn same_arguments_and_revision_hit_anything_else_misses() {
         let memo = Memo::new(10);
-        let triple = PluginTriple::new(ScriptKind::Status, "http", 1);
-        let verdict = CheckVerdict {
-            status: HealthStatus::Healthy,
-            reason: "ok".into(),
-            details: serde_json::json!({ "status": 200, "latency_ms": 3, "why": ["a", null] }),
-            triple: triple.clone(),
-        };
-        let mut details = Vec::new();
-        wire::encode(&verdict.details, &mut details).unwrap();
+        let triple = Arc::new(PluginTriple::new(ScriptKind::Status, "http", 1));
+        let healthy = verdict(&triple, HealthStatus::Healthy, "ok");
         let fingerprinter = memo.fingerprinter(&triple);
         let (f1, f2) =
             (fingerprinter.fingerprint(b"observation 1"), fingerprinter.fingerprint(b"observation 2"));
         assert_ne!(f1, f2);
-        let miss = memo.get("i-1", &triple, f1).unwrap_err();
-        memo.remember("i-1", miss, f1, &verdict, &details);
-        assert_eq!(memo.get("i-1", &triple, f1).ok(), Some(verdict.clone()));
-        assert!(memo.get("i-2", &triple, f1).is_err());
-        // A changed observation refills the instance's slot: the old verdict is gone.
-        let miss = memo.get("i-1", &triple, f2).unwrap_err();
-        let changed =
-            CheckVerdict { status: HealthStatus::Degraded, reason: "down".into(), ..verdict.clone() };
-        memo.remember("i-1", miss, f2, &changed, &details);
-        assert_eq!(memo.get("i-1", &triple, f2).ok(), Some(changed));
-        assert!(memo.get("i-1", &triple, f1).is_err());
+        let (i1, i2) = (memo.instance_key("i-1"), memo.instance_key("i-2"));
+        assert_ne!(i1, i2);
+        assert_eq!(i1, memo.instance_key("i-1"));
+        assert!(memo.get(i1, f1, &triple).is_none());
+        memo.remember(i1, f1, &healthy);
+        assert_eq!(memo.get(i1, f1, &triple), Some(healthy.clone()));
+        assert!(memo.get(i2, f1, &triple).is_none());
+        // A changed observation replaces the instance's verdict: the old one is gone.
+        assert!(memo.get(i1, f2, &triple).is_none());
+        let degraded = verdict(&triple, HealthStatus::Degraded, "down");
+        memo.remember(i1, f2, &degraded);
+        assert_eq!(memo.get(i1, f2, &triple), Some(degraded));
+        assert!(memo.get(i1, f1, &triple).is_none());
+        assert_eq!(memo.len(), 1);
         let next = memo.fingerprinter(&PluginTriple::new(ScriptKind::Status, "http", 2));
         assert_ne!(next.fingerprint(b"observation 1"), f1);
         // Another process (another key) fingerprints the same arguments differently.
         assert_ne!(Memo::new(10).fingerprinter(&triple).fingerprint(b"observation 1"), f1);
+    }
+
+    #[test]
+    fn the_memo_stays_within_its_capacity_and_keeps_the_newest_verdict() {
+        let memo = Memo::new(SHARDS as u64 * 2);
+        let triple = Arc::new(PluginTriple::new(ScriptKind::Status, "http", 1));
+        let fingerprinter = memo.fingerprinter(&triple);
+        for i in 0..10_000 {
+            let instance = memo.instance_key(&format!("i-{i}"));
+            let fingerprint = fingerprinter.fingerprint(format!("observation {i}").as_bytes());
+            memo.remember(instance, fingerprint, &verdict(&triple, HealthStatus::Healthy, &i.to_string()));
+            let newest = memo.get(instance, fingerprint, &triple).expect("the verdict just remembered");
+            assert_eq!(&*newest.reason, i.to_string());
+        }
+        assert!(memo.len() <= SHARDS * 2, "{} entries", memo.len());
+        assert!(memo.len() >= SHARDS, "{} entries: shards left empty", memo.len());
     }
 }

@@ -1,9 +1,13 @@
 //! The values the host's public API takes and returns.
 
+use std::fmt;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::triple::{HealthStatus, PluginTriple, ScriptKind};
+use crate::wire;
 
 /// What a script function returned, and which revision ran it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,13 +33,52 @@ pub struct CheckInput {
     pub memo: bool,
 }
 
-/// A status script's verdict on one instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A status script's verdict on one instance. Its parts are shared, not copied, between
+/// the verdicts of a batch and the memo: the triple once per batch, the reason and the
+/// details once per run of the script.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckVerdict {
     pub status: HealthStatus,
-    pub reason: String,
-    pub details: Value,
-    pub triple: PluginTriple,
+    pub reason: Arc<str>,
+    pub details: Details,
+    pub triple: Arc<PluginTriple>,
+}
+
+/// The `details` of a verdict, kept in the form the worker sent them: most callers never
+/// read them (the status scaler keeps status and reason), so they become a `Value` only
+/// when asked for with [`Details::value`].
+#[derive(Clone)]
+pub struct Details(Arc<[u8]>);
+
+impl Details {
+    /// Details already checked to be one value in the wire form.
+    pub(crate) fn from_wire(bytes: &[u8]) -> Self {
+        Self(bytes.into())
+    }
+
+    pub(crate) fn from_value(value: &Value) -> Result<Self, wire::WireError> {
+        let mut bytes = Vec::new();
+        wire::encode(value, &mut bytes)?;
+        Ok(Self(bytes.into()))
+    }
+
+    pub fn value(&self) -> Value {
+        // Checked when the verdict was read, so this never fails.
+        wire::decode(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl fmt::Debug for Details {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.value().fmt(f)
+    }
+}
+
+/// Equal when they hold the same value (an integral float and the integer read back alike).
+impl PartialEq for Details {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0 || self.value() == other.value()
+    }
 }
 
 /// An installed plugin package with its scripts.

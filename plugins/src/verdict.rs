@@ -1,19 +1,19 @@
 //! The kind interfaces' return contracts, checked on every call, and a status check's
 //! result read into a [`CheckVerdict`].
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::model::CheckVerdict;
+use crate::model::{CheckVerdict, Details};
 use crate::triple::{HealthStatus, PluginTriple, ScriptKind};
 use crate::wire::{self, Reader};
 
 /// Checks a generic call's result against its kind's interface.
 pub fn check_shape(triple: &PluginTriple, function: &str, result: &Value) -> Result<(), Error> {
     match (triple.kind, function) {
-        (ScriptKind::Status, "check") => verdict(triple, result.clone()).map(|_| ()),
+        (ScriptKind::Status, "check") => judged(triple, result).map(|_| ()),
         (ScriptKind::Component, "plan" | "package") | (ScriptKind::Trigger, "parse")
             if !result.is_object() =>
         {
@@ -23,60 +23,61 @@ pub fn check_shape(triple: &PluginTriple, function: &str, result: &Value) -> Res
     }
 }
 
-/// A status check's result in the wire form as a verdict, with its details still in the
-/// wire form (what the memo keeps).
-pub fn from_wire<'a>(triple: &PluginTriple, bytes: &'a [u8]) -> Result<(CheckVerdict, Cow<'a, [u8]>), Error> {
-    if let Some((status, reason, details, details_wire)) = well_formed(bytes) {
-        return Ok((CheckVerdict { status, reason, details, triple: triple.clone() }, details_wire.into()));
+/// A status check's result in the wire form as a verdict; its details stay in that form.
+pub fn from_wire(triple: &Arc<PluginTriple>, bytes: &[u8]) -> Result<CheckVerdict, Error> {
+    if let Some((status, reason, details)) = well_formed(bytes) {
+        return Ok(CheckVerdict { status, reason, details, triple: triple.clone() });
     }
     // Anything unusual takes the general path, which says what is wrong with it.
     let value = wire::decode(bytes).map_err(|e| wrong_shape(triple, "check", e.to_string()))?;
-    let verdict = verdict(triple, value)?;
-    let mut details = Vec::new();
-    wire::encode(&verdict.details, &mut details).map_err(|e| wrong_shape(triple, "check", e.to_string()))?;
-    Ok((verdict, details.into()))
+    let (status, reason, details) = judged(triple, &value)?;
+    let details = Details::from_value(details.unwrap_or(&Value::Null))
+        .map_err(|e| wrong_shape(triple, "check", e.to_string()))?;
+    Ok(CheckVerdict { status, reason: reason.into(), details, triple: triple.clone() })
 }
 
 /// Reads `{status, reason, details}` straight from the wire form, without a `Value` for the
-/// whole result; `None` when the result is anything else.
-fn well_formed(bytes: &[u8]) -> Option<(HealthStatus, String, Value, &[u8])> {
+/// result or its details; `None` when the result is anything else.
+fn well_formed(bytes: &[u8]) -> Option<(HealthStatus, Arc<str>, Details)> {
     let mut reader = Reader::new(bytes);
     if reader.u8().ok()? != wire::OBJECT {
         return None;
     }
-    let (mut status, mut reason, mut details) = (None, String::new(), None);
+    let (mut status, mut reason, mut details): (_, &[u8], _) = (None, b"", None);
     while let Some(key) = reader.key().ok()? {
         match key {
             b"status" if reader.u8().ok()? == wire::STRING => {
                 status = Some(std::str::from_utf8(reader.str_body().ok()?).ok()?.parse().ok()?);
             }
             b"reason" => match reader.u8().ok()? {
-                wire::NULL => reason.clear(),
-                wire::STRING => reason = String::from_utf8_lossy(reader.str_body().ok()?).into_owned(),
+                wire::NULL => reason = b"",
+                wire::STRING => reason = reader.str_body().ok()?,
                 _ => return None,
             },
             b"details" => {
                 let start = reader.rest();
-                let value = wire::read_value(&mut reader).ok()?;
-                details = Some((value, &start[..start.len() - reader.len()]));
+                wire::skip_value(&mut reader).ok()?;
+                details = Some(&start[..start.len() - reader.len()]);
             }
             b"status" => return None,
-            _ => {
-                wire::read_value(&mut reader).ok()?;
-            }
+            _ => wire::skip_value(&mut reader).ok()?,
         }
     }
-    let (details, details_wire) = details.unwrap_or((Value::Null, &[wire::NULL]));
-    Some((status?, reason, details, details_wire))
+    let details = Details::from_wire(details.unwrap_or(&[wire::NULL]));
+    Some((status?, String::from_utf8_lossy(reason).into(), details))
 }
 
-/// A status check's result as a verdict, or what is wrong with it.
-pub fn verdict(triple: &PluginTriple, value: Value) -> Result<CheckVerdict, Error> {
-    let Value::Object(mut map) = value else {
+/// A status check's result taken apart as a verdict (status, reason, details), or what is
+/// wrong with it.
+fn judged<'a>(
+    triple: &PluginTriple,
+    value: &'a Value,
+) -> Result<(HealthStatus, &'a str, Option<&'a Value>), Error> {
+    let Value::Object(map) = value else {
         return Err(wrong_shape(
             triple,
             "check",
-            format!("expected {{status, reason, details}}, got {}", kind_of(&value)),
+            format!("expected {{status, reason, details}}, got {}", kind_of(value)),
         ));
     };
     let status = match map.get("status") {
@@ -92,19 +93,18 @@ pub fn verdict(triple: &PluginTriple, value: Value) -> Result<CheckVerdict, Erro
         }
         None => return Err(wrong_shape(triple, "check", "the result has no `status`".into())),
     };
-    let reason = match map.remove("reason") {
-        None | Some(Value::Null) => String::new(),
+    let reason = match map.get("reason") {
+        None | Some(Value::Null) => "",
         Some(Value::String(s)) => s,
         Some(other) => {
             return Err(wrong_shape(
                 triple,
                 "check",
-                format!("reason must be a string, got {}", kind_of(&other)),
+                format!("reason must be a string, got {}", kind_of(other)),
             ));
         }
     };
-    let details = map.remove("details").unwrap_or(Value::Null);
-    Ok(CheckVerdict { status, reason, details, triple: triple.clone() })
+    Ok((status, reason, map.get("details")))
 }
 
 pub fn wrong_shape(triple: &PluginTriple, function: &str, message: String) -> Error {

@@ -167,11 +167,6 @@ pub fn decode(bytes: &[u8]) -> Result<Value, WireError> {
     decode_at(&mut Reader::new(bytes), 0)
 }
 
-/// Reads the next value of `reader` (a member of a container already opened).
-pub fn read_value(reader: &mut Reader<'_>) -> Result<Value, WireError> {
-    decode_at(reader, 1)
-}
-
 fn decode_at(reader: &mut Reader<'_>, depth: usize) -> Result<Value, WireError> {
     Ok(match reader.u8()? {
         NULL => Value::Null,
@@ -206,6 +201,48 @@ fn decode_at(reader: &mut Reader<'_>, depth: usize) -> Result<Value, WireError> 
     })
 }
 
+/// Steps over the next value of `reader` (a member of a container already opened), checked
+/// as [`decode`] checks a member at that depth, but without building it: what keeps a status check's details
+/// in the wire form costs no `Value` tree.
+pub fn skip_value(reader: &mut Reader<'_>) -> Result<(), WireError> {
+    // The containers open inside the value: how many, and bit i set when the i-th is an
+    // object (MAX_DEPTH levels fit in the bits, as the depth check below keeps them).
+    let (mut open, mut objects) = (0usize, 0u128);
+    loop {
+        let in_object = open > 0 && (objects >> (open - 1)) & 1 == 1;
+        let closed = if in_object {
+            reader.key()?.is_none()
+        } else if open > 0 && reader.peek()? == END {
+            reader.u8()?;
+            true
+        } else {
+            false
+        };
+        if closed {
+            open -= 1;
+        } else {
+            match reader.u8()? {
+                NULL | FALSE | TRUE => {}
+                INT => drop(reader.take(4)?),
+                FLOAT => drop(reader.take(8)?),
+                STRING => drop(reader.str_body()?),
+                tag @ (ARRAY | OBJECT) => {
+                    // The value itself sits at depth 1, as a container's member.
+                    if 1 + open >= MAX_DEPTH {
+                        return Err(WireError::TooDeep);
+                    }
+                    objects = if tag == OBJECT { objects | 1 << open } else { objects & !(1 << open) };
+                    open += 1;
+                }
+                other => return Err(WireError::Tag(other)),
+            }
+        }
+        if open == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Integral floats read back as integers, as `JSON.stringify` would have written them;
 /// non-finite ones as null.
 fn float_value(f: f64) -> Value {
@@ -232,6 +269,45 @@ mod tests {
         let mut bytes = Vec::new();
         encode(&value, &mut bytes).unwrap();
         assert_eq!(decode(&bytes).unwrap(), value);
+    }
+
+    #[test]
+    fn skipping_a_value_checks_it_as_reading_it_does() {
+        let values = [
+            json!({"http": {"status": 200, "headers": {"a": "b"}, "json": null}, "list": [[], {}, [1, [2.5]]]}),
+            json!([{"": [true, false]}, "x"]),
+            json!("plain"),
+            json!(null),
+        ];
+        for value in values {
+            let mut bytes = Vec::new();
+            encode(&value, &mut bytes).unwrap();
+            bytes.push(TRUE);
+            let mut reader = Reader::new(&bytes);
+            skip_value(&mut reader).unwrap();
+            assert_eq!(reader.rest(), [TRUE], "{value}");
+            for cut in 0..bytes.len() - 1 {
+                let (mut skip, mut read) = (Reader::new(&bytes[..cut]), Reader::new(&bytes[..cut]));
+                assert_eq!(
+                    skip_value(&mut skip).is_err(),
+                    decode_at(&mut read, 1).is_err(),
+                    "{value} cut at {cut}"
+                );
+            }
+        }
+        // As deep as the encoder goes: one level too deep for a container's member.
+        let mut deep = json!(1);
+        for _ in 0..MAX_DEPTH {
+            deep = json!([deep]);
+        }
+        let mut bytes = Vec::new();
+        encode(&deep, &mut bytes).unwrap();
+        assert!(matches!(skip_value(&mut Reader::new(&bytes)), Err(WireError::TooDeep)));
+        assert!(matches!(decode_at(&mut Reader::new(&bytes), 1), Err(WireError::TooDeep)));
+        assert!(skip_value(&mut Reader::new(&bytes[1..])).is_ok());
+        assert!(decode_at(&mut Reader::new(&bytes[1..]), 1).is_ok());
+        assert!(matches!(skip_value(&mut Reader::new(&[OBJECT, INT])), Err(WireError::Tag(INT))));
+        assert!(matches!(skip_value(&mut Reader::new(&[42])), Err(WireError::Tag(42))));
     }
 
     #[test]

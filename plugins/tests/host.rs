@@ -4,6 +4,8 @@
 mod support;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 use slipway_plugins::{CheckInput, Error, HealthStatus, PluginHost, ScriptKind};
@@ -171,9 +173,14 @@ async fn revision_switch_under_load_fails_no_call_and_mixes_no_revisions() {
     host.install_package(support::package("flip", "2.0.0", &[("status", "flip", 2, &script(2))]))
         .await
         .unwrap();
-    let load = |host: PluginHost, worker: usize| async move {
+    // Loads run until the switching is over, however fast their batches go.
+    let switched = Arc::new(AtomicBool::new(false));
+    let load = |host: PluginHost, worker: usize, switched: Arc<AtomicBool>| async move {
         let mut seen = HashSet::new();
-        for round in 0..40 {
+        for round in 0.. {
+            if round >= 40 && switched.load(Ordering::Relaxed) {
+                break;
+            }
             let inputs = (0..25)
                 .map(|i| CheckInput {
                     instance_id: format!("w{worker}-{i}"),
@@ -185,17 +192,15 @@ async fn revision_switch_under_load_fails_no_call_and_mixes_no_revisions() {
             for verdict in host.check_batch("flip", inputs).await.expect("no batch fails") {
                 let verdict = verdict.expect("no call fails");
                 let r = verdict.triple.revision;
-                assert_eq!(verdict.reason, format!("rev-{r}"));
-                assert_eq!(
-                    (verdict.details["a"].as_u64(), verdict.details["b"].as_u64()),
-                    (Some(r as u64), Some(r as u64))
-                );
+                assert_eq!(&*verdict.reason, format!("rev-{r}"));
+                let details = verdict.details.value();
+                assert_eq!((details["a"].as_u64(), details["b"].as_u64()), (Some(r as u64), Some(r as u64)));
                 seen.insert(r);
             }
         }
         seen
     };
-    let loads: Vec<_> = (0..4).map(|w| tokio::spawn(load(host.clone(), w))).collect();
+    let loads: Vec<_> = (0..4).map(|w| tokio::spawn(load(host.clone(), w, switched.clone()))).collect();
     let switcher = {
         let host = host.clone();
         tokio::spawn(async move {
@@ -206,6 +211,7 @@ async fn revision_switch_under_load_fails_no_call_and_mixes_no_revisions() {
         })
     };
     switcher.await.unwrap();
+    switched.store(true, Ordering::Relaxed);
     let mut seen = HashSet::new();
     for load in loads {
         seen.extend(load.await.unwrap());
@@ -244,14 +250,14 @@ async fn an_unchanged_observation_reuses_the_verdict_without_running_the_script(
         }
     };
     let check = |observation| check_with(observation, true);
-    assert_eq!(check(json!({"v": 1})).await.reason, "1");
-    assert_eq!(check(json!({"v": 1})).await.reason, "1", "same observation: not run again");
-    assert_eq!(check(json!({"v": 2})).await.reason, "2", "changed observation: run");
+    assert_eq!(&*check(json!({"v": 1})).await.reason, "1");
+    assert_eq!(&*check(json!({"v": 1})).await.reason, "1", "same observation: not run again");
+    assert_eq!(&*check(json!({"v": 2})).await.reason, "2", "changed observation: run");
     // An input that opts out neither reuses a verdict nor leaves one behind.
-    assert_eq!(check_with(json!({"v": 2}), false).await.reason, "3", "memo off: run");
-    assert_eq!(check(json!({"v": 2})).await.reason, "2", "the remembered verdict is still the last one");
-    assert_eq!(check_with(json!({"v": 3}), false).await.reason, "4");
-    assert_eq!(check(json!({"v": 3})).await.reason, "5", "nothing was remembered for v3");
+    assert_eq!(&*check_with(json!({"v": 2}), false).await.reason, "3", "memo off: run");
+    assert_eq!(&*check(json!({"v": 2})).await.reason, "2", "the remembered verdict is still the last one");
+    assert_eq!(&*check_with(json!({"v": 3}), false).await.reason, "4");
+    assert_eq!(&*check(json!({"v": 3})).await.reason, "5", "nothing was remembered for v3");
     host.activate(ScriptKind::Status, "count", 2).await.unwrap();
     let verdict = check(json!({"v": 2})).await;
     assert_eq!((verdict.status, verdict.triple.revision), (HealthStatus::Degraded, 2), "new revision: run");

@@ -83,7 +83,7 @@ async fn judge(
     let verdicts = host.check_batch(check, inputs).await.unwrap();
     verdicts
         .into_iter()
-        .map(|v| v.map(|v| (v.status, v.reason)).unwrap_or_else(|e| panic!("{check}: {e}")))
+        .map(|v| v.map(|v| (v.status, v.reason.to_string())).unwrap_or_else(|e| panic!("{check}: {e}")))
         .collect()
 }
 

@@ -86,7 +86,7 @@ async fn stuck_calls_in_a_batch_fail_alone_and_the_rest_of_the_batch_runs() {
     assert_eq!(results.len(), 300);
     for (i, result) in results.iter().enumerate() {
         match result {
-            Ok(v) => assert_eq!((stuck.contains(&i), v.reason.as_str()), (false, format!("i-{i}").as_str())),
+            Ok(v) => assert_eq!((stuck.contains(&i), &*v.reason), (false, format!("i-{i}").as_str())),
             Err(e) => assert!(stuck.contains(&i) && matches!(e, Error::Timeout { .. }), "call {i}: {e}"),
         }
     }

@@ -232,7 +232,7 @@ impl Runner {
                     Ok(Ok(results)) if results.len() == keys.len() => results
                         .into_iter()
                         .map(|r| match r {
-                            Ok(v) => (v.status.into(), v.reason),
+                            Ok(v) => (v.status.into(), v.reason.to_string()),
                             Err(e) => (Health::Unknown, format!("status plugin failed: {e}")),
                         })
                         .collect(),

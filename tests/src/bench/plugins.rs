@@ -59,7 +59,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let workers = worker_pids();
     let idle_before = cpu_time(&workers);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_cpu_us = cpu_time(&workers).saturating_sub(idle_before).as_micros();
+    let idle_cpu_us = cpu_time(&workers).since(idle_before).total().as_micros();
     eprintln!("  idle: {idle_cpu_us} µs of CPU in 1 s (host and worker)");
     eprintln!("plugins: cold load of a 50 KB script");
     let (compile_ms, first_call_ms) = cold_load(&one).await?;
@@ -85,6 +85,10 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
         "k8s_deployment_vs_naive_ratio": (k8s_1.per_s / naive_1.per_s * 100.0).round() / 100.0,
         "http_calls_per_cpu_s_1worker": http_1.per_cpu_s.round(),
         "k8s_deployment_calls_per_cpu_s_1worker": k8s_1.per_cpu_s.round(),
+        "http_host_cpu_us_per_call_1worker": http_1.host_us,
+        "http_worker_cpu_us_per_call_1worker": http_1.worker_us,
+        "k8s_deployment_host_cpu_us_per_call_1worker": k8s_1.host_us,
+        "k8s_deployment_worker_cpu_us_per_call_1worker": k8s_1.worker_us,
         "deployment_object_bytes": deployment_bytes,
         "cores": cores,
     }))
@@ -194,6 +198,10 @@ pub async fn run_fixed(check: FixedCheck, rounds: usize, batch: usize) -> anyhow
 struct Throughput {
     per_s: f64,
     per_cpu_s: f64,
+    /// CPU time per call of the host process's threads and of the workers, in µs (two
+    /// decimals): which side a core's worth of checks is spent on.
+    host_us: f64,
+    worker_us: f64,
 }
 
 /// Judges `INSTANCES` instances per round from `tasks` concurrent callers until `window`
@@ -212,7 +220,7 @@ async fn throughput(
     let workers = worker_pids();
     let mut calls = 0usize;
     let mut busy = Duration::ZERO;
-    let mut cpu = Duration::ZERO;
+    let mut cpu = CpuTime::default();
     let mut round = 0;
     while busy < window {
         let batches: Vec<Vec<CheckInput>> =
@@ -234,16 +242,19 @@ async fn throughput(
             }
         }
         busy += started.elapsed();
-        cpu += cpu_time(&workers).saturating_sub(cpu_before);
+        cpu = cpu.add(cpu_time(&workers).since(cpu_before));
         round += 1;
     }
     let per_s = calls as f64 / busy.as_secs_f64();
+    let per_call_us = |d: Duration| (d.as_secs_f64() * 1e6 / calls as f64 * 100.0).round() / 100.0;
+    let (host_us, worker_us) = (per_call_us(cpu.host), per_call_us(cpu.workers));
     eprintln!(
-        "  {calls} calls in {busy:.2?}: {per_s:.0}/s; {:.2} CPU s (host and {} worker(s), timed parts only)",
-        cpu.as_secs_f64(),
+        "  {calls} calls in {busy:.2?}: {per_s:.0}/s; {:.2} CPU s (host and {} worker(s), timed parts only): \
+         host {host_us} µs, worker(s) {worker_us} µs per call",
+        cpu.total().as_secs_f64(),
         workers.len()
     );
-    Ok(Throughput { per_s, per_cpu_s: calls as f64 / cpu.as_secs_f64() })
+    Ok(Throughput { per_s, per_cpu_s: calls as f64 / cpu.total().as_secs_f64(), host_us, worker_us })
 }
 
 /// p50 and p99 in microseconds of single `call`s of `status/http`, one after another.
@@ -298,11 +309,35 @@ fn worker_pids() -> Vec<String> {
         .collect()
 }
 
+/// CPU time used so far by this process's threads and by its worker processes.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTime {
+    host: Duration,
+    workers: Duration,
+}
+
+impl CpuTime {
+    fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            host: self.host.saturating_sub(earlier.host),
+            workers: self.workers.saturating_sub(earlier.workers),
+        }
+    }
+
+    fn add(self, other: CpuTime) -> CpuTime {
+        CpuTime { host: self.host + other.host, workers: self.workers + other.workers }
+    }
+
+    fn total(self) -> Duration {
+        self.host + self.workers
+    }
+}
+
 /// CPU time used so far by this process's threads and by `workers` (single-threaded), from
 /// the scheduler's nanosecond counters (`/proc/<pid>/stat` counts 10 ms ticks, coarser than
 /// a round).
-fn cpu_time(workers: &[String]) -> Duration {
-    let mut tasks: Vec<String> = std::fs::read_dir("/proc/self/task")
+fn cpu_time(workers: &[String]) -> CpuTime {
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
         .map(|entries| {
             entries
                 .flatten()
@@ -310,7 +345,12 @@ fn cpu_time(workers: &[String]) -> Duration {
                 .collect()
         })
         .unwrap_or_default();
-    tasks.extend(workers.iter().map(|pid| format!("/proc/{pid}")));
+    let workers: Vec<String> = workers.iter().map(|pid| format!("/proc/{pid}")).collect();
+    CpuTime { host: scheduled(&threads), workers: scheduled(&workers) }
+}
+
+/// The summed run time of `tasks` (`/proc` directories) from their `schedstat`.
+fn scheduled(tasks: &[String]) -> Duration {
     let nanos = tasks
         .iter()
         .filter_map(|task| std::fs::read_to_string(format!("{task}/schedstat")).ok())
