@@ -5,6 +5,7 @@
 
 use rquickjs::{Ctx, Value, qjs};
 
+use super::key_names::KeyNames;
 use crate::wire;
 
 /// Deepest nesting and most values a script may return.
@@ -127,7 +128,7 @@ impl Sink for WireBytes {
 /// Writes a returned value as JSON text (see [`write`]).
 pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
     let mut out = JsonText(Vec::with_capacity(256));
-    write(value, &mut out)?;
+    write(value, &mut out, None)?;
     String::from_utf8(out.0).map_err(|e| Unconvertible::Shape(e.to_string()))
 }
 
@@ -187,8 +188,13 @@ impl Drop for Owned {
 /// `undefined` are dropped from objects and become `null` in arrays; non-finite numbers
 /// become `null`; `BigInt` and promises are refused; `toJSON` is not called (a `Date`
 /// becomes `{}`: scripts return plain data). The walk uses the engine's own calls
-/// (no wrapper per value, no key list copied), as it runs once per call.
-pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible> {
+/// (no wrapper per value, no key list copied), as it runs once per call. Key texts come from
+/// `names` when given (a runtime's results repeat their keys).
+pub fn write(
+    value: Value<'_>,
+    out: &mut impl Sink,
+    mut names: Option<&mut KeyNames>,
+) -> Result<(), Unconvertible> {
     let ctx = value.ctx().as_raw().as_ptr();
     let mut nodes = 0usize;
     let mut path = Path { ctx, frames: Vec::new() };
@@ -244,7 +250,12 @@ pub fn write(value: Value<'_>, out: &mut impl Sink) -> Result<(), Unconvertible>
                         if *wrote {
                             out.separator();
                         }
-                        with_text(ctx, Text::Key(atom), |key| out.key(key))?;
+                        match names.as_deref_mut() {
+                            Some(names) => names
+                                .with(ctx, atom, |key| out.key(key))
+                                .ok_or(Unconvertible::Engine(rquickjs::Error::Exception))?,
+                            None => with_text(ctx, Text::Key(atom), |key| out.key(key))?,
+                        }
                         *wrote = true;
                         current = Some(child);
                     }

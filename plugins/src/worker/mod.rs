@@ -13,6 +13,7 @@
 mod args;
 mod convert;
 mod host_ctx;
+mod key_names;
 mod lazy;
 mod sandbox;
 

@@ -17,6 +17,7 @@ use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime, Valu
 use super::args::{self, FromWire, Kept, KeyTable, Layout};
 use super::convert::{self, Unconvertible, WireBytes};
 use super::host_ctx;
+use super::key_names::KeyNames;
 use super::lazy;
 use crate::error::ScriptLocation;
 use crate::protocol::{FailureKind, LogLine, ScriptFailure, WorkerLimits};
@@ -63,12 +64,14 @@ struct Clock {
 }
 
 /// A loaded module in its own runtime. Field order matters: persistent values are dropped
-/// before the context, and the context before the runtime (the kept arguments and the key
-/// table are given back before any of them, in `drop`).
+/// before the context, and the context before the runtime (the kept arguments, key texts
+/// and key table are given back before any of them, in `drop`).
 pub struct ScriptRuntime {
     keys: RefCell<KeyTable>,
     /// The last call's argument objects, for the next call to refill.
     kept: RefCell<Kept>,
+    /// The texts of the keys results used.
+    names: RefCell<KeyNames>,
     /// The class of lazy argument objects in this runtime, and scratch space for reading
     /// a call's arguments.
     lazy_class: rquickjs::qjs::JSClassID,
@@ -197,6 +200,7 @@ impl ScriptRuntime {
         Ok(Self {
             keys: RefCell::new(KeyTable::default()),
             kept: RefCell::new(Kept::new(layout)),
+            names: RefCell::new(KeyNames::default()),
             lazy_class,
             lazy_from_bytes: LAZY_FROM_BYTES,
             ends: RefCell::new(Vec::new()),
@@ -267,7 +271,7 @@ impl ScriptRuntime {
             let result =
                 target.call_arg::<Value>(call_args).map_err(|e| fail(e, Some(&target))).and_then(|v| {
                     let mut out = WireBytes(Vec::with_capacity(256));
-                    let written = convert::write(v.clone(), &mut out);
+                    let written = convert::write(v.clone(), &mut out, Some(&mut self.names.borrow_mut()));
                     let keep = written.is_ok() && out.0.len() <= KEPT_RESULT_BYTES;
                     *self.last_result.borrow_mut() = keep.then(|| Persistent::save(&ctx, v));
                     written.map(|()| out.0).map_err(|e| match e {
@@ -315,6 +319,7 @@ impl Drop for ScriptRuntime {
     fn drop(&mut self) {
         self.context.with(|ctx| {
             self.kept.get_mut().release(ctx.as_raw().as_ptr());
+            self.names.get_mut().release(ctx.as_raw().as_ptr());
             self.keys.get_mut().release(&ctx);
             // SAFETY: made by `assemble` and freed once, here; no call runs any more, so no
             // hook reads it (objects a script kept are only finalised from now on).

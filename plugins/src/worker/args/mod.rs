@@ -66,17 +66,16 @@ pub fn from_wire_args<'js>(
     let last = kept.take(raw);
     let mut builder = Builder { ctx: raw, keys, layout: kept.layout(), made: kept.spare() };
     let mut args = Vec::with_capacity(2);
-    let mut roots = Vec::new();
     while reader.peek()? != wire::END {
         let mark = builder.made.len();
         let value = builder.argument(&last, args.len(), &mut reader)?;
         // SAFETY: `argument` returns a value this wrapper now owns.
         args.push(unsafe { Value::from_raw(ctx.clone(), value) });
         if builder.made.get(mark).is_some_and(|node| node.object == object_ptr(value)) {
-            roots.push((args.len() - 1, mark));
+            kept.note_root(args.len() - 1, mark);
         }
     }
-    kept.keep(raw, builder.made, &roots, &args, last);
+    kept.keep(raw, builder.made, &args, last);
     Ok(args)
 }
 

@@ -38,8 +38,11 @@ pub struct Kept {
     layout: Option<Layout>,
     roots: Vec<Root>,
     nodes: Vec<Node>,
-    /// The allocation for the next call's nodes.
+    /// The allocations for the next call's roots and nodes.
+    spare_roots: Vec<Root>,
     spare: Vec<Node>,
+    /// The call's arguments that were recorded: (position, node index).
+    recorded: Vec<(usize, usize)>,
 }
 
 /// A kept argument, with a reference of our own.
@@ -72,8 +75,8 @@ pub(super) struct Last {
     nodes: Vec<Node>,
 }
 
-impl Drop for Last {
-    fn drop(&mut self) {
+impl Last {
+    fn release(&mut self) {
         for root in self.roots.drain(..) {
             // SAFETY: each root holds one reference of ours, released once.
             unsafe { qjs::JS_FreeValue(self.ctx, root.value) };
@@ -81,9 +84,22 @@ impl Drop for Last {
     }
 }
 
+impl Drop for Last {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Kept {
     pub fn new(layout: Option<Layout>) -> Self {
-        Self { layout, roots: Vec::new(), nodes: Vec::new(), spare: Vec::new() }
+        Self {
+            layout,
+            roots: Vec::new(),
+            nodes: Vec::new(),
+            spare_roots: Vec::new(),
+            spare: Vec::new(),
+            recorded: Vec::new(),
+        }
     }
 
     pub(super) fn layout(&self) -> Option<Layout> {
@@ -92,7 +108,14 @@ impl Kept {
 
     /// Takes the last call's arguments out, for the next call to refill or let go.
     pub(super) fn take(&mut self, ctx: *mut qjs::JSContext) -> Last {
-        Last { ctx, roots: std::mem::take(&mut self.roots), nodes: std::mem::take(&mut self.nodes) }
+        self.recorded.clear();
+        let roots = std::mem::replace(&mut self.roots, std::mem::take(&mut self.spare_roots));
+        Last { ctx, roots, nodes: std::mem::take(&mut self.nodes) }
+    }
+
+    /// Notes that the argument at `position` was recorded as node `node`.
+    pub(super) fn note_root(&mut self, position: usize, node: usize) {
+        self.recorded.push((position, node));
     }
 
     /// An empty list for the next call's nodes.
@@ -102,22 +125,23 @@ impl Kept {
         spare
     }
 
-    /// Keeps this call's recorded arguments (`roots`: argument position and node index).
+    /// Keeps this call's recorded arguments and lets the last call's go.
     pub(super) fn keep(
         &mut self,
         ctx: *mut qjs::JSContext,
         made: Vec<Node>,
-        roots: &[(usize, usize)],
         args: &[Value<'_>],
         mut last: Last,
     ) {
-        for &(position, node) in roots {
+        for &(position, node) in &self.recorded {
             // SAFETY: a new reference to an argument, released by `Last` or `release`.
             let value = unsafe { qjs::JS_DupValue(ctx, args[position].as_raw()) };
             self.roots.push(Root { position, node, value });
         }
         self.nodes = made;
         self.spare = std::mem::take(&mut last.nodes);
+        last.release();
+        self.spare_roots = std::mem::take(&mut last.roots);
     }
 
     #[cfg(test)]
