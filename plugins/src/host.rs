@@ -302,11 +302,14 @@ impl PluginHost {
         let pieces: Mutex<Vec<PieceInputs>> = Mutex::new(Vec::new());
         let sent = AtomicUsize::new(0);
         let mut inputs = inputs.into_iter().enumerate();
-        let mut piece_bytes = piece_size * 512;
+        // The first pieces are small, so the worker starts soon after the batch does; each
+        // is twice the last up to the full size, and the host, the faster side, stays ahead.
+        let mut size = FIRST_PIECE_CALLS.min(piece_size);
+        let mut call_bytes = 512;
         let make = || {
-            let mut calls = CallList::with_capacity(piece_bytes);
-            let mut piece = Vec::with_capacity(piece_size);
-            while piece.len() < piece_size {
+            let mut calls = CallList::with_capacity(size * call_bytes);
+            let mut piece = Vec::with_capacity(size);
+            while piece.len() < size {
                 let Some((index, input)) = inputs.next() else { break };
                 match encode_check(memo, &fingerprinter, &triple, input, &mut calls) {
                     Encoded::Call(remember) => piece.push((index, remember)),
@@ -316,8 +319,9 @@ impl PluginHost {
             if piece.is_empty() {
                 return None;
             }
-            // The next piece is likely as large: one allocation instead of doublings.
-            piece_bytes = piece_bytes.max(calls.as_bytes().len() + calls.as_bytes().len() / 8);
+            // The next pieces' calls are likely as large: one allocation instead of doublings.
+            call_bytes = calls.as_bytes().len() / calls.len().max(1) * 9 / 8 + 1;
+            size = (size * 2).min(piece_size);
             sent.fetch_add(piece.len(), Ordering::Relaxed);
             lock(&pieces).push(piece);
             Some(calls)
@@ -362,6 +366,8 @@ impl PluginHost {
 
 /// Calls per piece of a large batch.
 const PIECE_CALLS: usize = 64;
+/// Calls in the first piece of a status batch.
+const FIRST_PIECE_CALLS: usize = 8;
 
 /// Per call of a piece, the input it judges and what to remember of its verdict.
 type PieceInputs = Vec<(usize, Option<Remember>)>;

@@ -25,6 +25,11 @@ use crate::protocol::{
 
 /// Bytes asked of the pipe per read.
 const READ_CHUNK: usize = 64 * 1024;
+/// Capacity asked for the worker's input pipe (Linux's default is 64 KiB, and 1 MiB the
+/// most an unprivileged process may set): the pieces a batch keeps in flight then fit in
+/// it, so the host writes each piece in one go instead of waiting for the worker to drain
+/// the pipe part by part (a piece of 64 Deployment checks is about 190 KB).
+const INPUT_PIPE_BYTES: libc::c_int = 1 << 20;
 
 pub struct WorkerProcess {
     child: Child,
@@ -72,6 +77,7 @@ impl WorkerProcess {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display())))?;
         let stdin = child.stdin.take().expect("stdin is piped");
+        widen_pipe(&stdin);
         let stdout = child.stdout.take().expect("stdout is piped").into_owned_fd()?;
         let mut worker = Self { child, stdin, answers: Answers::new(stdout)?, sent_code: HashSet::new() };
         worker.send_encoded(&encode_json(limits)?).await?;
@@ -117,6 +123,15 @@ impl WorkerProcess {
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+    }
+}
+
+/// Asks for [`INPUT_PIPE_BYTES`] of capacity; a smaller pipe only costs more wake-ups.
+fn widen_pipe(pipe: &impl AsRawFd) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a descriptor the caller holds open, with no pointers involved.
+    if unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, INPUT_PIPE_BYTES) } < 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "the worker's input pipe keeps its default size");
     }
 }
 
@@ -203,5 +218,22 @@ impl Answers {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_widened_pipe_holds_the_pieces_in_flight() {
+        let (_reader, writer) = io::pipe().unwrap();
+        // SAFETY: F_GETPIPE_SZ on a pipe this test holds open.
+        let size = || unsafe { libc::fcntl(writer.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        assert_eq!(size(), 64 * 1024, "Linux's default");
+        widen_pipe(&writer);
+        let limit: libc::c_int =
+            std::fs::read_to_string("/proc/sys/fs/pipe-max-size").unwrap().trim().parse().unwrap();
+        assert!(size() >= INPUT_PIPE_BYTES.min(limit), "{} bytes", size());
     }
 }
