@@ -90,7 +90,6 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// A string given as bytes (the engine's UTF-8 may hold lone surrogates; readers replace them).
 pub fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(5 + bytes.len());
     out.push(STRING);
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
