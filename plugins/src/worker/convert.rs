@@ -344,14 +344,14 @@ fn write_leaf(
 
 /// The text the engine reads into a C string: a string value, or a property key (kept
 /// alive by the key list it came from).
-enum Text {
+pub(super) enum Text {
     Value(qjs::JSValue),
     Key(qjs::JSAtom),
 }
 
 /// Hands the UTF-8 bytes of a text to `f` (the engine lends an ASCII string's own bytes;
 /// others it converts into a buffer it owns until `JS_FreeCString`).
-fn with_text<R>(
+pub(super) fn with_text<R>(
     ctx: *mut qjs::JSContext,
     text: Text,
     f: impl FnOnce(&[u8]) -> R,

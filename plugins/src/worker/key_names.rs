@@ -6,6 +6,8 @@
 use hashbrown::HashMap;
 use rquickjs::qjs;
 
+use super::convert::{Text, with_text};
+
 /// Most keys kept per runtime (their atoms stay alive in the script's heap while kept).
 const MAX_KEYS: usize = 1024;
 
@@ -28,22 +30,15 @@ impl KeyNames {
         if let Some(name) = self.names.get(&atom) {
             return Some(f(name));
         }
-        let mut len = 0usize;
-        // SAFETY: the engine returns a buffer of `len` bytes it keeps until JS_FreeCString.
-        let ptr = unsafe { qjs::JS_AtomToCStringLen(ctx, (&mut len as *mut usize).cast(), atom) };
-        if ptr.is_null() {
-            return None;
-        }
-        // SAFETY: `ptr` holds `len` bytes until it is freed below.
-        let name = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
-        if self.names.len() < MAX_KEYS {
-            // SAFETY: the entry's own reference, given back by `release`.
-            unsafe { qjs::JS_DupAtom(ctx, atom) };
-            self.names.insert(atom, name.into());
-        }
-        let result = f(name);
-        unsafe { qjs::JS_FreeCString(ctx, ptr) };
-        Some(result)
+        let result = with_text(ctx, Text::Key(atom), |name| {
+            if self.names.len() < MAX_KEYS {
+                // SAFETY: the entry's own reference, given back by `release`.
+                unsafe { qjs::JS_DupAtom(ctx, atom) };
+                self.names.insert(atom, name.into());
+            }
+            f(name)
+        });
+        result.ok()
     }
 
     /// Gives the kept atoms back to the engine; called once, before the context goes.

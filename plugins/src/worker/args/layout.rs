@@ -21,11 +21,16 @@ const CLASS_ID_AT: usize = 18;
 const SHAPE_AT: usize = 24;
 const WEAK_REFS_AT: usize = 40;
 
-/// Proof that this engine build lays objects out as the reads below expect.
+/// Proof that this engine build lays objects out as the reads below expect, with what a
+/// plain object and an array of the probed context look like.
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
-    /// The class id of a plain object (`{}`).
+    /// The class ids of a plain object (`{}`) and of an array.
     object_class: u16,
+    array_class: u16,
+    /// The shape every array of the context starts with (only `length`), which the context
+    /// keeps alive for as long as it lives.
+    array_shape: *const c_void,
 }
 
 impl Layout {
@@ -35,12 +40,12 @@ impl Layout {
         if cfg!(not(all(target_pointer_width = "64", target_endian = "little"))) {
             return None;
         }
-        let object_class = probe_with(Made { ctx, values: Vec::new() });
-        if object_class.is_none() {
+        let layout = probe_with(Made { ctx, values: Vec::new() });
+        if layout.is_none() {
             // SAFETY: clears an exception a failed step may have left (undefined when none).
             unsafe { qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx)) };
         }
-        object_class.map(|object_class| Layout { object_class })
+        layout
     }
 
     /// The object's reference count.
@@ -58,6 +63,16 @@ impl Layout {
     /// As [`Layout::ref_count`].
     pub unsafe fn is_plain(self, value: qjs::JSValue) -> bool {
         unsafe { read::<u16>(value, CLASS_ID_AT) == self.object_class }
+    }
+
+    /// Whether the object is an array with no property but its elements and `length`.
+    ///
+    /// # Safety
+    /// As [`Layout::ref_count`].
+    pub unsafe fn is_plain_array(self, value: qjs::JSValue) -> bool {
+        unsafe {
+            read::<u16>(value, CLASS_ID_AT) == self.array_class && self.shape(value) == self.array_shape
+        }
     }
 
     /// The object's shape: two live objects with the same shape have the same keys in the same
@@ -116,11 +131,11 @@ impl Drop for Made {
 /// Each field read must follow what the engine does to the object: the count follows a
 /// duplicated reference, the class tells an object from an array, the shape is shared by
 /// objects with the same keys and changes with a key added, the weak list fills when a
-/// `WeakMap` takes the object as a key. Answers a plain object's class id.
-fn probe_with(mut made: Made) -> Option<u16> {
+/// `WeakMap` takes the object as a key.
+fn probe_with(mut made: Made) -> Option<Layout> {
     let ctx = made.ctx;
-    let probe = |made: &mut Made| -> Option<u16> {
-        let layout = Layout { object_class: 0 };
+    let probe = |made: &mut Made| -> Option<Layout> {
+        let mut layout = Layout { object_class: 0, array_class: 0, array_shape: std::ptr::null() };
         // SAFETY: every value below is made here, alive until `made` drops, and read only
         // at the offsets being probed; a wrong offset reads memory inside the object body.
         unsafe {
@@ -153,7 +168,12 @@ fn probe_with(mut made: Made) -> Option<u16> {
             let mut entry = [a, qjs::JS_NULL];
             made.keep(qjs::JS_Call(ctx, set, map, 2, entry.as_mut_ptr()))?;
             let held = layout.weakly_held(a) && !layout.weakly_held(b);
-            (counts && classes && shared && grown && unheld && held).then(|| read::<u16>(a, CLASS_ID_AT))
+            let other = made.keep(qjs::JS_NewArray(ctx))?;
+            let arrays = layout.shape(array) == layout.shape(other) && layout.shape(array) != layout.shape(a);
+            layout.object_class = read::<u16>(a, CLASS_ID_AT);
+            layout.array_class = read::<u16>(array, CLASS_ID_AT);
+            layout.array_shape = layout.shape(array);
+            (counts && classes && shared && grown && unheld && held && arrays).then_some(layout)
         }
     };
     probe(&mut made)

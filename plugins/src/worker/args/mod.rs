@@ -18,6 +18,9 @@
 //! one script reaches another; the engine copies a shared shape before changing it, so what a
 //! script does to its arguments (adding, deleting, freezing keys) reaches neither the holders
 //! nor the next call's objects.
+//!
+//! Better still, a call's objects and arrays are not freed at all when no script can reach
+//! them any more: the next call refills them with its values ([`reuse`]).
 
 mod keys;
 mod layout;
@@ -35,7 +38,7 @@ pub use keys::KeyTable;
 use keys::{MAX_SEQUENCE, ROOT};
 pub use layout::Layout;
 pub use reuse::Kept;
-use reuse::Node;
+use reuse::{ARRAY_NODE, Node};
 
 /// Why arguments could not be built.
 #[derive(Debug)]
@@ -90,7 +93,8 @@ struct Builder<'t> {
 
 impl Builder<'_> {
     /// Builds one value; the caller owns the result. `slot` is the key it is stored under in
-    /// an object being recorded (`JS_ATOM_NULL` for an argument), `None` where nothing is.
+    /// a container being recorded (an atom, an array index, or `JS_ATOM_NULL` for an
+    /// argument), `None` where nothing is recorded.
     fn value(
         &mut self,
         reader: &mut Reader<'_>,
@@ -105,24 +109,59 @@ impl Builder<'_> {
             wire::INT => qjs::JS_MKVAL(qjs::JS_TAG_INT, reader.i32()?),
             wire::FLOAT => qjs::JS_NewFloat64(reader.f64()?),
             wire::STRING => new_string(ctx, reader.str_body()?)?,
-            wire::ARRAY => {
-                if depth >= wire::MAX_DEPTH {
-                    return Err(WireError::TooDeep.into());
-                }
-                let mut items = Owned { ctx, values: Vec::new() };
-                while reader.peek()? != wire::END {
-                    let item = self.value(reader, depth + 1, None)?;
-                    items.values.push(item);
-                }
-                reader.u8()?;
-                let values = std::mem::take(&mut items.values);
-                // SAFETY: the array takes over the items' references, also when it fails.
-                checked(unsafe { qjs::JS_NewArrayFrom(ctx, values.len() as _, values.as_ptr()) })?
-            }
+            wire::ARRAY => self.array(reader, depth, slot)?,
             wire::OBJECT => self.object(reader, depth, slot)?,
             other => return Err(WireError::Tag(other).into()),
         };
         Ok(value)
+    }
+
+    /// Builds an array whose tag was read, recording it (and the containers in it, by index)
+    /// when `slot` says so.
+    fn array(
+        &mut self,
+        reader: &mut Reader<'_>,
+        depth: usize,
+        slot: Option<qjs::JSAtom>,
+    ) -> Result<qjs::JSValue, FromWire> {
+        let ctx = self.ctx;
+        // The array is made last, from its items: its address comes at the end.
+        let mark = self.open(depth, slot, std::ptr::null_mut(), ARRAY_NODE)?;
+        let mut items = Owned { ctx, values: Vec::new() };
+        while reader.peek()? != wire::END {
+            let index = items.values.len() as u32;
+            let item = self.value(reader, depth + 1, mark.map(|_| index))?;
+            items.values.push(item);
+        }
+        reader.u8()?;
+        let values = std::mem::take(&mut items.values);
+        // SAFETY: the array takes over the items' references, also when it fails.
+        let array = checked(unsafe { qjs::JS_NewArrayFrom(ctx, values.len() as _, values.as_ptr()) })?;
+        if let Some(mark) = mark {
+            let end = self.made.len() as u32;
+            let node = &mut self.made[mark];
+            (node.object, node.len, node.end) = (object_ptr(array), values.len() as u32, end);
+        }
+        Ok(array)
+    }
+
+    /// Starts a container `depth` deep: refuses one nested too deep, and records it when
+    /// `slot` says so and objects can be refilled at all; answers its node's index then.
+    fn open(
+        &mut self,
+        depth: usize,
+        slot: Option<qjs::JSAtom>,
+        object: *mut std::ffi::c_void,
+        sequence: u32,
+    ) -> Result<Option<usize>, FromWire> {
+        if depth >= wire::MAX_DEPTH {
+            return Err(WireError::TooDeep.into());
+        }
+        let slot = slot.filter(|_| self.layout.is_some());
+        Ok(slot.map(|atom| {
+            self.made.push(Node { object, sequence, atom, end: 0, len: 0 });
+            self.made.len() - 1
+        }))
     }
 
     /// Builds an object whose tag was read, recording it (and the objects in it) when `slot`
@@ -133,17 +172,10 @@ impl Builder<'_> {
         depth: usize,
         slot: Option<qjs::JSAtom>,
     ) -> Result<qjs::JSValue, FromWire> {
-        if depth >= wire::MAX_DEPTH {
-            return Err(WireError::TooDeep.into());
-        }
         let ctx = self.ctx;
         // SAFETY: a fresh object owned by the guard until it is returned.
         let object = OwnedValue { ctx, value: checked(unsafe { qjs::JS_NewObject(ctx) })? };
-        let slot = slot.filter(|_| self.layout.is_some());
-        let mark = self.made.len();
-        if let Some(atom) = slot {
-            self.made.push(Node { object: object_ptr(object.value), sequence: ROOT, atom, end: 0 });
-        }
+        let mark = self.open(depth, slot, object_ptr(object.value), ROOT)?;
         let mut sequence = Some(ROOT);
         let mut count = 0;
         while let Some(key) = reader.key()? {
@@ -162,7 +194,7 @@ impl Builder<'_> {
                         .and_then(|bytes| self.keys.string(ctx, to, bytes))
                 }
                 // Only a tracked key is recorded: its atom is the table's, alive for good.
-                _ => self.value(reader, depth + 1, slot.and(key.to).map(|_| key.atom)),
+                _ => self.value(reader, depth + 1, mark.and(key.to).map(|_| key.atom)),
             };
             // Defined, not assigned: a key such as `__proto__` stays an own property, as
             // `JSON.parse` makes it. The definition takes over the item's reference.
@@ -175,7 +207,7 @@ impl Builder<'_> {
                 return Err(FromWire::Engine(rquickjs::Error::Exception));
             }
         }
-        if slot.is_some() {
+        if let Some(mark) = mark {
             match sequence {
                 Some(to) if to != ROOT => {
                     self.made[mark].sequence = to;

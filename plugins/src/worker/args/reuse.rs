@@ -1,28 +1,32 @@
-//! [`Kept`]: the argument objects of a runtime's last call, refilled with the next call's
-//! values instead of being freed and built again. Building an object costs an allocation
+//! [`Kept`]: the argument objects and arrays of a runtime's last call, refilled with the next
+//! call's values instead of being freed and built again. Building an object costs an allocation
 //! and one property definition per key (each a shape step and a growing property array),
 //! freeing it as much again; refilling costs one assignment per value. For the `status/http`
 //! check's ten small objects that was most of the worker's share of a call.
 //!
 //! A script may keep anything it was given (`globalThis.o = observation`, a closure, the
-//! verdict's details, a `WeakMap` key) and must then find it unchanged later, so an object is
-//! refilled only when no script value can reach it any more and its property table is still
-//! the one it was built with:
-//! - the argument itself is referenced by us alone (reference count 1), and every object
-//!   inside it only by the property it was built under (count 2 while we read it through
-//!   that property): nothing else — global, closure, result, another argument — holds it;
+//! verdict's details, a `WeakMap` key) and must then find it unchanged later, so a container
+//! is refilled only when no script value can reach it any more and its property table is
+//! still the one it was built with:
+//! - the argument itself is referenced by us alone (reference count 1), and every object or
+//!   array inside it only by the property or element it was built in (count 2 while we read
+//!   it through that slot): nothing else — global, closure, result, another argument —
+//!   holds it;
 //! - no weak collection refers to it (weak references are not counted);
-//! - it is a plain object that is still extensible and whose shape is the one the key
-//!   table's holder for its keys has: the same keys in the same order, all writable,
-//!   enumerable and configurable data properties, and the same prototype (adding, deleting,
+//! - it is still extensible, and either a plain object whose shape is the one the key
+//!   table's holder for its keys has (the same keys in the same order, all writable,
+//!   enumerable and configurable data properties, the same prototype: adding, deleting,
 //!   redefining or freezing a key, or a new prototype, gives an object another shape; the
-//!   holder keeps the expected shape alive, so its address is never reused meanwhile);
-//! - the next call's object has exactly those keys in that order.
+//!   holder keeps the expected shape alive, so its address is never reused meanwhile), or an
+//!   array with the shape every array starts with (no property but `length` and its
+//!   elements) and the same length;
+//! - the next call's value there has exactly those keys in that order, or as many items.
 //!
-//! Then every value is assigned again (an own writable data property: no setter runs, no
-//! script code at all). Anything that fails a test is built afresh as before, and the old
-//! object, still referenced by whoever kept it, keeps its values. Arrays are always built
-//! afresh, and so are the objects in them. The reads need the engine's object layout
+//! Then every value is stored again: an object's by assignment to its own writable data
+//! properties, an array's by definition (an array whose length outgrew its items would
+//! look an index up on its prototype); neither runs a setter or any script code. Anything
+//! that fails a test is built afresh as before, and the old container, still referenced by
+//! whoever kept it, keeps its values. The reads need the engine's object layout
 //! ([`Layout`]); without it, nothing is kept.
 
 use std::ffi::c_void;
@@ -53,18 +57,24 @@ struct Root {
     value: qjs::JSValue,
 }
 
-/// An object of the last call's arguments that was built with tracked keys, listed in wire
-/// order (an object, then the objects inside it).
+/// The [`Node::sequence`] of an array.
+pub(super) const ARRAY_NODE: u32 = u32::MAX;
+
+/// An object of the last call's arguments that was built with tracked keys, or an array,
+/// listed in wire order (a container, then the containers inside it).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Node {
     /// Its address: only compared, so a freed object is never read through it.
     pub(super) object: *mut c_void,
-    /// The key sequence of all its keys (whose holder has its shape).
+    /// The key sequence of all its keys (whose holder has its shape), or [`ARRAY_NODE`].
     pub(super) sequence: u32,
-    /// The key it is stored under in the object before it (`JS_ATOM_NULL` for an argument).
+    /// Where it is stored in the container before it: a key's atom, an array index, or
+    /// `JS_ATOM_NULL` for an argument.
     pub(super) atom: qjs::JSAtom,
     /// The index after the last node inside it.
     pub(super) end: u32,
+    /// An array's length.
+    pub(super) len: u32,
 }
 
 /// The last call's kept arguments while the next call's are built; our references to them
@@ -168,27 +178,25 @@ impl Builder<'_> {
             let node = &last.nodes[root.node];
             // SAFETY: we hold a reference to the root, so it is alive.
             let alone = unsafe { layout.ref_count(root.value) } == 1;
-            if reader.peek()? == wire::OBJECT && alone && self.unchanged(layout, root.value, node.sequence) {
-                reader.u8()?;
-                let from = reader.clone();
+            if alone && same_kind(reader.peek()?, node) && self.unchanged(layout, root.value, node) {
+                let start = reader.clone();
                 if self.refill(root.value, &last.nodes, root.node, reader, 1)? {
                     // SAFETY: a new reference for the call; ours stays kept.
                     return Ok(unsafe { qjs::JS_DupValue(self.ctx, root.value) });
                 }
-                *reader = from;
-                return self.object(reader, 1, Some(qjs::JS_ATOM_NULL));
+                *reader = start;
             }
         }
         self.value(reader, 1, Some(qjs::JS_ATOM_NULL))
     }
 
-    /// Assigns the wire object at `reader` (its tag read) to the properties of `object`, the
-    /// last call's node `n`, which no script can reach (see the module docs). False when its
-    /// keys are not the object's: the object is then half-written, and the caller lets it go
-    /// and builds afresh from where this object began.
+    /// Assigns the wire container at `reader` (an object or array like the last call's node
+    /// `n`) to the properties or elements of `container`, that node, which no script can reach
+    /// (see the module docs). False when its keys or length are not the container's: it is
+    /// then half-written, and the caller lets it go and builds afresh from `reader` as it was.
     fn refill(
         &mut self,
-        object: qjs::JSValue,
+        container: qjs::JSValue,
         last: &[Node],
         n: usize,
         reader: &mut Reader<'_>,
@@ -197,88 +205,188 @@ impl Builder<'_> {
         if depth >= wire::MAX_DEPTH {
             return Err(WireError::TooDeep.into());
         }
-        let node = last[n];
-        let mut path = [ROOT; MAX_SEQUENCE];
-        let Some(len) = self.keys.path(node.sequence, &mut path) else { return Ok(false) };
+        reader.u8()?;
         let mark = self.made.len();
-        self.made.push(Node { end: 0, ..node });
-        let mut inner = n + 1;
+        self.made.push(Node { end: 0, ..last[n] });
+        let refilled = if last[n].sequence == ARRAY_NODE {
+            self.refill_items(container, last, n, reader, depth)?
+        } else {
+            self.refill_keys(container, last, n, reader, depth)?
+        };
+        if refilled {
+            self.made[mark].end = self.made.len() as u32;
+        } else {
+            self.made.truncate(mark);
+        }
+        Ok(refilled)
+    }
+
+    /// The object part of [`Builder::refill`]: its keys must be those of its sequence.
+    fn refill_keys(
+        &mut self,
+        object: qjs::JSValue,
+        last: &[Node],
+        n: usize,
+        reader: &mut Reader<'_>,
+        depth: usize,
+    ) -> Result<bool, FromWire> {
+        let mut path = [ROOT; MAX_SEQUENCE];
+        let Some(len) = self.keys.path(last[n].sequence, &mut path) else { return Ok(false) };
+        let mut inner = Inner { next: n + 1, end: last[n].end as usize };
         let mut count = 0;
         while let Some(key) = reader.key()? {
             let atom = path[..len].get(count).and_then(|&to| self.keys.last_key_is(to, key));
-            let Some(atom) = atom else {
-                self.made.truncate(mark);
-                return Ok(false);
-            };
+            let Some(atom) = atom else { return Ok(false) };
             let to = path[count];
             count += 1;
-            // The objects inside this one are listed in key order, so the next one, if any,
-            // belongs to this key or a later one.
-            let old = (inner < node.end as usize && last[inner].atom == atom).then(|| {
-                let old = inner;
-                inner = last[old].end as usize;
-                old
-            });
-            let item = match (reader.peek()?, old) {
-                (wire::OBJECT, Some(old)) => {
-                    reader.u8()?;
-                    let start = reader.clone();
-                    // SAFETY: an own data property of `object` (its shape is its holder's):
-                    // the read runs no script code; the guard gives the reference back.
-                    let inside = OwnedValue {
-                        ctx: self.ctx,
-                        value: unsafe { qjs::JS_GetProperty(self.ctx, object, atom) },
-                    };
-                    if self.reachable_only_here(inside.value, &last[old])
-                        && self.refill(inside.value, last, old, reader, depth + 1)?
-                    {
-                        continue;
-                    }
-                    *reader = start;
-                    self.object(reader, depth + 1, Some(atom))?
-                }
-                (wire::STRING, _) => {
-                    reader.u8()?;
-                    let bytes = reader.str_body()?;
-                    self.keys.string(self.ctx, to, bytes)?
-                }
-                _ => self.value(reader, depth + 1, Some(atom))?,
-            };
-            // SAFETY: the key is a writable data property of `object` (its shape is the
-            // holder's), so the value is stored and no setter runs; the call takes it over.
-            if unsafe { qjs::JS_SetProperty(self.ctx, object, atom, item) } < 0 {
-                return Err(FromWire::Engine(rquickjs::Error::Exception));
+            let old = inner.at(last, atom);
+            if reader.peek()? == wire::STRING && old.is_none() {
+                reader.u8()?;
+                let bytes = reader.str_body()?;
+                let item = self.keys.string(self.ctx, to, bytes)?;
+                set(self.ctx, object, atom, item)?;
+                continue;
+            }
+            // SAFETY: an own data property of `object` (its shape is its holder's): the
+            // read runs no script code.
+            let get = |ctx| unsafe { qjs::JS_GetProperty(ctx, object, atom) };
+            if let Some(item) = self.item(last, old, get, reader, depth, atom)? {
+                set(self.ctx, object, atom, item)?;
             }
         }
-        if count != len {
-            self.made.truncate(mark);
-            return Ok(false);
-        }
-        self.made[mark].end = self.made.len() as u32;
-        Ok(true)
+        Ok(count == len)
     }
 
-    /// Whether `value`, just read from a property of an object no script can reach, is still
-    /// the last call's `node`, referenced by that property alone (and the read), and unchanged.
+    /// The array part of [`Builder::refill`]: it must have as many items as before.
+    fn refill_items(
+        &mut self,
+        array: qjs::JSValue,
+        last: &[Node],
+        n: usize,
+        reader: &mut Reader<'_>,
+        depth: usize,
+    ) -> Result<bool, FromWire> {
+        let mut inner = Inner { next: n + 1, end: last[n].end as usize };
+        let mut index = 0;
+        while reader.peek()? != wire::END {
+            if index == last[n].len {
+                return Ok(false);
+            }
+            let old = inner.at(last, index);
+            // SAFETY: an element of a plain array (only `length` in its shape): the read runs
+            // no script code.
+            let get = |ctx| unsafe { qjs::JS_GetPropertyUint32(ctx, array, index) };
+            if let Some(item) = self.item(last, old, get, reader, depth, index)? {
+                // Defined, not assigned: an array whose length outgrew its items would look
+                // an index up on its prototype, where a script may have put a setter.
+                // SAFETY: `array` is an array of this context; the call takes `item` over.
+                let flags = qjs::JS_PROP_C_W_E as i32;
+                if unsafe { qjs::JS_DefinePropertyValueUint32(self.ctx, array, index, item, flags) } < 0 {
+                    return Err(FromWire::Engine(rquickjs::Error::Exception));
+                }
+            }
+            index += 1;
+        }
+        reader.u8()?;
+        Ok(index == last[n].len)
+    }
+
+    /// The next value of a container being refilled: `None` when it was the last call's
+    /// container `old` in the same slot (read with `get`), refilled in place; else a value
+    /// built afresh, to be stored under `slot`.
+    fn item(
+        &mut self,
+        last: &[Node],
+        old: Option<usize>,
+        get: impl FnOnce(*mut qjs::JSContext) -> qjs::JSValue,
+        reader: &mut Reader<'_>,
+        depth: usize,
+        slot: qjs::JSAtom,
+    ) -> Result<Option<qjs::JSValue>, FromWire> {
+        if let Some(old) = old.filter(|&old| reader.peek().is_ok_and(|tag| same_kind(tag, &last[old]))) {
+            let start = reader.clone();
+            // The guard gives the reference read back.
+            let inside = OwnedValue { ctx: self.ctx, value: get(self.ctx) };
+            if self.reachable_only_here(inside.value, &last[old])
+                && self.refill(inside.value, last, old, reader, depth + 1)?
+            {
+                return Ok(None);
+            }
+            *reader = start;
+        }
+        self.value(reader, depth + 1, Some(slot)).map(Some)
+    }
+
+    /// Whether `value`, just read from a container no script can reach, is still the last
+    /// call's `node`, referenced by that container alone (and the read), and unchanged.
     fn reachable_only_here(&self, value: qjs::JSValue, node: &Node) -> bool {
         let Some(layout) = self.layout else { return false };
         // SAFETY: the value is alive while the caller holds the reference it read; the
         // address test comes first, so only an object is read.
         super::object_ptr(value) == node.object
             && unsafe { layout.ref_count(value) } == 2
-            && self.unchanged(layout, value, node.sequence)
+            && self.unchanged(layout, value, node)
     }
 
-    /// Whether `value`, an object we hold, is a plain extensible object with the shape of the
-    /// holder of `sequence` and no weak reference to it.
-    fn unchanged(&self, layout: Layout, value: qjs::JSValue, sequence: u32) -> bool {
+    /// Whether `value`, an object we hold, is still what `node` was built as: a plain
+    /// extensible object with the shape of the holder of its keys, or a plain extensible
+    /// array of the same length; and no weak collection refers to it.
+    fn unchanged(&self, layout: Layout, value: qjs::JSValue, node: &Node) -> bool {
         // SAFETY: the caller holds a reference to `value` and the table to the holder; the
-        // class is read first, so `JS_IsExtensible` meets no proxy (whose trap is script code).
+        // class is read first, so `JS_IsExtensible` and `JS_GetLength` meet no proxy (whose
+        // traps are script code) and no getter.
         unsafe {
-            layout.is_plain(value)
-                && !layout.weakly_held(value)
-                && qjs::JS_IsExtensible(self.ctx, value) == 1
-                && layout.shape(value) == layout.shape(self.keys.holder(sequence))
+            let kind = if node.sequence == ARRAY_NODE {
+                let mut len = 0i64;
+                layout.is_plain_array(value)
+                    && qjs::JS_GetLength(self.ctx, value, &mut len) == 0
+                    && len == i64::from(node.len)
+            } else {
+                layout.is_plain(value) && layout.shape(value) == layout.shape(self.keys.holder(node.sequence))
+            };
+            kind && !layout.weakly_held(value) && qjs::JS_IsExtensible(self.ctx, value) == 1
         }
     }
+}
+
+/// The containers inside one being refilled, listed in slot order after it: the next one,
+/// if any, is in this slot or a later one.
+struct Inner {
+    next: usize,
+    end: usize,
+}
+
+impl Inner {
+    /// The last call's container in `slot`, if there was one.
+    fn at(&mut self, last: &[Node], slot: u32) -> Option<usize> {
+        (self.next < self.end && last[self.next].atom == slot).then(|| {
+            let old = self.next;
+            self.next = last[old].end as usize;
+            old
+        })
+    }
+}
+
+/// Whether the wire value with tag `tag` is a container of the same kind as `node`.
+fn same_kind(tag: u8, node: &Node) -> bool {
+    match tag {
+        wire::ARRAY => node.sequence == ARRAY_NODE,
+        wire::OBJECT => node.sequence != ARRAY_NODE,
+        _ => false,
+    }
+}
+
+/// Assigns `item` to the key `atom` of `object`, which has it as a writable data property
+/// (its shape is its holder's): the value is stored and no setter runs.
+fn set(
+    ctx: *mut qjs::JSContext,
+    object: qjs::JSValue,
+    atom: qjs::JSAtom,
+    item: qjs::JSValue,
+) -> Result<(), FromWire> {
+    // SAFETY: as above; the call takes `item` over.
+    if unsafe { qjs::JS_SetProperty(ctx, object, atom, item) } < 0 {
+        return Err(FromWire::Engine(rquickjs::Error::Exception));
+    }
+    Ok(())
 }
