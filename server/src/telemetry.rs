@@ -38,6 +38,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0],
                 )
                 .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(crate::triggers::STAGE_METRIC.into()),
+                    crate::triggers::STAGE_BUCKETS,
+                )
+                .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if a recorder is installed already, and then that one is fed.

@@ -285,6 +285,20 @@ async fn concurrent_deliveries_commit_together_and_a_replay_racing_its_original_
     let (claims,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM trigger_deliveries").fetch_one(&server.state.db).await.unwrap();
     assert_eq!(claims, 2 * 31, "a delivery id and a payload digest per started build");
+
+    // Each started build passed every stage of the delivery path, timed on /metrics (the
+    // recorder is process-wide, so other tests of this process may add to the counts).
+    let metrics = server.client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let stages =
+        ["checks", "adapter_queue", "adapter_call", "prepare", "writer_queue", "commit", "flush", "total"];
+    for stage in stages {
+        let series = format!("slipway_trigger_stage_seconds_count{{stage=\"{stage}\"}}");
+        let count = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(count >= 31.0, "{series} is {count}");
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod batch;
 mod branch;
 mod budget;
 mod checkpoint;
+mod stages;
 mod store;
 pub mod verify;
 mod wal;
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 use slipway_plugins::{PluginHost, ScriptKind};
 
 pub use budget::MIGRATIONS as BUDGET_MIGRATIONS;
+pub use stages::{BUCKETS as STAGE_BUCKETS, METRIC as STAGE_METRIC};
 pub use store::{MIGRATIONS, Trigger, TriggerComponent, TriggerConfig};
 pub use verify::AuthMode;
 
@@ -38,6 +40,7 @@ use crate::pipeline::{BuildSubmission, BuildView, ComponentSpec, Pipeline, Pipel
 use crate::storage::{Dialect, now_ms};
 use adapter::AdapterCalls;
 use budget::Budgets;
+use stages::Stage;
 use store::TriggerStore;
 use writer::DeliveryWriter;
 
@@ -212,6 +215,7 @@ impl Triggers {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Delivery, TriggerError> {
+        let started = Instant::now();
         // The limits come before the secret is checked or the body read. The client's costs
         // a memory lookup; an id that cannot be a trigger's is refused before any database
         // work; the trigger's budget is leased only for a trigger that exists, and a flood
@@ -221,11 +225,13 @@ impl Triggers {
         let trigger = self.store.cached(id).await?;
         self.budgets.take(key, &trigger.id).await?;
         verify::verify(trigger.auth, &trigger.secret, headers, body).map_err(TriggerError::Unauthentic)?;
+        Stage::Checks.done(started);
 
         let submission = match self.accept(&trigger, headers, body).await? {
             Verdict::Build(submission) => submission,
             Verdict::Ignored { reason } => return Ok(Delivery::Ignored { reason }),
         };
+        let verdict_read = Instant::now();
         let keys = delivery_keys(headers, body);
         let prebuilt = submission.components.iter().any(|c| matches!(c.source, SourceRequest::Image { .. }));
         if prebuilt {
@@ -240,8 +246,12 @@ impl Triggers {
         let by = format!("trigger:{}", trigger.id);
         let build = self.pipeline.prepare(&trigger.app, submission, &by).await?;
         let delivery = writer::Accepted { trigger_id: trigger.id.clone(), keys, build };
+        Stage::Prepare.done(verdict_read);
         Ok(match self.writer.record(delivery).await? {
-            writer::Recorded::Started(build) => Delivery::Started(build),
+            writer::Recorded::Started(build) => {
+                Stage::Total.done(started);
+                Delivery::Started(build)
+            }
             writer::Recorded::Duplicate { build_id } => {
                 Delivery::Duplicate(self.pipeline.get(&build_id).await?)
             }

@@ -13,12 +13,13 @@
 //! chunk at a time, so the table holds about one window of deliveries and a prune never
 //! stalls deliveries for long (with SQLite they would queue on the write lock anyway).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{Checkpointer, LOG_BOUND};
+use super::stages::Stage;
 use super::wal::{Waiter, WalFlusher};
 use super::{TriggerError, store};
 use crate::pipeline::{BuildView, NewBuild, Pipeline};
@@ -63,6 +64,7 @@ impl Recorded {
 enum Job {
     Record {
         delivery: Accepted,
+        queued: Instant,
         answer: oneshot::Sender<Result<Recorded, TriggerError>>,
     },
     /// Answered once everything committed before it is durable.
@@ -95,7 +97,10 @@ impl DeliveryWriter {
     /// replays; returns once that is committed and durable.
     pub async fn record(&self, delivery: Accepted) -> Result<Recorded, TriggerError> {
         let (answer, answered) = oneshot::channel();
-        self.jobs.send(Job::Record { delivery, answer }).await.map_err(|_| TriggerError::WriterStopped)?;
+        self.jobs
+            .send(Job::Record { delivery, queued: Instant::now(), answer })
+            .await
+            .map_err(|_| TriggerError::WriterStopped)?;
         answered.await.map_err(|_| TriggerError::WriterStopped)?
     }
 
@@ -191,10 +196,14 @@ async fn run(
         if received == 0 {
             break;
         }
+        let began = Instant::now();
         let deliveries: Vec<&Accepted> = batch
             .iter()
             .filter_map(|job| match job {
-                Job::Record { delivery, .. } => Some(delivery),
+                Job::Record { delivery, queued, .. } => {
+                    Stage::WriterQueue.record(began - *queued, 1);
+                    Some(delivery)
+                }
                 Job::Barrier(_) => None,
             })
             .collect();
@@ -211,6 +220,8 @@ async fn run(
             }
             Err(e) => vec![Err(e)],
         };
+        let committed = Instant::now();
+        Stage::Commit.record(committed - began, deliveries.len());
         if results.iter().any(|r| matches!(r, Ok(Recorded::Started(_)))) {
             pipeline.builds_queued();
         }
@@ -224,6 +235,7 @@ async fn run(
                         // A sender that went away still has its delivery stored; its retry
                         // is a replay.
                         Box::new(move |flushed| {
+                            Stage::Flush.done(committed);
                             let _ = answer.send(flushed.and(result));
                         })
                     }

@@ -11,6 +11,7 @@ mod registry;
 mod registry_transfer;
 mod status;
 mod trigger;
+mod trigger_stages;
 mod webhook_load;
 
 use serde_json::Value;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::trigger_stages::StageHistograms;
 use super::webhook_load::{CLIENTS, LoadGenerator, Pace, Target};
 use crate::server::TestServer;
 
@@ -25,11 +26,11 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let mut connections = load.connect(server.addr).await?;
     eprintln!("trigger: {CLIENTS} clients for {window:?}, unique deliveries, closed loop");
     let (cpu_before, client_before) = (cpu_ticks(), load.cpu_ticks());
-    let stalls_before = Stalls::scrape(&server).await?;
+    let metrics_before = metrics_text(&server).await?;
     let closed = load.flood(&mut connections, &target, 0, window, Pace::Closed).await?;
     let cpu_ticks_used = cpu_ticks() - cpu_before;
     let client_ticks_used = load.cpu_ticks() - client_before;
-    let stalls_after_closed = Stalls::scrape(&server).await?;
+    let metrics_after_closed = metrics_text(&server).await?;
     anyhow::ensure!(closed.limited == 0, "no delivery should be limited in the throughput phase");
     let accepted_per_s = closed.accepted as f64 / window.as_secs_f64();
     let queued: Value =
@@ -42,7 +43,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     let pace = Pace::Open { per_s: OPEN_LOOP_PER_S };
     let open = load.flood(&mut connections, &target, 1, window, pace).await?;
     anyhow::ensure!(open.limited == 0, "no delivery should be limited in the open-loop phase");
-    let stalls_after_open = Stalls::scrape(&server).await?;
+    let metrics_after_open = metrics_text(&server).await?;
 
     // Limiter: a configured rate far below the offered load. A first flood drains the burst,
     // so what passes in the measured window after it is the rate the limiter holds.
@@ -81,8 +82,15 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
         // Where the tail comes from: log flushes past 10 ms and the log's restarts (the
         // writer waits for each), in each phase.
         "stalls": {
-            "closed_loop": stalls_after_closed.since(&stalls_before),
-            "open_loop": stalls_after_open.since(&stalls_after_closed),
+            "closed_loop": Stalls::parse(&metrics_after_closed).since(&Stalls::parse(&metrics_before)),
+            "open_loop": Stalls::parse(&metrics_after_open).since(&Stalls::parse(&metrics_after_closed)),
+        },
+        // Where a delivery's time goes on the server, per stage of its path.
+        "stages": {
+            "closed_loop": StageHistograms::parse(&metrics_after_closed)
+                .since(&StageHistograms::parse(&metrics_before)),
+            "open_loop": StageHistograms::parse(&metrics_after_open)
+                .since(&StageHistograms::parse(&metrics_after_closed)),
         },
         "limiter_rate_per_s": rate,
         "limiter_passed": limited.accepted,
@@ -115,8 +123,13 @@ pub(super) fn thread_cpu_ticks(task: &str) -> u64 {
     rest.split_whitespace().skip(11).take(2).filter_map(|n| n.parse::<u64>().ok()).sum()
 }
 
-/// The server's counters of what stalls deliveries, from `/metrics` (process-wide: every
-/// server of this process adds to them, so phases are told apart by differences).
+/// The server's `/metrics` text. The recorder is process-wide: every server of this process
+/// adds to it, so phases are told apart by differences.
+async fn metrics_text(server: &TestServer) -> anyhow::Result<String> {
+    Ok(server.client().get(server.url("/metrics")).send().await?.text().await?)
+}
+
+/// The server's counters of what stalls deliveries.
 struct Stalls {
     flushes: f64,
     flushes_within_10ms: f64,
@@ -125,18 +138,17 @@ struct Stalls {
 }
 
 impl Stalls {
-    async fn scrape(server: &TestServer) -> anyhow::Result<Stalls> {
-        let text = server.client().get(server.url("/metrics")).send().await?.text().await?;
+    fn parse(text: &str) -> Stalls {
         let value = |series: &str| -> f64 {
             let line = text.lines().find(|line| line.split_whitespace().next() == Some(series));
             line.and_then(|line| line.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0)
         };
-        Ok(Stalls {
+        Stalls {
             flushes: value("slipway_trigger_wal_flush_seconds_count"),
             flushes_within_10ms: value("slipway_trigger_wal_flush_seconds_bucket{le=\"0.01\"}"),
             restarts: value("slipway_trigger_checkpoint_seconds_count{mode=\"RESTART\"}"),
             restart_seconds: value("slipway_trigger_checkpoint_seconds_sum{mode=\"RESTART\"}"),
-        })
+        }
     }
 
     fn since(&self, before: &Stalls) -> Value {
