@@ -83,7 +83,7 @@ mod tests {
             "component/microservice/1",
             "component/job/1",
             "component/helm/1",
-            "status/http/2",
+            "status/http/3",
             "status/tcp/2",
             "status/k8s/1",
             "status/k8s-hpa/1",
@@ -95,5 +95,37 @@ mod tests {
             assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
         }
         assert_eq!(package.scripts.len(), 3 + 2 + K8S_CHECKS.len() + 3);
+    }
+
+    /// A released revision is installed once and never again (installing changed content
+    /// under a known triple is a conflict), so a built-in script edited without a new
+    /// revision would never reach databases that already hold the old one. The ledger holds
+    /// every released revision's content hash; it only grows.
+    #[test]
+    fn released_builtin_revisions_keep_their_content() {
+        let ledger: Vec<(&str, &str)> = include_str!("../builtin/released.txt")
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+            .map(|line| line.split_once(' ').expect("`<triple> <content hash>` per line"))
+            .collect();
+        for (i, (triple, _)) in ledger.iter().enumerate() {
+            assert!(
+                ledger[..i].iter().all(|(earlier, _)| earlier != triple),
+                "{triple} is listed twice in released.txt: a revision has one content"
+            );
+        }
+        let package = crate::package::parse(&builtin_package()).unwrap();
+        let unreleased: Vec<String> = package
+            .scripts
+            .iter()
+            .map(|script| format!("{} {}", script.triple, script.code_hash))
+            .filter(|line| !ledger.iter().any(|(triple, hash)| *line == format!("{triple} {hash}")))
+            .collect();
+        assert!(
+            unreleased.is_empty(),
+            "built-in scripts not in released.txt as they are now; a released script that changed needs \
+             a new revision in plugin.toml, then add its line:\n{}",
+            unreleased.join("\n")
+        );
     }
 }
