@@ -1,6 +1,6 @@
 //! One batch of accepted deliveries, written in its transaction with a handful of multi-row
-//! statements (trigger check, claims, builds, components) instead of four statements per
-//! delivery. The outcome is the same as recording the deliveries one after the other:
+//! statements (claims, which check the trigger too, builds, components) instead of four
+//! statements per delivery. The outcome is the same as recording the deliveries one after the other:
 //! a delivery sharing a key with an earlier one of the batch is that one's replay, a key
 //! claimed within the window makes a delivery the replay of the build holding it, and the
 //! claims of a replay are dropped again.
@@ -45,25 +45,29 @@ pub async fn record(
         })
         .collect();
     let taken = store::claim_all(conn, &claims, now, cutoff).await?;
-    // A trigger deleted after its delivery was authenticated (maybe on another replica, with
-    // this one's cached copy still alive) starts nothing; a replay shares its original's
-    // trigger, so it goes too.
-    let ids: HashSet<&str> = deliveries.iter().map(|d| d.trigger_id.as_str()).collect();
-    let live = store::existing(conn, &ids.into_iter().collect::<Vec<_>>()).await?;
     let mut claimed = vec![0usize; deliveries.len()];
     for (trigger, key) in &taken {
         if let Some(&i) = owner.get(&(trigger.as_str(), key.as_str())) {
             claimed[i] += 1;
         }
     }
+    // A trigger deleted after its delivery was authenticated (maybe on another replica, with
+    // this one's cached copy still alive) starts nothing; a replay shares its original's
+    // trigger, so it goes too. A claim is taken only for a trigger that exists, so only the
+    // triggers of deliveries that took none (replays, mostly) are looked up.
+    let unsure: HashSet<&str> =
+        candidates.iter().filter(|&&i| claimed[i] == 0).map(|&i| deliveries[i].trigger_id.as_str()).collect();
+    let live = if unsure.is_empty() {
+        HashSet::new()
+    } else {
+        store::existing(conn, &unsure.into_iter().collect::<Vec<_>>()).await?
+    };
 
     let mut started: Vec<&NewBuild> = Vec::with_capacity(candidates.len());
     for &i in &candidates {
         let d = deliveries[i];
         let held = |key: &String| taken.contains(&(d.trigger_id.clone(), key.clone()));
-        if !live.contains(d.trigger_id.as_str()) {
-            let mine: Vec<&String> = d.keys.iter().filter(|key| held(key)).collect();
-            store::unclaim(conn, &d.trigger_id, &mine).await?;
+        if claimed[i] == 0 && !live.contains(d.trigger_id.as_str()) {
             outcome[i] = Some(Recorded::TriggerGone);
             continue;
         }
