@@ -5,7 +5,7 @@
 
 use rquickjs::{Ctx, Value, qjs};
 
-use super::key_names::KeyNames;
+use super::key_names::{KeyNames, ShapeKeys};
 use crate::wire;
 
 /// Deepest nesting and most values a script may return.
@@ -136,7 +136,13 @@ pub fn to_json(value: Value<'_>) -> Result<String, Unconvertible> {
 /// for an object, the list of its keys.
 enum Frame {
     Array { object: qjs::JSValue, next: i64, len: i64 },
-    Object { object: qjs::JSValue, keys: *mut qjs::JSPropertyEnum, len: u32, next: u32, wrote: bool },
+    Object { object: qjs::JSValue, keys: Keys, len: u32, next: u32, wrote: bool },
+}
+
+/// An object's keys: the engine's list, or the list kept for its shape, with the texts.
+enum Keys {
+    Engine(*mut qjs::JSPropertyEnum),
+    Kept(ShapeKeys),
 }
 
 /// The containers open on the path from the root to the value being written (so also
@@ -215,7 +221,7 @@ pub fn write(
                 if path.frames.iter().any(|f| object_id(f.object()) == id) {
                     return Err(Unconvertible::Shape("the value contains a cycle".into()));
                 }
-                path.frames.push(open(ctx, value, array, out)?);
+                path.frames.push(open(ctx, value, array, out, names.as_deref_mut())?);
             }
             if out.len() > MAX_TEXT_BYTES {
                 return Err(Unconvertible::Shape(format!("more than {MAX_TEXT_BYTES} bytes of JSON")));
@@ -243,18 +249,25 @@ pub fn write(
             }
             Frame::Object { object, keys, len, next, wrote } => {
                 while *next < *len && current.is_none() {
-                    // SAFETY: the key list holds `len` entries and lives as long as the frame.
-                    let atom = unsafe { (*keys.add(*next as usize)).atom };
+                    let (atom, kept) = match keys {
+                        // SAFETY: the key list holds `len` entries and lives as long as the frame.
+                        Keys::Engine(list) => (unsafe { (*list.add(*next as usize)).atom }, None),
+                        Keys::Kept(list) => {
+                            let (atom, text) = &list[*next as usize];
+                            (*atom, Some(text))
+                        }
+                    };
                     let child = Owned::new(ctx, unsafe { qjs::JS_GetProperty(ctx, *object, atom) })?;
                     if !skipped(ctx, child.value) {
                         if *wrote {
                             out.separator();
                         }
-                        match names.as_deref_mut() {
-                            Some(names) => names
+                        match (kept, names.as_deref_mut()) {
+                            (Some(text), _) => out.key(text),
+                            (None, Some(names)) => names
                                 .with(ctx, atom, |key| out.key(key))
                                 .ok_or(Unconvertible::Engine(rquickjs::Error::Exception))?,
-                            None => with_text(ctx, Text::Key(atom), |key| out.key(key))?,
+                            (None, None) => with_text(ctx, Text::Key(atom), |key| out.key(key))?,
                         }
                         *wrote = true;
                         current = Some(child);
@@ -281,7 +294,9 @@ impl Frame {
             match self {
                 Frame::Array { object, .. } => qjs::JS_FreeValue(ctx, object),
                 Frame::Object { object, keys, len, .. } => {
-                    qjs::JS_FreePropertyEnum(ctx, keys, len);
+                    if let Keys::Engine(list) = keys {
+                        qjs::JS_FreePropertyEnum(ctx, list, len);
+                    }
                     qjs::JS_FreeValue(ctx, object);
                 }
             }
@@ -374,12 +389,14 @@ pub(super) fn with_text<R>(
     Ok(result)
 }
 
-/// Opens a container: its length or its own enumerable string keys, read once.
+/// Opens a container: its length or its own enumerable string keys, read once (or kept for
+/// its shape in `names`).
 fn open(
     ctx: *mut qjs::JSContext,
     value: Owned,
     array: bool,
     out: &mut impl Sink,
+    names: Option<&mut KeyNames>,
 ) -> Result<Frame, Unconvertible> {
     let frame = if array {
         let mut len = 0i64;
@@ -388,6 +405,17 @@ fn open(
             return Err(Unconvertible::Engine(rquickjs::Error::Exception));
         }
         Frame::Array { object: value.into_raw(), next: 0, len }
+    } else if let Some(keys) = names.as_ref().and_then(|names| {
+        // SAFETY: `value` is a live object of the walk's runtime.
+        unsafe { names.shape_keys(value.value) }
+    }) {
+        Frame::Object {
+            object: value.into_raw(),
+            len: keys.len() as u32,
+            keys: Keys::Kept(keys),
+            next: 0,
+            wrote: false,
+        }
     } else {
         let (mut keys, mut len) = (std::ptr::null_mut(), 0u32);
         let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as i32;
@@ -395,7 +423,13 @@ fn open(
         if unsafe { qjs::JS_GetOwnPropertyNames(ctx, &mut keys, &mut len, value.value, flags) } < 0 {
             return Err(Unconvertible::Engine(rquickjs::Error::Exception));
         }
-        Frame::Object { object: value.into_raw(), keys, len, next: 0, wrote: false }
+        if let Some(names) = names {
+            // SAFETY: the engine's list of `len` keys just read from `value`.
+            let list =
+                if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(keys, len as usize) } };
+            unsafe { names.learn_shape(ctx, value.value, list) };
+        }
+        Frame::Object { object: value.into_raw(), keys: Keys::Engine(keys), len, next: 0, wrote: false }
     };
     out.open(array);
     Ok(frame)

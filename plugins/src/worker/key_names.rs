@@ -1,24 +1,118 @@
 //! [`KeyNames`]: the UTF-8 text of the property keys a runtime's results use, kept between
 //! calls. A check returns objects with the same few keys every time (`status`, `reason`,
 //! `details`…); asking the engine for a key's text costs a conversion and a buffer per key
-//! and call, a lookup here a hash probe.
+//! and call, a lookup here a hash probe. The key list of a result object is kept by its
+//! shape too, as asking the engine for it allocates and fills a list on every call.
+
+use std::rc::Rc;
 
 use hashbrown::HashMap;
 use rquickjs::qjs;
 
+use super::args::Layout;
 use super::convert::{Text, with_text};
 
 /// Most keys kept per runtime (their atoms stay alive in the script's heap while kept).
 const MAX_KEYS: usize = 1024;
 
-/// Key texts by atom. Each kept atom holds a reference, so its number keeps naming the same
-/// text for as long as the entry lives.
+/// Most result shapes whose key lists are kept per runtime (each with a holder object).
+const MAX_SHAPES: usize = 64;
+
+/// The own enumerable string keys of every object of one shape, in the order the engine
+/// lists them, with their texts.
+pub type ShapeKeys = Rc<[(qjs::JSAtom, Box<[u8]>)]>;
+
+/// Key texts by atom, and key lists by shape. Each kept atom holds a reference, so its
+/// number keeps naming the same text for as long as the entry lives.
+///
+/// A kept key list comes with a holder: an object of ours, never handed to a script, built
+/// with the same keys and found to have the same shape. The holder keeps that shape alive
+/// (so its address names no other shape) and shared (the engine changes a shape in place
+/// only when one object uses it; any other object changing its keys moves to a new shape),
+/// so every object with that shape has exactly the kept keys, however a script changed it.
 #[derive(Default)]
 pub struct KeyNames {
     names: HashMap<qjs::JSAtom, Box<[u8]>>,
+    layout: Option<Layout>,
+    /// Shape address → its holder and key list, or `None` for a shape no holder matched
+    /// (an address reused by another shape then only misses the cache).
+    shapes: HashMap<usize, Option<(qjs::JSValue, ShapeKeys)>>,
 }
 
 impl KeyNames {
+    /// Key texts, and key lists by shape when the engine's object `layout` is known.
+    pub fn new(layout: Option<Layout>) -> Self {
+        Self { layout, ..Self::default() }
+    }
+
+    /// The kept key list of `object`'s shape; `None` when none is kept (not a plain object,
+    /// a shape not seen or not matched).
+    ///
+    /// # Safety
+    /// `object` is a live object of this runtime.
+    pub unsafe fn shape_keys(&self, object: qjs::JSValue) -> Option<ShapeKeys> {
+        let layout = self.layout?;
+        // SAFETY: as the caller promises.
+        if !unsafe { layout.is_plain(object) } {
+            return None;
+        }
+        let shape = unsafe { layout.shape(object) } as usize;
+        self.shapes.get(&shape)?.as_ref().map(|(_, keys)| keys.clone())
+    }
+
+    /// Keeps `keys`, just read from `object`, as the key list of its shape when a holder
+    /// with these keys gets the same shape (see [`KeyNames`]); only the first
+    /// [`MAX_SHAPES`] shapes are tried.
+    ///
+    /// # Safety
+    /// `object` is a live object of this runtime and `keys` its own enumerable string keys.
+    pub unsafe fn learn_shape(
+        &mut self,
+        ctx: *mut qjs::JSContext,
+        object: qjs::JSValue,
+        keys: &[qjs::JSPropertyEnum],
+    ) {
+        let Some(layout) = self.layout else { return };
+        // SAFETY: as the caller promises.
+        if !unsafe { layout.is_plain(object) } || self.shapes.len() >= MAX_SHAPES {
+            return;
+        }
+        let shape = unsafe { layout.shape(object) } as usize;
+        if self.shapes.contains_key(&shape) {
+            return;
+        }
+        // SAFETY: a new object of ours; an exception (out of memory) is cleared, as only
+        // the cache misses.
+        let holder = unsafe { qjs::JS_NewObject(ctx) };
+        if unsafe { qjs::JS_IsException(holder) } {
+            unsafe { qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx)) };
+            return;
+        }
+        let mut kept = Vec::with_capacity(keys.len());
+        for key in keys {
+            // SAFETY: the definition keeps its own reference of the atom (the holder's
+            // shape then keeps the kept atoms alive); the value is a constant.
+            let defined = unsafe {
+                qjs::JS_DefinePropertyValue(ctx, holder, key.atom, qjs::JS_NULL, qjs::JS_PROP_C_W_E as _)
+            } >= 0;
+            match defined.then(|| self.with(ctx, key.atom, |text| Box::<[u8]>::from(text))).flatten() {
+                Some(text) => kept.push((key.atom, text)),
+                None => break,
+            }
+        }
+        // SAFETY: `holder` is alive; a failed step left an exception, cleared as above.
+        let entry = if kept.len() == keys.len() && unsafe { layout.shape(holder) } as usize == shape {
+            Some((holder, kept.into()))
+        } else {
+            unsafe {
+                qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx));
+                qjs::JS_FreeValue(ctx, holder);
+            }
+            None
+        };
+        self.shapes.insert(shape, entry);
+    }
+
     /// Hands the text of `atom` to `f`: the kept copy, or the engine's (kept for next time
     /// while there is room). `None` when the engine could not convert it.
     pub fn with<R>(
@@ -43,6 +137,10 @@ impl KeyNames {
 
     /// Gives the kept atoms back to the engine; called once, before the context goes.
     pub fn release(&mut self, ctx: *mut qjs::JSContext) {
+        for (holder, _) in self.shapes.drain().filter_map(|(_, entry)| entry) {
+            // SAFETY: each kept holder is owned here and freed once.
+            unsafe { qjs::JS_FreeValue(ctx, holder) };
+        }
         for (atom, _) in self.names.drain() {
             // SAFETY: each entry holds one reference of its atom.
             unsafe { qjs::JS_FreeAtom(ctx, atom) };
@@ -78,6 +176,45 @@ mod tests {
             }
             assert_eq!(names.names.len(), super::MAX_KEYS);
             // Dropping the runtime aborts the process if a kept atom was not given back.
+            names.release(raw);
+        });
+    }
+
+    /// A result object's key list comes from its shape's kept list call after call, and a
+    /// result the script kept and then changed (keys added, deleted, re-added in another
+    /// order, hidden, made a getter) is still written with the keys it has then.
+    #[test]
+    fn kept_shape_keys_follow_a_changed_result() {
+        let runtime = Runtime::new().unwrap();
+        let context = Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            let raw = ctx.as_raw().as_ptr();
+            let mut names = KeyNames::new(crate::worker::args::Layout::probe(raw));
+            assert!(names.layout.is_some(), "the engine layout is known in this build");
+            let script = "(() => { let kept; return (step) => {
+                if (step < 2) { kept = { status: 'ok', reason: 'r' + step, details: { code: step } }; return kept; }
+                if (step === 2) kept.extra = 1;
+                if (step === 3) delete kept.reason;
+                if (step === 4) kept.reason = 'back';
+                if (step === 5) Object.defineProperty(kept, 'status', { enumerable: false });
+                if (step === 6) Object.defineProperty(kept, 'extra', { get() { return 'g'; }, enumerable: true });
+                if (step === 7) { delete kept.extra; delete kept.reason; kept.status = 'fresh'; kept.details.more = [1]; }
+                if (step === 8) return { status: 'ok', reason: 'again', details: { code: 8 } };
+                return kept;
+            }; })()";
+            let f: rquickjs::Function = ctx.eval(script).unwrap();
+            let stringify: rquickjs::Function =
+                ctx.globals().get::<_, rquickjs::Object>("JSON").unwrap().get("stringify").unwrap();
+            for step in 0..10 {
+                let value: Value = f.call((step,)).unwrap();
+                let expected: String = stringify.call((value.clone(),)).unwrap();
+                let hit = unsafe { names.shape_keys(value.as_raw()) }.is_some();
+                let mut named = JsonText(Vec::new());
+                write(value, &mut named, Some(&mut names)).unwrap();
+                assert_eq!(String::from_utf8(named.0).unwrap(), expected, "step {step}");
+                assert_eq!(hit, step == 1 || step == 8, "step {step}: the kept list serves the literal's shape only");
+            }
+            // Dropping the runtime aborts the process if a holder or atom was not given back.
             names.release(raw);
         });
     }

@@ -200,7 +200,7 @@ impl ScriptRuntime {
         Ok(Self {
             keys: RefCell::new(KeyTable::default()),
             kept: RefCell::new(Kept::new(layout)),
-            names: RefCell::new(KeyNames::default()),
+            names: RefCell::new(KeyNames::new(layout)),
             lazy_class,
             lazy_from_bytes: LAZY_FROM_BYTES,
             ends: RefCell::new(Vec::new()),
