@@ -4,6 +4,7 @@
 //! the engine error it raised. (Arguments go in through [`super::args`].)
 
 use rquickjs::{Ctx, Value, qjs};
+use smallvec::SmallVec;
 
 use super::key_names::{KeyNames, ShapeKeys};
 use crate::wire;
@@ -149,7 +150,8 @@ enum Keys {
 /// what a cycle would meet again), released however the walk ends.
 struct Path {
     ctx: *mut qjs::JSContext,
-    frames: Vec<Frame>,
+    /// Inline up to the depth results usually have, so a call's walk allocates nothing.
+    frames: SmallVec<[Frame; 8]>,
 }
 
 impl Drop for Path {
@@ -203,7 +205,7 @@ pub fn write(
 ) -> Result<(), Unconvertible> {
     let ctx = value.ctx().as_raw().as_ptr();
     let mut nodes = 0usize;
-    let mut path = Path { ctx, frames: Vec::new() };
+    let mut path = Path { ctx, frames: SmallVec::new() };
     // SAFETY: a new reference to the root, owned by the walk.
     let mut current = Some(Owned { ctx, value: unsafe { qjs::JS_DupValue(ctx, value.as_raw()) } });
     drop(value);
