@@ -219,8 +219,8 @@ pub fn write(
                 if path.frames.len() >= MAX_DEPTH {
                     return Err(Unconvertible::Shape(format!("nested deeper than {MAX_DEPTH} levels")));
                 }
-                let id = object_id(value.value);
-                if path.frames.iter().any(|f| object_id(f.object()) == id) {
+                let id = super::args::object_ptr(value.value);
+                if path.frames.iter().any(|f| super::args::object_ptr(f.object()) == id) {
                     return Err(Unconvertible::Shape("the value contains a cycle".into()));
                 }
                 path.frames.push(open(ctx, value, array, out, names.as_deref_mut())?);
@@ -435,11 +435,6 @@ fn open(
     };
     out.open(array);
     Ok(frame)
-}
-
-fn object_id(value: qjs::JSValue) -> usize {
-    // SAFETY: reads the pointer out of an object value without touching what it points to.
-    unsafe { qjs::JS_VALUE_GET_PTR(value) as usize }
 }
 
 #[cfg(test)]

@@ -47,6 +47,14 @@ pub(crate) fn p99(values: &[f64]) -> f64 {
     v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1]
 }
 
+/// The samples of a Prometheus text exposition: each series (name and labels) with its value.
+pub(crate) fn metric_samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines().filter_map(|line| {
+        let mut parts = line.split_whitespace();
+        Some((parts.next()?, parts.next()?.parse().ok()?))
+    })
+}
+
 pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }

@@ -140,8 +140,7 @@ struct Stalls {
 impl Stalls {
     fn parse(text: &str) -> Stalls {
         let value = |series: &str| -> f64 {
-            let line = text.lines().find(|line| line.split_whitespace().next() == Some(series));
-            line.and_then(|line| line.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0.0)
+            super::metric_samples(text).find(|(name, _)| *name == series).map_or(0.0, |(_, value)| value)
         };
         Stalls {
             flushes: value("slipway_trigger_wal_flush_seconds_count"),

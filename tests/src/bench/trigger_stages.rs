@@ -19,13 +19,7 @@ impl StageHistograms {
     /// Reads the stage series out of a Prometheus text exposition.
     pub fn parse(text: &str) -> StageHistograms {
         let mut histograms = StageHistograms::default();
-        for line in text.lines() {
-            let (Some(series), Some(value)) =
-                (line.split_whitespace().next(), line.split_whitespace().nth(1))
-            else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else { continue };
+        for (series, value) in super::metric_samples(text) {
             if let Some(rest) = series.strip_prefix(BUCKET) {
                 let Some((stage, rest)) = rest.split_once('"') else { continue };
                 let le = rest.trim_start_matches(",le=\"").trim_end_matches("\"}");

@@ -222,7 +222,7 @@ impl Builder<'_> {
 }
 
 /// The address of an object, which identifies it while it lives.
-fn object_ptr(value: qjs::JSValue) -> *mut std::ffi::c_void {
+pub(super) fn object_ptr(value: qjs::JSValue) -> *mut std::ffi::c_void {
     // SAFETY: reads the pointer out of the value; only compared, never followed.
     match unsafe { qjs::JS_VALUE_GET_TAG(value) } {
         qjs::JS_TAG_OBJECT => unsafe { qjs::JS_VALUE_GET_PTR(value) },

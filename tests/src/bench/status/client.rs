@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::CHUNK;
-use crate::bench::p99;
+use crate::bench::{metric_samples, p99};
 use crate::fleet::Layout;
 
 /// The fields the benchmark reads of a `health:batchGet` answer. Parsing only these keeps
@@ -56,10 +56,9 @@ impl Api {
     /// last set the gauge.
     pub async fn waiting(&self) -> anyhow::Result<u64> {
         let text = self.client.get(format!("{}/metrics", self.base)).send().await?.text().await?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("slipway_status_checks_waiting"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        Ok(metric_samples(&text)
+            .filter(|(series, _)| series.starts_with("slipway_status_checks_waiting"))
+            .map(|(_, value)| value)
             .sum::<f64>() as u64)
     }
 
