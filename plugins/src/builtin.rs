@@ -83,7 +83,7 @@ mod tests {
             "component/microservice/1",
             "component/job/1",
             "component/helm/1",
-            "status/http/3",
+            "status/http/4",
             "status/tcp/2",
             "status/k8s/1",
             "status/k8s-hpa/1",

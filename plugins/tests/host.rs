@@ -27,13 +27,13 @@ async fn builtin_package_is_installed_at_first_start() {
     let packages = host.list().await.unwrap();
     let builtin = packages.iter().find(|p| p.name == "builtin").expect("builtin installed");
     assert!(builtin.scripts.iter().all(|s| s.active), "every built-in script starts active");
-    let http = builtin.scripts.iter().find(|s| s.triple.to_string() == "status/http/3").unwrap();
+    let http = builtin.scripts.iter().find(|s| s.triple.to_string() == "status/http/4").unwrap();
     assert_eq!(http.params_schema.as_ref().unwrap()["type"], "object");
     let out = host
         .call(ScriptKind::Status, "http", None, "check", vec![json!({}), support::http_observation(503, 9)])
         .await
         .unwrap();
-    assert_eq!(out.triple.to_string(), "status/http/3");
+    assert_eq!(out.triple.to_string(), "status/http/4");
     assert_eq!(out.result["status"], "degraded");
 }
 
@@ -123,7 +123,7 @@ async fn changed_content_under_an_existing_revision_is_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::RevisionConflict { .. }), "{err}");
     let err = host
-        .install_package(support::package("other", "1.0.0", &[("status", "http", 3, &versioned(1))]))
+        .install_package(support::package("other", "1.0.0", &[("status", "http", 4, &versioned(1))]))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("package `builtin`"), "{err}");

@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use slipway_plugins::{HealthStatus, PluginHost, ScriptKind};
+use slipway_plugins::{CheckInput, CheckVerdict, HealthStatus, HostConfig, PluginHost, ScriptKind};
 
 async fn judge(host: &PluginHost, name: &str, params: Value, observation: Value) -> (HealthStatus, String) {
     let out = host
@@ -136,6 +136,25 @@ async fn http_expected_statuses_and_json_field_rules() {
             HealthStatus::Degraded,
             "field w is 3, expected 2",
         ),
+        // Observations of 1 KiB or more reach the script as lazy objects: the same rules.
+        (
+            json!({"json": [{"path": "db.up", "equals": true}, {"path": "db.pad.x", "exists": false}]}),
+            with_json(200, json!({"db": {"up": true, "pad": "p".repeat(1200)}})),
+            HealthStatus::Healthy,
+            "HTTP 200 in 4 ms",
+        ),
+        (
+            json!({"json": [{"path": "db.up", "in": [true]}]}),
+            with_json(200, json!({"db": {"up": null, "pad": "p".repeat(1200)}})),
+            HealthStatus::Degraded,
+            "field db.up is null, expected one of [true]",
+        ),
+        (
+            json!({"json": [{"path": "db.list.1.name", "exists": true}]}),
+            with_json(200, json!({"db": {"list": [{"name": "a"}], "pad": "p".repeat(1200)}})),
+            HealthStatus::Degraded,
+            "field db.list.1.name is missing",
+        ),
         (
             json!({"json": [{"path": "v", "equals": 1}]}),
             support::http_observation(200, 4)
@@ -154,6 +173,47 @@ async fn http_expected_statuses_and_json_field_rules() {
         let got = judge(&host, "http", params.clone(), observation).await;
         assert_eq!(got, (status, reason.to_owned()), "{params}");
     }
+}
+
+/// `status/http` keeps each rule path it has split for the next calls, at most 1,024 of
+/// them: checks whose rules name ever new paths neither grow the script's heap without end
+/// nor lose their verdicts when the kept paths are let go (after thousands of paths, a path
+/// seen first is split again and judged as before).
+#[tokio::test]
+async fn http_rule_paths_kept_between_calls_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open_with(dir.path(), HostConfig { workers: 1, ..support::config() }).await;
+    let observation = json!({"http": {"status": 200, "headers": {}, "body": "", "json": {"s": "down"}, "latency_ms": 4}, "error": null});
+    let judge_paths = |paths: std::ops::Range<usize>| {
+        let inputs = paths
+            .map(|i| CheckInput {
+                instance_id: format!("web-{i}"),
+                instance: json!({"params": {"json": [{"path": format!("k{i}.x"), "exists": false}, {"path": "s", "equals": "ok"}]}}),
+                observation: observation.clone(),
+                memo: false,
+            })
+            .collect();
+        let host = &host;
+        async move { host.check_batch("http", inputs).await.unwrap() }
+    };
+    let heap = || async { host.worker_stats().await.unwrap().heap_bytes };
+    let check = |verdicts: Vec<Result<CheckVerdict, slipway_plugins::Error>>| {
+        for verdict in verdicts {
+            let verdict = verdict.unwrap();
+            assert_eq!(
+                (verdict.status, &*verdict.reason),
+                (HealthStatus::Degraded, "field s is \"down\", expected \"ok\"")
+            );
+        }
+    };
+    check(judge_paths(0..1_500).await);
+    let filled = heap().await;
+    check(judge_paths(1_500..9_500).await);
+    let grown = heap().await - filled;
+    // Kept without a bound, 8,000 more paths take about 1.5 MB here; bounded, the kept
+    // paths at any time are at most 1,024 (about 200 KB).
+    assert!(grown < 512 * 1024, "the script's heap grew by {grown} bytes over 8,000 new rule paths");
+    check(judge_paths(0..10).await);
 }
 
 #[tokio::test]
