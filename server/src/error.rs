@@ -80,6 +80,8 @@ impl ApiError {
                 TriggerError::Plugin(e) => plugin_status_and_code(e),
                 TriggerError::Pipeline(e) => pipeline_status_and_code(e),
                 TriggerError::Database(_)
+                | TriggerError::Sqlite(_)
+                | TriggerError::WriterThread(_)
                 | TriggerError::Flush(_)
                 | TriggerError::WriterStopped
                 | TriggerError::AdapterCallsStopped => (StatusCode::SERVICE_UNAVAILABLE, "database_failed"),

@@ -26,7 +26,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 pub use model::{BuildState, BuildSubmission, BuildView, ComponentSpec, SourceRequest};
-pub use store::{BuildStore, MIGRATIONS, NewBuild};
+pub use store::{BuildStore, INSERT_BUILDS, INSERT_COMPONENTS, MIGRATIONS, NewBuild};
 pub use upload::UploadedSource;
 
 use crate::cluster::Cluster;

@@ -106,6 +106,13 @@ pub struct BuiltComponent {
     pub reused_version: Option<String>,
 }
 
+/// The head of a builds insert; `VALUES` rows follow in the order of its columns.
+pub const INSERT_BUILDS: &str =
+    "INSERT INTO builds (id, app, version, tags, state, requested_by, created_at_ms) VALUES ";
+/// The head of a components insert, as `INSERT_BUILDS`.
+pub const INSERT_COMPONENTS: &str =
+    "INSERT INTO build_components (build_id, position, name, component_type, spec, state) VALUES ";
+
 /// A validated build with its id, not stored yet: stored alone by the pipeline, or in a
 /// caller's transaction beside what must commit with it (a trigger's delivery claims).
 pub struct NewBuild {
@@ -129,10 +136,7 @@ impl NewBuild {
         const BUILD_COLUMNS: usize = 7;
         const COMPONENT_COLUMNS: usize = 6;
         for chunk in builds.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO builds (id, app, version, tags, state, requested_by, created_at_ms) VALUES {}",
-                value_rows(chunk.len(), BUILD_COLUMNS)
-            );
+            let sql = format!("{INSERT_BUILDS}{}", value_rows(chunk.len(), BUILD_COLUMNS));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for build in chunk {
                 query = query
@@ -153,10 +157,7 @@ impl NewBuild {
             })
             .collect();
         for chunk in components.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO build_components (build_id, position, name, component_type, spec, state) VALUES {}",
-                value_rows(chunk.len(), COMPONENT_COLUMNS)
-            );
+            let sql = format!("{INSERT_COMPONENTS}{}", value_rows(chunk.len(), COMPONENT_COLUMNS));
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for (build, position, component) in chunk {
                 query = query

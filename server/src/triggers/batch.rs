@@ -4,18 +4,42 @@
 //! a delivery sharing a key with an earlier one of the batch is that one's replay, a key
 //! claimed within the window makes a delivery the replay of the build holding it, and the
 //! claims of a replay are dropped again.
+//!
+//! The statements run on one transaction of either writer: sqlx's for PostgreSQL
+//! (`store.rs`), the SQLite writer's own connection on its thread (`sqlite_writer.rs`).
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::AnyConnection;
-
 use super::TriggerError;
-use super::store::{self, Claim};
+use super::store::Claim;
 use super::writer::{Accepted, Recorded};
 use crate::pipeline::NewBuild;
 
+/// The statements a batch runs, inside a transaction its caller commits.
+pub trait DeliveryTx {
+    /// Takes every claim of an existing trigger that no claim made at or after `cutoff_ms`
+    /// holds; the (trigger, key) pairs taken. A claim older than the window, or left without
+    /// a build by an earlier version, is taken over; the primary key makes this safe between
+    /// concurrent transactions and replicas. The claims must be distinct.
+    async fn claim_all(
+        &mut self,
+        claims: &[Claim<'_>],
+        now_ms: i64,
+        cutoff_ms: i64,
+    ) -> Result<HashSet<(String, String)>, TriggerError>;
+    /// Which of `ids` name triggers that exist.
+    async fn existing(&mut self, ids: &[&str]) -> Result<HashSet<String>, TriggerError>;
+    /// The build a live claim points to.
+    async fn claimed_build(&mut self, trigger: &str, key: &str) -> Result<String, TriggerError>;
+    /// Drops claims this transaction made for a delivery that turned out to be a replay. A
+    /// claim it took over had expired, so dropping it loses nothing.
+    async fn unclaim(&mut self, trigger: &str, keys: &[&String]) -> Result<(), TriggerError>;
+    /// Inserts the builds and their components.
+    async fn insert_builds(&mut self, builds: &[&NewBuild]) -> Result<(), TriggerError>;
+}
+
 pub async fn record(
-    conn: &mut AnyConnection,
+    conn: &mut impl DeliveryTx,
     deliveries: &[&Accepted],
     now: i64,
     cutoff: i64,
@@ -44,7 +68,7 @@ pub async fn record(
             d.keys.iter().map(move |key| Claim { trigger: &d.trigger_id, key, build_id: &d.build.id })
         })
         .collect();
-    let taken = store::claim_all(conn, &claims, now, cutoff).await?;
+    let taken = conn.claim_all(&claims, now, cutoff).await?;
     let mut claimed = vec![0usize; deliveries.len()];
     for (trigger, key) in &taken {
         if let Some(&i) = owner.get(&(trigger.as_str(), key.as_str())) {
@@ -60,7 +84,7 @@ pub async fn record(
     let live = if unsure.is_empty() {
         HashSet::new()
     } else {
-        store::existing(conn, &unsure.into_iter().collect::<Vec<_>>()).await?
+        conn.existing(&unsure.into_iter().collect::<Vec<_>>()).await?
     };
 
     let mut started: Vec<&NewBuild> = Vec::with_capacity(candidates.len());
@@ -79,11 +103,11 @@ pub async fn record(
         // A replay of a delivery outside the batch (rare): the build its first held key
         // names, and the keys this one did claim go back.
         let (mine, others): (Vec<&String>, Vec<&String>) = d.keys.iter().partition(|key| held(key));
-        let build_id = store::claimed_build(conn, &d.trigger_id, others[0]).await?;
-        store::unclaim(conn, &d.trigger_id, &mine).await?;
+        let build_id = conn.claimed_build(&d.trigger_id, others[0]).await?;
+        conn.unclaim(&d.trigger_id, &mine).await?;
         outcome[i] = Some(Recorded::Duplicate { build_id });
     }
-    NewBuild::insert_all(conn, &started).await?;
+    conn.insert_builds(&started).await?;
 
     for (i, earlier) in replay_of.iter().enumerate() {
         let Some(earlier) = *earlier else { continue };

@@ -39,6 +39,12 @@ pub struct LogBound {
 /// stall of the writer is rare.
 pub const LOG_BOUND: LogBound = LogBound { frames: 16_384, bytes: 64 << 20 };
 
+/// What the writer's connection runs before its first commit: no checkpoints of its own,
+/// and its log file cut back to the bound when a commit restarts the log.
+pub fn writer_settings(bound: LogBound) -> String {
+    format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}", bound.bytes)
+}
+
 /// Handle of the checkpointer task; it ends when this is dropped.
 pub struct Checkpointer {
     committed: mpsc::Sender<()>,
@@ -46,16 +52,9 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Turns automatic checkpoints off on `writer` and starts checkpointing its database from
-    /// `own`, a connection used for nothing else.
-    pub async fn start(
-        writer: &mut AnyConnection,
-        mut own: AnyConnection,
-        bound: LogBound,
-    ) -> Result<Checkpointer, sqlx::Error> {
-        let writer_settings =
-            format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {}", bound.bytes);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(writer_settings)).execute(&mut *writer).await?;
+    /// Starts checkpointing the database from `own`, a connection used for nothing else;
+    /// the writer's connection must run `writer_settings` first.
+    pub async fn start(mut own: AnyConnection, bound: LogBound) -> Result<Checkpointer, sqlx::Error> {
         // NORMAL at least: a checkpoint then syncs the log before it copies and the database
         // after, which the flusher's durability argument (`wal.rs`) relies on.
         let own_settings = format!("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {RESTART_WAIT_MS}");
@@ -142,16 +141,16 @@ mod tests {
         let mut writer = pool.acquire().await.unwrap().detach();
         let own = pool.acquire().await.unwrap().detach();
         let bound = LogBound { frames: 256, bytes: 256 * 4120 };
-        let checkpointer = Checkpointer::start(&mut writer, own, bound).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(writer_settings(bound))).execute(&mut writer).await.unwrap();
+        let checkpointer = Checkpointer::start(own, bound).await.unwrap();
         let (auto,): (i64,) =
             sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(&mut writer).await.unwrap();
         assert_eq!(auto, 0);
         // As the delivery writer's connection: the flusher syncs instead of each commit.
-        sqlx::raw_sql("PRAGMA synchronous = NORMAL; CREATE TABLE flood (n BIGINT, pad TEXT)")
-            .execute(&mut writer)
-            .await
-            .unwrap();
-        let log = crate::triggers::wal::wal_path(&mut writer).await.unwrap();
+        sqlx::raw_sql(crate::triggers::wal::WRITER_SYNCHRONOUS).execute(&mut writer).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE flood (n BIGINT, pad TEXT)").execute(&mut writer).await.unwrap();
+        let database = crate::triggers::wal::database_file(&mut writer).await.unwrap();
+        let log = crate::triggers::wal::log_file(&database);
 
         let (rows, mut largest, mut previous, mut cut_back) = (4000i64, 0, 0, 0);
         let mut pace = tokio::time::interval(Duration::from_millis(1));

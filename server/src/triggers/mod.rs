@@ -11,6 +11,7 @@ mod batch;
 mod branch;
 mod budget;
 mod checkpoint;
+mod sqlite_writer;
 mod stages;
 mod store;
 pub mod verify;
@@ -73,6 +74,10 @@ pub enum TriggerError {
     Pipeline(#[from] PipelineError),
     #[error("trigger storage: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("trigger storage (the delivery writer's connection): {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the delivery writer's thread could not start: {0}")]
+    WriterThread(std::io::Error),
     #[error("stored trigger data is unreadable: {0}")]
     Corrupt(String),
 }

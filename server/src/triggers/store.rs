@@ -9,7 +9,9 @@ use std::sync::Arc;
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe};
 
 use super::TriggerError;
+use super::batch::DeliveryTx;
 use super::verify::AuthMode;
+use crate::pipeline::NewBuild;
 use crate::storage::ROWS_PER_STATEMENT;
 
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -208,53 +210,79 @@ pub struct Claim<'a> {
     pub build_id: &'a str,
 }
 
-/// Takes every claim of an existing trigger that no claim made at or after `cutoff_ms`
-/// holds, in multi-row statements; returns the (trigger, key) pairs taken. A claim older than
-/// the window, or left without a build by an earlier version, is taken over. The primary key
-/// makes this safe between concurrent transactions and between replicas. Checking the
-/// trigger here saves the delivery writer a statement (a round trip) per batch. The claims
-/// must be distinct.
-pub async fn claim_all(
-    conn: &mut AnyConnection,
-    claims: &[Claim<'_>],
-    now_ms: i64,
-    cutoff_ms: i64,
-) -> Result<HashSet<(String, String)>, sqlx::Error> {
-    let mut taken = HashSet::with_capacity(claims.len());
-    for chunk in claims.chunks(ROWS_PER_STATEMENT) {
-        let (now, cutoff) = (3 * chunk.len() + 1, 3 * chunk.len() + 2);
-        let values: Vec<String> = (0..chunk.len())
-            .map(|r| format!("(${}, ${}, ${}, ${now})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
-            .collect();
-        // SQLite and PostgreSQL both name the columns of a VALUES list column1, column2, …
-        let sql = format!(
-            "INSERT INTO trigger_deliveries (trigger_id, delivery_key, build_id, created_at_ms)
-             SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES {}) AS v
-             WHERE EXISTS (SELECT 1 FROM triggers WHERE triggers.id = v.column1)
-             ON CONFLICT (trigger_id, delivery_key) DO UPDATE
-             SET build_id = excluded.build_id, created_at_ms = excluded.created_at_ms
-             WHERE trigger_deliveries.created_at_ms < ${cutoff} OR trigger_deliveries.build_id IS NULL
-             RETURNING trigger_id, delivery_key",
-            values.join(", ")
-        );
-        let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
-        for claim in chunk {
-            query = query.bind(claim.trigger).bind(claim.key).bind(claim.build_id);
-        }
-        taken.extend(query.bind(now_ms).bind(cutoff_ms).fetch_all(&mut *conn).await?);
-    }
-    Ok(taken)
+/// The claims upsert over `rows`, a table of (trigger, key, build, now) whose columns SQLite
+/// and PostgreSQL both name column1…column4; `cutoff` is the parameter holding the start of
+/// the window. Checking the trigger here saves the delivery writer a statement per batch.
+pub(super) fn claim_sql(rows: &str, cutoff: &str) -> String {
+    format!(
+        "INSERT INTO trigger_deliveries (trigger_id, delivery_key, build_id, created_at_ms)
+         SELECT v.column1, v.column2, v.column3, v.column4 FROM {rows} AS v
+         WHERE EXISTS (SELECT 1 FROM triggers WHERE triggers.id = v.column1)
+         ON CONFLICT (trigger_id, delivery_key) DO UPDATE
+         SET build_id = excluded.build_id, created_at_ms = excluded.created_at_ms
+         WHERE trigger_deliveries.created_at_ms < {cutoff} OR trigger_deliveries.build_id IS NULL
+         RETURNING trigger_id, delivery_key"
+    )
 }
 
-/// Which of `ids` name triggers that exist.
-pub async fn existing(conn: &mut AnyConnection, ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
-    let list: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
-    let sql = format!("SELECT id FROM triggers WHERE id IN ({})", list.join(", "));
-    let mut query = sqlx::query_as::<_, (String,)>(AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(*id);
+/// The build a live claim points to: `$1` the trigger, `$2` the key (in that order, so
+/// SQLite numbers them 1 and 2 for positional binding too).
+pub(super) const CLAIMED_BUILD: &str =
+    "SELECT build_id FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2";
+/// Drops one claim, parameters as `CLAIMED_BUILD`.
+pub(super) const UNCLAIM: &str = "DELETE FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2";
+
+/// A batch on a pool connection (PostgreSQL, or SQLite without its own writer): multi-row
+/// statements, since each statement is a round trip.
+impl DeliveryTx for AnyConnection {
+    async fn claim_all(
+        &mut self,
+        claims: &[Claim<'_>],
+        now_ms: i64,
+        cutoff_ms: i64,
+    ) -> Result<HashSet<(String, String)>, TriggerError> {
+        let mut taken = HashSet::with_capacity(claims.len());
+        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+            let (now, cutoff) = (3 * chunk.len() + 1, 3 * chunk.len() + 2);
+            let values: Vec<String> = (0..chunk.len())
+                .map(|r| format!("(${}, ${}, ${}, ${now})", 3 * r + 1, 3 * r + 2, 3 * r + 3))
+                .collect();
+            let sql = claim_sql(&format!("(VALUES {})", values.join(", ")), &format!("${cutoff}"));
+            let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+            for claim in chunk {
+                query = query.bind(claim.trigger).bind(claim.key).bind(claim.build_id);
+            }
+            taken.extend(query.bind(now_ms).bind(cutoff_ms).fetch_all(&mut *self).await?);
+        }
+        Ok(taken)
     }
-    Ok(query.fetch_all(&mut *conn).await?.into_iter().map(|(id,)| id).collect())
+
+    async fn existing(&mut self, ids: &[&str]) -> Result<HashSet<String>, TriggerError> {
+        let list: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT id FROM triggers WHERE id IN ({})", list.join(", "));
+        let mut query = sqlx::query_as::<_, (String,)>(AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(*id);
+        }
+        Ok(query.fetch_all(&mut *self).await?.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn claimed_build(&mut self, trigger: &str, key: &str) -> Result<String, TriggerError> {
+        let (build_id,): (String,) =
+            sqlx::query_as(CLAIMED_BUILD).bind(trigger).bind(key).fetch_one(&mut *self).await?;
+        Ok(build_id)
+    }
+
+    async fn unclaim(&mut self, trigger: &str, keys: &[&String]) -> Result<(), TriggerError> {
+        for key in keys {
+            sqlx::query(UNCLAIM).bind(trigger).bind(key).execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_builds(&mut self, builds: &[&NewBuild]) -> Result<(), TriggerError> {
+        Ok(NewBuild::insert_all(self, builds).await?)
+    }
 }
 
 /// Deletes up to `limit` claims made before `cutoff_ms` (they decide nothing any more: a
@@ -271,34 +299,6 @@ pub async fn prune(db: &AnyPool, cutoff_ms: i64, limit: i64) -> Result<u64, sqlx
     .await?
     .rows_affected();
     Ok(deleted)
-}
-
-/// The build a live claim points to.
-pub async fn claimed_build(
-    conn: &mut AnyConnection,
-    trigger: &str,
-    key: &str,
-) -> Result<String, sqlx::Error> {
-    let (build_id,): (String,) =
-        sqlx::query_as("SELECT build_id FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2")
-            .bind(trigger)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await?;
-    Ok(build_id)
-}
-
-/// Drops claims this transaction made for a delivery that turned out to be a replay. A
-/// claim it took over had expired, so dropping it loses nothing.
-pub async fn unclaim(conn: &mut AnyConnection, trigger: &str, keys: &[&String]) -> Result<(), sqlx::Error> {
-    for key in keys {
-        sqlx::query("DELETE FROM trigger_deliveries WHERE trigger_id = $1 AND delivery_key = $2")
-            .bind(trigger)
-            .bind(key)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 fn to_trigger((id, app, adapter, auth, secret, config, created_at_ms): Row) -> Result<Trigger, TriggerError> {

@@ -46,15 +46,13 @@ pub struct WalFlusher {
 }
 
 impl WalFlusher {
-    /// Makes `conn` commit without its own fsync and starts the flusher of its log (it ends
-    /// when this handle is dropped). `conn` must be the only connection whose commits are
-    /// answered through this flusher, and must stay open while it runs.
-    pub async fn open(conn: &mut AnyConnection) -> Result<WalFlusher, sqlx::Error> {
-        let path = wal_path(conn).await?;
-        sqlx::raw_sql("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+    /// Starts the flusher of the log file `log` (it ends when this handle is dropped). The
+    /// writer's connection must commit with `WRITER_SYNCHRONOUS`, be the only connection
+    /// whose commits are answered through this flusher, and stay open while it runs.
+    pub fn start(log: PathBuf) -> WalFlusher {
         let (waiting, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(path, queue));
-        Ok(WalFlusher { waiting })
+        tokio::spawn(run(log, queue));
+        WalFlusher { waiting }
     }
 
     /// Calls each waiter once everything committed so far is on disk.
@@ -67,15 +65,25 @@ impl WalFlusher {
     }
 }
 
-/// The log file of the connection's main database: SQLite names it `<database>-wal`.
-pub(super) async fn wal_path(conn: &mut AnyConnection) -> Result<PathBuf, sqlx::Error> {
+/// The writer's commits write the log, not flush it: the flusher does, outside the lock.
+pub const WRITER_SYNCHRONOUS: &str = "PRAGMA synchronous = NORMAL";
+
+/// The file of the connection's main database.
+pub(super) async fn database_file(conn: &mut AnyConnection) -> Result<PathBuf, sqlx::Error> {
     let databases: Vec<(i64, String, String)> =
         sqlx::query_as("PRAGMA database_list").fetch_all(&mut *conn).await?;
     let main = databases.into_iter().find(|(_, name, _)| name == "main").map(|(_, _, file)| file);
     match main {
-        Some(file) if !file.is_empty() => Ok(PathBuf::from(format!("{file}-wal"))),
+        Some(file) if !file.is_empty() => Ok(PathBuf::from(file)),
         _ => Err(sqlx::Error::Configuration("the delivery writer needs an SQLite database file".into())),
     }
+}
+
+/// The log file of a database file: SQLite names it `<database>-wal`.
+pub(super) fn log_file(database: &std::path::Path) -> PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
 }
 
 async fn run(path: PathBuf, mut queue: mpsc::UnboundedReceiver<Vec<Waiter>>) {
@@ -117,11 +125,10 @@ mod tests {
         let config = crate::config::Config { data_dir: dir.path().into(), ..Default::default() };
         let pool = crate::storage::open_database(&config).await.unwrap();
         let mut conn = pool.acquire().await.unwrap().detach();
-        let flusher = WalFlusher::open(&mut conn).await.unwrap();
-        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(&mut conn).await.unwrap();
-        assert_eq!(sync, 1, "1 is NORMAL: the flusher syncs instead");
-        let path = wal_path(&mut conn).await.unwrap();
+        sqlx::raw_sql(WRITER_SYNCHRONOUS).execute(&mut conn).await.unwrap();
+        let path = log_file(&database_file(&mut conn).await.unwrap());
         assert!(path.starts_with(dir.path()) && path.exists(), "{}", path.display());
+        let flusher = WalFlusher::start(path);
 
         let mut tx = conn.begin().await.unwrap();
         sqlx::query("CREATE TABLE t (id BIGINT)").execute(&mut *tx).await.unwrap();

@@ -15,12 +15,13 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{AnyConnection, AnyPool, Connection};
+use sqlx::{AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::checkpoint::{Checkpointer, LOG_BOUND};
+use super::checkpoint::{self, Checkpointer, LOG_BOUND};
+use super::sqlite_writer::{Outcomes, SqliteWriter};
 use super::stages::Stage;
-use super::wal::{Waiter, WalFlusher};
+use super::wal::{self, Waiter, WalFlusher};
 use super::{TriggerError, store};
 use crate::pipeline::{BuildView, NewBuild, Pipeline};
 use crate::storage::{Dialect, now_ms};
@@ -119,10 +120,10 @@ enum Sink {
     /// (its own group commit overlaps the flushes of concurrent commits), or SQLite when the
     /// writer could not set up its own connection.
     Pool(AnyPool),
-    /// SQLite: the writer's own connection commits without an fsync and the flusher makes
-    /// each commit durable outside the write lock while the next batch is written; its
-    /// checkpoints run beside it, not in its commits.
-    Wal { conn: AnyConnection, flusher: WalFlusher, checkpointer: Checkpointer },
+    /// SQLite: the writer's own connection, on its own thread, commits without an fsync and
+    /// the flusher makes each commit durable outside the write lock while the next batch is
+    /// written; its checkpoints run beside it, not in its commits.
+    Wal { sqlite: SqliteWriter, flusher: WalFlusher, checkpointer: Checkpointer },
 }
 
 impl Sink {
@@ -131,12 +132,22 @@ impl Sink {
             return Sink::Pool(db.clone());
         }
         let own = async {
-            // Out of the pool: its setting must not reach other work, and it stays open.
-            let mut conn = db.acquire().await?.detach();
-            let flusher = WalFlusher::open(&mut conn).await?;
-            let own = db.acquire().await?.detach();
-            let checkpointer = Checkpointer::start(&mut conn, own, LOG_BOUND).await?;
-            Ok::<_, sqlx::Error>(Sink::Wal { conn, flusher, checkpointer })
+            let (database, busy_timeout_ms) = {
+                let mut conn = db.acquire().await?;
+                let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout").fetch_one(&mut *conn).await?;
+                (wal::database_file(&mut conn).await?, busy)
+            };
+            // The pool's busy timeout, and the settings the flusher and the checkpointer
+            // rely on; the connection is the writer's alone, so they reach nothing else.
+            let session = format!(
+                "PRAGMA busy_timeout = {busy_timeout_ms}; {}; {}",
+                wal::WRITER_SYNCHRONOUS,
+                checkpoint::writer_settings(LOG_BOUND)
+            );
+            let sqlite = SqliteWriter::open(database.clone(), session).await?;
+            let flusher = WalFlusher::start(wal::log_file(&database));
+            let checkpointer = Checkpointer::start(db.acquire().await?.detach(), LOG_BOUND).await?;
+            Ok::<_, TriggerError>(Sink::Wal { sqlite, flusher, checkpointer })
         };
         own.await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the delivery writer commits with an fsync each (no flusher)");
@@ -144,16 +155,15 @@ impl Sink {
         })
     }
 
-    async fn commit(
-        &mut self,
-        deliveries: &[&Accepted],
-        window_ms: i64,
-    ) -> Result<Vec<Recorded>, TriggerError> {
+    async fn commit(&mut self, deliveries: Vec<Accepted>, window_ms: i64) -> Outcomes {
         match self {
-            Sink::Pool(db) => commit(&mut *db.acquire().await?, deliveries, window_ms).await,
-            Sink::Wal { conn, checkpointer, .. } => {
+            Sink::Pool(db) => {
+                let deliveries: Vec<&Accepted> = deliveries.iter().collect();
+                commit_each(db, &deliveries, window_ms).await
+            }
+            Sink::Wal { sqlite, checkpointer, .. } => {
                 let turn = checkpointer.turn().await;
-                let committed = commit(conn, deliveries, window_ms).await;
+                let committed = sqlite.commit(deliveries, window_ms).await;
                 drop(turn);
                 checkpointer.committed();
                 committed
@@ -167,6 +177,53 @@ impl Sink {
             Sink::Wal { flusher, .. } => flusher.after_flush(waiters),
         }
     }
+}
+
+/// A database the writer commits a batch to, in one transaction.
+pub trait Committer {
+    async fn commit(
+        &mut self,
+        deliveries: &[&Accepted],
+        window_ms: i64,
+    ) -> Result<Vec<Recorded>, TriggerError>;
+}
+
+impl Committer for AnyPool {
+    async fn commit(
+        &mut self,
+        deliveries: &[&Accepted],
+        window_ms: i64,
+    ) -> Result<Vec<Recorded>, TriggerError> {
+        let mut conn = self.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let now = now_ms();
+        let recorded = super::batch::record(&mut *tx, deliveries, now, now - window_ms).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+}
+
+/// Commits `deliveries` in one transaction; if that fails, each alone, so one delivery's
+/// failure does not fail the others.
+pub async fn commit_each(db: &mut impl Committer, deliveries: &[&Accepted], window_ms: i64) -> Outcomes {
+    match db.commit(deliveries, window_ms).await {
+        Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+        Err(e) if deliveries.len() > 1 => {
+            tracing::warn!(error = %e, deliveries = deliveries.len(), "delivery batch failed; committing one by one");
+            let mut outcomes = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                outcomes.push(db.commit(&[delivery], window_ms).await.map(|mut r| r.remove(0)));
+            }
+            outcomes
+        }
+        Err(e) => vec![Err(e)],
+    }
+}
+
+/// What waits for a batch's commit: a delivery's sender, or a barrier.
+enum Answer {
+    Delivery(oneshot::Sender<Result<Recorded, TriggerError>>),
+    Barrier(oneshot::Sender<Result<(), TriggerError>>),
 }
 
 async fn run(
@@ -197,49 +254,40 @@ async fn run(
             break;
         }
         let began = Instant::now();
-        let deliveries: Vec<&Accepted> = batch
-            .iter()
-            .filter_map(|job| match job {
-                Job::Record { delivery, queued, .. } => {
-                    Stage::WriterQueue.record(began - *queued, 1);
-                    Some(delivery)
+        let mut deliveries = Vec::with_capacity(batch.len());
+        let answers: Vec<Answer> = batch
+            .drain(..)
+            .map(|job| match job {
+                Job::Record { delivery, queued, answer } => {
+                    Stage::WriterQueue.record(began - queued, 1);
+                    deliveries.push(delivery);
+                    Answer::Delivery(answer)
                 }
-                Job::Barrier(_) => None,
+                Job::Barrier(answer) => Answer::Barrier(answer),
             })
             .collect();
-        let results = match sink.commit(&deliveries, window_ms).await {
-            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
-            Err(e) if deliveries.len() > 1 => {
-                // One delivery's failure must not fail the others: each goes again alone.
-                tracing::warn!(error = %e, deliveries = deliveries.len(), "delivery batch failed; committing one by one");
-                let mut results = Vec::with_capacity(deliveries.len());
-                for delivery in &deliveries {
-                    results.push(sink.commit(&[delivery], window_ms).await.map(|mut r| r.remove(0)));
-                }
-                results
-            }
-            Err(e) => vec![Err(e)],
-        };
+        let count = deliveries.len();
+        let outcomes = sink.commit(deliveries, window_ms).await;
         let committed = Instant::now();
-        Stage::Commit.record(committed - began, deliveries.len());
-        if results.iter().any(|r| matches!(r, Ok(Recorded::Started(_)))) {
+        Stage::Commit.record(committed - began, count);
+        if outcomes.iter().any(|r| matches!(r, Ok(Recorded::Started(_)))) {
             pipeline.builds_queued();
         }
-        let mut results = results.into_iter();
-        let waiters = batch
-            .drain(..)
-            .map(|job| -> Waiter {
-                match job {
-                    Job::Record { answer, .. } => {
-                        let result = results.next().expect("a result for every delivery");
+        let mut outcomes = outcomes.into_iter();
+        let waiters = answers
+            .into_iter()
+            .map(|answer| -> Waiter {
+                match answer {
+                    Answer::Delivery(answer) => {
+                        let outcome = outcomes.next().expect("an outcome for every delivery");
                         // A sender that went away still has its delivery stored; its retry
                         // is a replay.
                         Box::new(move |flushed| {
                             Stage::Flush.done(committed);
-                            let _ = answer.send(flushed.and(result));
+                            let _ = answer.send(flushed.and(outcome));
                         })
                     }
-                    Job::Barrier(answer) => Box::new(move |flushed| {
+                    Answer::Barrier(answer) => Box::new(move |flushed| {
                         let _ = answer.send(flushed);
                     }),
                 }
@@ -247,16 +295,4 @@ async fn run(
             .collect();
         sink.answer(waiters);
     }
-}
-
-async fn commit(
-    conn: &mut AnyConnection,
-    deliveries: &[&Accepted],
-    window_ms: i64,
-) -> Result<Vec<Recorded>, TriggerError> {
-    let mut tx = conn.begin().await?;
-    let now = now_ms();
-    let recorded = super::batch::record(&mut tx, deliveries, now, now - window_ms).await?;
-    tx.commit().await?;
-    Ok(recorded)
 }
