@@ -3,7 +3,8 @@
 //! With `synchronous = FULL` a commit appends its frames to the write-ahead log and calls
 //! `fdatasync` before it gives up the write lock, so every batch of the delivery writer
 //! waited for the previous batch's fsync (two fsync tails in a delivery's latency). The
-//! writer's own connection commits with `synchronous = NORMAL` instead — the frames are
+//! writer's own connection (rusqlite's, on its thread: `sqlite_writer.rs`) commits with
+//! `synchronous = NORMAL` instead — the frames are
 //! written, not flushed — and this flusher calls `fdatasync` on the log file after the
 //! commit, outside the lock, while the writer already writes the next batch. A delivery is
 //! answered only after a flush that began after its commit returned, and one flush serves
