@@ -35,6 +35,17 @@ impl CallList {
         Ok(&self.bytes[start + 4..])
     }
 
+    /// Appends a call whose arguments are `parts` one after another, and returns them.
+    pub fn push_parts(&mut self, parts: &[&[u8]]) -> &[u8] {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        let start = self.bytes.len();
+        self.bytes.reserve(4 + len);
+        self.bytes.extend_from_slice(&(len as u32).to_le_bytes());
+        parts.iter().for_each(|part| self.bytes.extend_from_slice(part));
+        self.starts.push(start);
+        &self.bytes[start + 4..]
+    }
+
     /// Removes the call appended last.
     pub fn pop(&mut self) {
         if let Some(start) = self.starts.pop() {
@@ -128,6 +139,8 @@ mod tests {
             });
             assert_eq!(pushed.unwrap(), call);
         }
+        assert_eq!(calls.push_parts(&[b"pa", b"", b"rts"]), b"parts");
+        calls.pop();
         calls.pop();
         assert!(
             calls
@@ -138,6 +151,9 @@ mod tests {
                 .is_err()
         );
         assert_eq!(calls.iter().collect::<Vec<_>>(), [&b"one"[..], b"", b"three"]);
+        assert_eq!(calls.push_parts(&[b"fi", b"ve"]), b"five");
+        assert_eq!(calls.iter().collect::<Vec<_>>(), [&b"one"[..], b"", b"three", b"five"]);
+        calls.pop();
         calls.drain_front(2);
         assert_eq!((calls.len(), calls.iter().collect::<Vec<_>>()), (1, vec![&b"three"[..]]));
         calls.drain_front(5);

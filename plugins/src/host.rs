@@ -285,10 +285,12 @@ impl PluginHost {
     ///
     /// The batch runs in pieces that are encoded as the workers take them and decoded as
     /// they are answered, so the host's work overlaps the workers' (see `pool::pipeline`).
+    /// The inputs are borrowed: the caller, which built them, frees them too, off the path
+    /// that keeps the workers fed.
     pub async fn check_batch(
         &self,
         name: &str,
-        inputs: Vec<CheckInput>,
+        inputs: &[CheckInput],
     ) -> Result<Vec<Result<CheckVerdict, Error>>, Error> {
         // One triple for the batch, shared by its verdicts and the memo's.
         let triple = Arc::new(self.resolve(ScriptKind::Status, name, None)?);
@@ -301,7 +303,7 @@ impl PluginHost {
             Mutex::new((0..total).map(|_| None).collect());
         let pieces: Mutex<Vec<PieceInputs>> = Mutex::new(Vec::new());
         let sent = AtomicUsize::new(0);
-        let mut inputs = inputs.into_iter().enumerate();
+        let mut inputs = inputs.iter().enumerate();
         // The first pieces are small, so the worker starts soon after the batch does; each
         // is twice the last up to the full size, and the host, the faster side, stays ahead.
         let mut size = FIRST_PIECE_CALLS.min(piece_size);
@@ -389,26 +391,24 @@ fn encode_check(
     memo: &Memo,
     fingerprinter: &Fingerprinter,
     triple: &Arc<PluginTriple>,
-    input: CheckInput,
+    input: &CheckInput,
     calls: &mut CallList,
 ) -> Encoded {
-    let encoded = calls.push_with(|buf| {
-        buf.push(wire::ARRAY);
-        wire::encode(&input.instance, buf)?;
-        wire::encode(&input.observation, buf)?;
-        buf.push(wire::END);
-        Ok::<_, wire::WireError>(())
-    });
-    let args = match encoded {
-        Ok(args) => args,
-        Err(e) => {
-            return Encoded::Answered(Err(Error::Worker(format!("arguments of {}: {e}", input.instance_id))));
-        }
-    };
+    if !input.instance.fits() || !input.observation.fits() {
+        let error = wire::WireError::TooDeep;
+        return Encoded::Answered(Err(Error::Worker(format!("arguments of {}: {error}", input.instance_id))));
+    }
+    // The caller's bytes are the call's: copied, not walked.
+    let args = calls.push_parts(&[
+        &[wire::ARRAY],
+        input.instance.as_bytes(),
+        input.observation.as_bytes(),
+        &[wire::END],
+    ]);
     if !input.memo {
         return Encoded::Call(None);
     }
-    // The arguments as sent are the fingerprint's input: the values are walked once.
+    // The arguments as sent are the fingerprint's input.
     let fingerprint = fingerprinter.fingerprint(args);
     let instance = memo.instance_key(&input.instance_id);
     match memo.get(instance, fingerprint, triple) {

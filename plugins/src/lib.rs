@@ -14,13 +14,22 @@
 //!
 //! ```no_run
 //! # async fn example(db: sqlx::AnyPool, objects: std::sync::Arc<dyn object_store::ObjectStore>) -> Result<(), slipway_plugins::Error> {
-//! use slipway_plugins::{CheckInput, HostConfig, PluginHost};
+//! use slipway_plugins::{CheckInput, HostConfig, PluginHost, WireValue};
 //! let host = PluginHost::open(db, objects, HostConfig::default()).await?;
 //! let verdicts = host
-//!     .check_batch("http", vec![CheckInput {
+//!     .check_batch("http", &[CheckInput {
 //!         instance_id: "web-1".into(),
-//!         instance: serde_json::json!({"params": {"expect_status": [200]}}),
-//!         observation: serde_json::json!({"http": {"status": 200, "headers": {}, "body": "", "json": null, "latency_ms": 3}, "error": null}),
+//!         instance: serde_json::json!({"params": {"expect_status": [200]}}).into(),
+//!         observation: WireValue::object(|o| {
+//!             o.object("http", |http| {
+//!                 http.int("status", 200);
+//!                 http.object("headers", |_| {});
+//!                 http.str("body", "");
+//!                 http.null("json");
+//!                 http.int("latency_ms", 3);
+//!             });
+//!             o.null("error");
+//!         }),
 //!         memo: false,
 //!     }])
 //!     .await?;
@@ -41,6 +50,7 @@ mod store;
 mod triple;
 mod verdict;
 mod wire;
+mod wire_value;
 pub mod worker;
 
 pub use config::HostConfig;
@@ -52,6 +62,7 @@ pub use model::{
 pub use package::{builtin_package, pack as pack_package};
 pub use protocol::WorkerStats;
 pub use triple::{HealthStatus, PluginTriple, ScriptKind};
+pub use wire_value::{ObjectWriter, WireValue};
 
 /// Database migrations of this crate, applied in order by the server at start.
 pub const MIGRATIONS: &[(&str, &str)] = &[(

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::triple::{HealthStatus, PluginTriple, ScriptKind};
 use crate::wire;
+use crate::wire_value::WireValue;
 
 /// What a script function returned, and which revision ran it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,15 +18,17 @@ pub struct CallOutput {
     pub triple: PluginTriple,
 }
 
-/// One instance to judge with a status script.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One instance to judge with a status script. Its arguments come in the wire form, as
+/// the caller built them (see [`WireValue`]); `WireValue::from_value` serves callers that
+/// hold `serde_json::Value`s.
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckInput {
     /// Stable id of the watched instance; keys the unchanged-observation shortcut.
-    pub instance_id: String,
+    pub instance_id: Arc<str>,
     /// The instance as the status crate describes it (parameters of the check included).
-    pub instance: Value,
+    pub instance: WireValue,
     /// The observation, in the shape the script's kind documents (`http`, `tcp`, `object`).
-    pub observation: Value,
+    pub observation: WireValue,
     /// Whether an unchanged observation may reuse the last verdict. False where the
     /// observation never repeats (an HTTP answer carries its latency and `Date` header):
     /// the digest and the remembered verdict (a few hundred bytes per instance) would be

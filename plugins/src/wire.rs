@@ -35,12 +35,25 @@ pub enum WireError {
     Tag(u8),
 }
 
-/// Appends `value`; fails only past [`MAX_DEPTH`].
+/// Appends `value`; fails only past [`MAX_DEPTH`], and then appends nothing.
 pub fn encode(value: &Value, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    if encode_nested(value, out) > MAX_DEPTH {
+        out.truncate(start);
+        return Err(WireError::TooDeep);
+    }
+    Ok(())
+}
+
+/// Appends `value` and returns how deep its containers nest (0 for a scalar, 1 for a flat
+/// array or object). Past [`MAX_DEPTH`] levels the rest is written as null and the nesting
+/// returned is `MAX_DEPTH + 1`: a well-formed value that every reader refuses to take as a
+/// call's argument, so the recursion stays bounded and the cut part is never seen.
+pub fn encode_nested(value: &Value, out: &mut Vec<u8>) -> usize {
     encode_at(value, out, 0)
 }
 
-fn encode_at(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), WireError> {
+fn encode_at(value: &Value, out: &mut Vec<u8>, depth: usize) -> usize {
     match value {
         Value::Null => out.push(NULL),
         Value::Bool(b) => out.push(if *b { TRUE } else { FALSE }),
@@ -51,27 +64,37 @@ fn encode_at(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), WireE
         Value::String(s) => write_str(out, s),
         Value::Array(items) => {
             if depth >= MAX_DEPTH {
-                return Err(WireError::TooDeep);
+                return cut(out, depth);
             }
             out.push(ARRAY);
-            for item in items {
-                encode_at(item, out, depth + 1)?;
-            }
+            let inner = items.iter().map(|item| encode_at(item, out, depth + 1)).max();
             out.push(END);
+            return 1 + inner.unwrap_or(0);
         }
         Value::Object(map) => {
             if depth >= MAX_DEPTH {
-                return Err(WireError::TooDeep);
+                return cut(out, depth);
             }
             out.push(OBJECT);
-            for (key, item) in map {
-                write_str(out, key);
-                encode_at(item, out, depth + 1)?;
-            }
+            let inner = map
+                .iter()
+                .map(|(key, item)| {
+                    write_str(out, key);
+                    encode_at(item, out, depth + 1)
+                })
+                .max();
             out.push(END);
+            return 1 + inner.unwrap_or(0);
         }
     }
-    Ok(())
+    0
+}
+
+/// A container too deep to write, at `depth`: null in its place, and a nesting that puts
+/// the whole value one level past [`MAX_DEPTH`].
+fn cut(out: &mut Vec<u8>, depth: usize) -> usize {
+    out.push(NULL);
+    MAX_DEPTH + 1 - depth
 }
 
 pub fn write_int(out: &mut Vec<u8>, i: i32) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
-use slipway_plugins::{CheckInput, Error, HealthStatus, PluginHost, ScriptKind};
+use slipway_plugins::{CheckInput, Error, HealthStatus, PluginHost, ScriptKind, WireValue};
 
 fn versioned(revision: u32) -> String {
     format!("export function check() {{ return {{ status: 'healthy', reason: 'rev-{revision}' }}; }}")
@@ -181,15 +181,15 @@ async fn revision_switch_under_load_fails_no_call_and_mixes_no_revisions() {
             if round >= 40 && switched.load(Ordering::Relaxed) {
                 break;
             }
-            let inputs = (0..25)
+            let inputs: Vec<_> = (0..25)
                 .map(|i| CheckInput {
-                    instance_id: format!("w{worker}-{i}"),
-                    instance: json!({}),
-                    observation: json!({"n": round * 100 + i}),
+                    instance_id: format!("w{worker}-{i}").into(),
+                    instance: json!({}).into(),
+                    observation: json!({"n": round * 100 + i}).into(),
                     memo: true,
                 })
                 .collect();
-            for verdict in host.check_batch("flip", inputs).await.expect("no batch fails") {
+            for verdict in host.check_batch("flip", &inputs).await.expect("no batch fails") {
                 let verdict = verdict.expect("no call fails");
                 let r = verdict.triple.revision;
                 assert_eq!(&*verdict.reason, format!("rev-{r}"));
@@ -242,11 +242,11 @@ async fn an_unchanged_observation_reuses_the_verdict_without_running_the_script(
         async move {
             let input = CheckInput {
                 instance_id: "web-1".into(),
-                instance: json!({"params": {}}),
-                observation,
+                instance: json!({"params": {}}).into(),
+                observation: observation.into(),
                 memo,
             };
-            host.check_batch("count", vec![input]).await.unwrap().pop().unwrap().unwrap()
+            host.check_batch("count", &[input]).await.unwrap().pop().unwrap().unwrap()
         }
     };
     let check = |observation| check_with(observation, true);
@@ -261,4 +261,46 @@ async fn an_unchanged_observation_reuses_the_verdict_without_running_the_script(
     host.activate(ScriptKind::Status, "count", 2).await.unwrap();
     let verdict = check(json!({"v": 2})).await;
     assert_eq!((verdict.status, verdict.triple.revision), (HealthStatus::Degraded, 2), "new revision: run");
+}
+
+/// Arguments in the wire form: written field by field, shared, or from a `Value`, the
+/// script reads the same; one nested too deep fails alone and names its instance.
+#[tokio::test]
+async fn wire_form_arguments_reach_the_script_and_too_deep_ones_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = support::open(dir.path()).await;
+    let echo = "export function check(instance, o) {\n  return { status: 'healthy', reason: JSON.stringify([instance, o]) };\n}\n";
+    host.install_package(support::package("echo", "1.0.0", &[("status", "echo", 1, echo)])).await.unwrap();
+    let shared = WireValue::from_value(&json!({"params": {"expect_status": [200]}}));
+    let written = WireValue::object(|o| {
+        o.object("tcp", |tcp| {
+            tcp.bool("connected", true);
+            tcp.int("latency_ms", 4);
+        });
+        o.null("error");
+    });
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let input = |id: &str, observation: WireValue| CheckInput {
+        instance_id: id.into(),
+        instance: shared.clone(),
+        observation,
+        memo: true,
+    };
+    let inputs = [
+        input("written", written),
+        input("too-deep", WireValue::object(|o| o.value("deep", &deep))),
+        input("from-value", json!({"tcp": {"connected": false, "latency_ms": 2.5}, "error": null}).into()),
+    ];
+    let results = host.check_batch("echo", &inputs).await.unwrap();
+    let reason = |i: usize| -> serde_json::Value {
+        serde_json::from_str(&results[i].as_ref().expect("judged").reason).unwrap()
+    };
+    let instance = json!({"params": {"expect_status": [200]}});
+    assert_eq!(reason(0), json!([instance, {"tcp": {"connected": true, "latency_ms": 4}, "error": null}]));
+    assert_eq!(reason(2), json!([instance, {"tcp": {"connected": false, "latency_ms": 2.5}, "error": null}]));
+    let error = results[1].as_ref().unwrap_err().to_string();
+    assert!(error.contains("too-deep") && error.contains("deeper than 128"), "{error}");
 }

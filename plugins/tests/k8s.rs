@@ -76,11 +76,16 @@ async fn judge(
     check: &str,
     observations: Vec<(String, Value)>,
 ) -> Vec<(HealthStatus, String)> {
-    let inputs = observations
+    let inputs: Vec<_> = observations
         .into_iter()
-        .map(|(id, observation)| CheckInput { instance_id: id, instance: json!({}), observation, memo: true })
+        .map(|(id, observation)| CheckInput {
+            instance_id: id.into(),
+            instance: json!({}).into(),
+            observation: observation.into(),
+            memo: true,
+        })
         .collect();
-    let verdicts = host.check_batch(check, inputs).await.unwrap();
+    let verdicts = host.check_batch(check, &inputs).await.unwrap();
     verdicts
         .into_iter()
         .map(|v| v.map(|v| (v.status, v.reason.to_string())).unwrap_or_else(|e| panic!("{check}: {e}")))

@@ -74,15 +74,15 @@ async fn stuck_calls_in_a_batch_fail_alone_and_the_rest_of_the_batch_runs() {
     let source = "export function check(instance, o, ctx) {\n  if (instance.stuck) new Array(200000).fill('y'.repeat(100000)).sort();\n  return { status: 'healthy', reason: instance.id };\n}\n";
     install(&host, "picky", source).await;
     let stuck = [7, 150];
-    let inputs = (0..300)
+    let inputs: Vec<_> = (0..300)
         .map(|i| slipway_plugins::CheckInput {
-            instance_id: format!("i-{i}"),
-            instance: json!({"id": format!("i-{i}"), "stuck": stuck.contains(&i)}),
-            observation: json!({}),
+            instance_id: format!("i-{i}").into(),
+            instance: json!({"id": format!("i-{i}"), "stuck": stuck.contains(&i)}).into(),
+            observation: json!({}).into(),
             memo: true,
         })
         .collect();
-    let results = host.check_batch("picky", inputs).await.unwrap();
+    let results = host.check_batch("picky", &inputs).await.unwrap();
     assert_eq!(results.len(), 300);
     for (i, result) in results.iter().enumerate() {
         match result {

@@ -6,7 +6,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use slipway_plugins::{CheckInput, CheckVerdict, HealthStatus, HostConfig, PluginHost, ScriptKind};
+use slipway_plugins::{
+    CheckInput, CheckVerdict, HealthStatus, HostConfig, PluginHost, ScriptKind, WireValue,
+};
 
 async fn judge(host: &PluginHost, name: &str, params: Value, observation: Value) -> (HealthStatus, String) {
     let out = host
@@ -183,18 +185,20 @@ async fn http_expected_statuses_and_json_field_rules() {
 async fn http_rule_paths_kept_between_calls_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let host = support::open_with(dir.path(), HostConfig { workers: 1, ..support::config() }).await;
-    let observation = json!({"http": {"status": 200, "headers": {}, "body": "", "json": {"s": "down"}, "latency_ms": 4}, "error": null});
+    let observation = WireValue::from_value(
+        &json!({"http": {"status": 200, "headers": {}, "body": "", "json": {"s": "down"}, "latency_ms": 4}, "error": null}),
+    );
     let judge_paths = |paths: std::ops::Range<usize>| {
-        let inputs = paths
+        let inputs: Vec<_> = paths
             .map(|i| CheckInput {
-                instance_id: format!("web-{i}"),
-                instance: json!({"params": {"json": [{"path": format!("k{i}.x"), "exists": false}, {"path": "s", "equals": "ok"}]}}),
+                instance_id: format!("web-{i}").into(),
+                instance: json!({"params": {"json": [{"path": format!("k{i}.x"), "exists": false}, {"path": "s", "equals": "ok"}]}}).into(),
                 observation: observation.clone(),
                 memo: false,
             })
             .collect();
         let host = &host;
-        async move { host.check_batch("http", inputs).await.unwrap() }
+        async move { host.check_batch("http", &inputs).await.unwrap() }
     };
     let heap = || async { host.worker_stats().await.unwrap().heap_bytes };
     let check = |verdicts: Vec<Result<CheckVerdict, slipway_plugins::Error>>| {

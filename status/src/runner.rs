@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
-use serde_json::Value;
-use slipway_plugins::{CheckInput, PluginHost};
+use slipway_plugins::{CheckInput, PluginHost, WireValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::events::TransitionEvent;
@@ -69,7 +68,7 @@ pub fn wall_ms() -> i64 {
 /// memory (each is a few kilobytes of JSON values).
 struct Fetched {
     job: Job,
-    observation: Value,
+    observation: WireValue,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -206,24 +205,24 @@ impl Runner {
     /// Judges a batch: one `check_batch` call per status plugin in it. The permits of its
     /// checks are released once it is judged.
     async fn verdicts(&self, batch: Vec<Fetched>) -> Vec<Verdict> {
-        let mut by_plugin: HashMap<Arc<str>, Vec<(Job, Value)>> = HashMap::new();
+        let mut by_plugin: HashMap<Arc<str>, Vec<(Job, WireValue)>> = HashMap::new();
         for Fetched { job, observation, .. } in batch {
             by_plugin.entry(job.plugin.clone()).or_default().push((job, observation));
         }
         let mut verdicts = Vec::new();
         for (plugin, items) in by_plugin {
             let keys: Vec<(u32, u32)> = items.iter().map(|(j, _)| (j.index, j.generation)).collect();
-            let inputs = items
+            let inputs: Vec<CheckInput> = items
                 .into_iter()
                 .map(|(job, observation)| CheckInput {
-                    instance_id: job.instance_id.to_string(),
+                    instance_id: job.instance_id,
                     memo: job.target.observation_repeats(),
                     instance: job.instance,
                     observation,
                 })
                 .collect();
             let judged: Vec<(Health, String)> =
-                match tokio::time::timeout(JUDGE_TIMEOUT, self.plugins.check_batch(&plugin, inputs)).await {
+                match tokio::time::timeout(JUDGE_TIMEOUT, self.plugins.check_batch(&plugin, &inputs)).await {
                     Err(_) => {
                         let reason =
                             format!("status plugin status/{plugin} gave no verdict within {JUDGE_TIMEOUT:?}");

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use serde_json::{Value, json};
+use slipway_plugins::WireValue;
 
 use crate::budget::{Budget, BudgetConfig, Deferred, DueCheck, Priority, TargetKey};
 use crate::correlate::Correlator;
@@ -36,8 +36,9 @@ pub struct Job {
     pub instance_id: Arc<str>,
     pub target: Target,
     pub plugin: Arc<str>,
-    /// The `instance` argument of the script's `check(instance, observation, ctx)`.
-    pub instance: Value,
+    /// The `instance` argument of the script's `check(instance, observation, ctx)`:
+    /// `{"id", "component", "params"}`.
+    pub instance: WireValue,
 }
 
 /// The judged outcome of one job.
@@ -350,7 +351,11 @@ impl<C: Clock + Clone> Scheduler<C> {
                     instance_id: i.id.clone(),
                     target: i.target.clone(),
                     plugin: i.plugin.clone(),
-                    instance: json!({ "id": &*i.id, "component": &*i.component, "params": &*i.params }),
+                    instance: WireValue::object(|o| {
+                        o.str("id", &i.id);
+                        o.str("component", &i.component);
+                        o.wire("params", &i.params);
+                    }),
                 })
             })
             .collect();
@@ -475,6 +480,8 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use governor::clock::FakeRelativeClock;
+
+    use serde_json::json;
 
     use super::*;
     use crate::model::{Observe, StatusCheckSpec};

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
+use slipway_plugins::WireValue;
 
 use crate::health::Health;
 use crate::model::{AppInstanceSpec, ComponentInstanceSpec, KubeObjectRef, Observe};
@@ -56,7 +57,8 @@ pub struct Instance {
     pub app_instance: Arc<str>,
     pub component: Arc<str>,
     pub plugin: Arc<str>,
-    pub params: Arc<Value>,
+    /// The check's parameters, encoded once for every check (and shared when equal).
+    pub params: WireValue,
     pub target: Target,
     pub health: Health,
     /// False until the first check result (the stored health is then a placeholder).
@@ -93,7 +95,7 @@ pub struct InstanceTable {
     ids: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     pub apps: HashMap<Arc<str>, AppEntry>,
     strings: HashSet<Arc<str>>,
-    params: HashMap<String, Arc<Value>>,
+    params: HashMap<String, WireValue>,
     hosts: HashMap<Arc<str>, u32>,
     lists: HashSet<Arc<KubeList>>,
     reasons: HashSet<Arc<str>>,
@@ -166,9 +168,9 @@ impl InstanceTable {
         id
     }
 
-    fn intern_params(&mut self, params: &Value) -> Arc<Value> {
+    fn intern_params(&mut self, params: &Value) -> WireValue {
         let key = params.to_string();
-        self.params.entry(key).or_insert_with(|| Arc::new(params.clone())).clone()
+        self.params.entry(key).or_insert_with(|| WireValue::from_value(params)).clone()
     }
 
     fn target(&mut self, observe: &Observe) -> Target {
@@ -355,7 +357,7 @@ mod tests {
         let j = t.upsert_instance(&instance("y", "a1", "http://h:1/y"), s, 0, true);
         let (x, y) = (t.get(i).unwrap(), t.get(j).unwrap());
         assert!(Arc::ptr_eq(&x.plugin, &y.plugin));
-        assert!(Arc::ptr_eq(&x.params, &y.params));
+        assert!(std::ptr::eq(x.params.as_bytes(), y.params.as_bytes()));
         let (Target::Http { host: hx, .. }, Target::Http { host: hy, .. }) = (&x.target, &y.target) else {
             panic!("http targets")
         };

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde_json::{Map, Value, json};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use slipway_plugins::WireValue;
 use tokio::sync::Semaphore;
 
 use super::{FetchConfig, ObserveError, chain, io_kind};
@@ -52,7 +54,7 @@ impl HttpFetcher {
     /// `{"http": null, "error": {"kind", "message"}}` when no answer came. `host` is the
     /// id of the URL's `host:port`; the wait for one of its request slots counts against
     /// the check's deadline.
-    pub async fn observe(&self, url: &str, host: u32) -> Value {
+    pub async fn observe(&self, url: &str, host: u32) -> WireValue {
         let started = Instant::now();
         let slots =
             self.hosts.lock().entry(host).or_insert_with(|| Arc::new(Semaphore::new(self.per_host))).clone();
@@ -65,41 +67,39 @@ impl HttpFetcher {
                 "timeout",
                 format!("GET {url}: no free request slot for this host within {:?}", self.timeout),
             );
-            return json!({ "http": null, "error": error.to_json() });
+            return error.observation("http");
         }
         match self.fetch(url, left).await {
             Ok((status, headers, body)) => {
                 let json = parse_json(&body);
-                json!({
-                    "http": {
-                        "status": status,
-                        "headers": headers,
-                        "body": body,
-                        "json": json,
-                        "latency_ms": started.elapsed().as_millis() as u64,
-                    },
-                    "error": null,
+                let latency_ms = started.elapsed().as_millis() as i64;
+                WireValue::object(|o| {
+                    o.object("http", |http| {
+                        http.int("status", i64::from(status));
+                        // One entry per name, the last value of a repeated header.
+                        http.object("headers", |fields| {
+                            for name in headers.keys() {
+                                if let Some(value) = headers.get_all(name).iter().next_back() {
+                                    fields.str(name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+                                }
+                            }
+                        });
+                        http.str("body", &body);
+                        http.value("json", &json);
+                        http.int("latency_ms", latency_ms);
+                    });
+                    o.null("error");
                 })
             }
-            Err(e) => json!({ "http": null, "error": e.to_json() }),
+            Err(e) => e.observation("http"),
         }
     }
 
-    async fn fetch(
-        &self,
-        url: &str,
-        timeout: Duration,
-    ) -> Result<(u16, Map<String, Value>, String), ObserveError> {
+    async fn fetch(&self, url: &str, timeout: Duration) -> Result<(u16, HeaderMap, String), ObserveError> {
         let mut response =
             self.client.get(url).timeout(timeout).send().await.map_err(|e| classify(url, &e))?;
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (k.as_str().to_owned(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            })
-            .collect();
+        let headers = std::mem::take(response.headers_mut());
         let mut body = Vec::new();
         while body.len() < self.max_body_bytes {
             match response.chunk().await.map_err(|e| classify(url, &e))? {
@@ -172,25 +172,30 @@ mod tests {
 
     #[tokio::test]
     async fn json_answer_is_parsed() {
-        let url = serve(Some(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}")).await;
-        let o = fetcher().observe(&url, 0).await;
+        let url = serve(Some(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-seen: one\r\nx-seen: two\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}")).await;
+        let o = fetcher().observe(&url, 0).await.to_value();
         assert_eq!(o["http"]["status"], 200);
         assert_eq!(o["http"]["json"]["status"], "ok");
-        assert_eq!(o["http"]["headers"]["content-type"], "application/json");
+        assert_eq!(o["http"]["body"], "{\"status\":\"ok\"}");
+        assert!(o["http"]["latency_ms"].is_u64(), "{o}");
+        let headers = o["http"]["headers"].as_object().unwrap();
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["x-seen"], "two", "a repeated header is one field, its last value");
+        assert_eq!(headers.len(), 3, "{headers:?}");
         assert!(o["error"].is_null());
     }
 
     #[tokio::test]
     async fn hanging_garbage_and_refused_targets_are_observations() {
-        let hang = fetcher().observe(&serve(None).await, 0).await;
+        let hang = fetcher().observe(&serve(None).await, 0).await.to_value();
         assert_eq!(hang["error"]["kind"], "timeout", "{hang}");
-        let garbage = fetcher().observe(&serve(Some(b"SSH-2.0-OpenSSH\r\n\r\n")).await, 1).await;
+        let garbage = fetcher().observe(&serve(Some(b"SSH-2.0-OpenSSH\r\n\r\n")).await, 1).await.to_value();
         assert!(garbage["http"].is_null());
         assert_eq!(garbage["error"]["kind"], "http", "{garbage}");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         drop(listener);
-        let refused = fetcher().observe(&url, 2).await;
+        let refused = fetcher().observe(&url, 2).await.to_value();
         assert_eq!(refused["error"]["kind"], "refused", "{refused}");
     }
 
@@ -206,6 +211,7 @@ mod tests {
         let ok = serve(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
         let (first, second, other) =
             tokio::join!(f.observe(&hanging, 7), f.observe(&hanging, 7), f.observe(&ok, 8));
+        let (first, second, other) = (first.to_value(), second.to_value(), other.to_value());
         let messages =
             [&first, &second].map(|o| o["error"]["message"].as_str().unwrap_or_default().to_owned());
         assert!(messages.iter().any(|m| m.contains("no free request slot")), "{messages:?}");

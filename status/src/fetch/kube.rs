@@ -12,7 +12,7 @@ use std::time::Duration;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use parking_lot::RwLock;
-use serde_json::{Value, json};
+use slipway_plugins::WireValue;
 
 use super::{FetchConfig, ObserveError, chain, io_kind};
 use crate::table::KubeList;
@@ -51,7 +51,8 @@ impl ClusterRegistry {
     }
 }
 
-type Listed = Arc<Result<HashMap<String, Value>, ObserveError>>;
+/// A LIST's objects by name, each encoded once for every check that reads it.
+type Listed = Arc<Result<HashMap<String, WireValue>, ObserveError>>;
 
 #[derive(Clone)]
 pub struct KubeFetcher {
@@ -68,11 +69,17 @@ impl KubeFetcher {
     }
 
     /// `{"object": <the object> | null, "error": null | {"kind", "message"}}`.
-    pub async fn observe(&self, list: &Arc<KubeList>, name: &str) -> Value {
+    pub async fn observe(&self, list: &Arc<KubeList>, name: &str) -> WireValue {
         let listed = self.lists.get_with_by_ref(list, self.list(list)).await;
         match &*listed {
-            Ok(objects) => json!({ "object": objects.get(name), "error": null }),
-            Err(e) => json!({ "object": null, "error": e.to_json() }),
+            Ok(objects) => WireValue::object(|o| {
+                match objects.get(name) {
+                    Some(object) => o.wire("object", object),
+                    None => o.null("object"),
+                }
+                o.null("error");
+            }),
+            Err(e) => e.observation("object"),
         }
     }
 
@@ -108,7 +115,7 @@ impl KubeFetcher {
                         kind: list.kind.clone(),
                     });
                     let name = o.metadata.name.clone()?;
-                    Some((name, serde_json::to_value(o).ok()?))
+                    Some((name, WireValue::from_value(&serde_json::to_value(o).ok()?)))
                 })
                 .collect()),
         };

@@ -1,7 +1,9 @@
 //! Observation: the host side of a check. Fetchers pull the state of a target and turn it
 //! into the observation shape of the plugin contract; a failure (timeout, refused
 //! connection, DNS, TLS, a garbled answer, a cluster that is down) is itself an
-//! observation, with `error` set, that the status plugin judges.
+//! observation, with `error` set, that the status plugin judges. Observations are written
+//! straight into the plugin host's wire form ([`WireValue`]): the host copies them into its
+//! batches as they are, without walking a `serde_json::Value` tree per check.
 
 mod http;
 mod kube;
@@ -10,7 +12,7 @@ mod tcp;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use slipway_plugins::{ObjectWriter, WireValue};
 
 pub use self::http::HttpFetcher;
 pub use self::kube::{ClusterRegistry, KubeFetcher};
@@ -66,8 +68,20 @@ impl ObserveError {
         Self { kind, message: message.into() }
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({ "kind": self.kind, "message": self.message })
+    /// The observation's `error` field: `{"kind", "message"}`.
+    pub fn write(&self, observation: &mut ObjectWriter<'_>) {
+        observation.object("error", |error| {
+            error.str("kind", self.kind);
+            error.str("message", &self.message);
+        });
+    }
+
+    /// An observation with no answer: `{<shape>: null, "error": {"kind", "message"}}`.
+    pub fn observation(&self, shape: &str) -> WireValue {
+        WireValue::object(|o| {
+            o.null(shape);
+            self.write(o);
+        })
     }
 }
 
@@ -93,7 +107,7 @@ impl Fetchers {
     }
 
     /// Observes `target`; never fails: failures are observations.
-    pub async fn observe(&self, target: &Target) -> Value {
+    pub async fn observe(&self, target: &Target) -> WireValue {
         match target {
             Target::Http { url, host } => self.http.observe(url, *host).await,
             Target::Tcp { address, .. } => self.tcp.observe(address).await,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use slipway_plugins::WireValue;
 use tokio::net::TcpStream;
 
 use super::{FetchConfig, ObserveError, io_kind};
@@ -18,7 +18,7 @@ impl TcpFetcher {
     }
 
     /// `{"tcp": {"connected", "latency_ms"}, "error": null | {"kind", "message"}}`.
-    pub async fn observe(&self, address: &str) -> Value {
+    pub async fn observe(&self, address: &str) -> WireValue {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, TcpStream::connect(address)).await {
             Ok(Ok(_stream)) => Ok(()),
@@ -28,10 +28,16 @@ impl TcpFetcher {
                 format!("{address}: no connection within {:?}", self.timeout),
             )),
         };
-        let latency_ms = started.elapsed().as_millis() as u64;
-        json!({
-            "tcp": { "connected": result.is_ok(), "latency_ms": latency_ms },
-            "error": result.err().map(|e| e.to_json()),
+        let latency_ms = started.elapsed().as_millis() as i64;
+        WireValue::object(|o| {
+            o.object("tcp", |tcp| {
+                tcp.bool("connected", result.is_ok());
+                tcp.int("latency_ms", latency_ms);
+            });
+            match &result {
+                Ok(()) => o.null("error"),
+                Err(e) => e.write(o),
+            }
         })
     }
 }
@@ -45,11 +51,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = listener.local_addr().unwrap().to_string();
         let f = TcpFetcher::new(&FetchConfig::default());
-        let ok = f.observe(&open).await;
+        let ok = f.observe(&open).await.to_value();
         assert_eq!(ok["tcp"]["connected"], true);
         assert!(ok["error"].is_null());
         drop(listener);
-        let closed = f.observe(&open).await;
+        let closed = f.observe(&open).await.to_value();
         assert_eq!(closed["tcp"]["connected"], false);
         assert_eq!(closed["error"]["kind"], "refused");
     }

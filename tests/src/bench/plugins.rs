@@ -9,6 +9,9 @@
 //! the other, as in the service. Each round's inputs are built before its timed part; the
 //! per-CPU-second figures count the CPU time of the host process and its workers during
 //! the timed parts only (input building excluded), so they say what a check costs in all.
+//! The inputs are built as the status crate builds them: observations written into the
+//! host's wire form field by field, the instance encoded once and shared; they are freed
+//! after the timed part, as the status crate frees them after its batch.
 //!
 //! [`run_fixed`] is the same call path without clocks: a fixed number of checks, for
 //! counting instructions under `valgrind --tool=callgrind --trace-children=yes`.
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use slipway_plugins::{CheckInput, HostConfig, PluginHost, ScriptKind, pack_package};
+use slipway_plugins::{CheckInput, HostConfig, PluginHost, ScriptKind, WireValue, pack_package};
 use slipway_server::config::Config;
 use slipway_server::storage::{open_database, open_object_store};
 
@@ -40,9 +43,11 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     install_naive_peer(&one).await?;
     let deployment: Value = serde_json::from_str(DEPLOYMENT)?;
     let deployment_bytes = serde_json::to_vec(&deployment)?.len();
+    let instance = http_instance();
+    let http = |round, i| http_inputs(&instance, round, i);
 
     eprintln!("plugins: status/http, 1 worker, {window:?}");
-    let http_1 = throughput(&one, "http", 1, window, http_inputs).await?;
+    let http_1 = throughput(&one, "http", 1, window, http).await?;
     eprintln!("plugins: status/k8s-deployment ({deployment_bytes} B object), 1 worker, {window:?}");
     let k8s_1 =
         throughput(&one, "k8s-deployment", 1, window, |round, i| k8s_inputs(&deployment, round, i, false))
@@ -54,7 +59,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
     })
     .await?;
     eprintln!("plugins: p99 of {LATENCY_CALLS} single calls");
-    let (p50_us, p99_us) = latency(&one).await?;
+    let (p50_us, p99_us) = latency(&one, &instance).await?;
     // Both sides poll their pipe briefly before blocking: once idle, neither may keep a core busy.
     let workers = worker_pids();
     let idle_before = cpu_time(&workers);
@@ -67,7 +72,7 @@ pub async fn run(quick: bool) -> anyhow::Result<Value> {
 
     let all = PluginHost::open(db, objects, HostConfig { workers: cores, ..HostConfig::default() }).await?;
     eprintln!("plugins: status/http, {cores} workers, {window:?}");
-    let http_all = throughput(&all, "http", cores, window, http_inputs).await?;
+    let http_all = throughput(&all, "http", cores, window, http).await?;
 
     Ok(json!({
         "bench": "plugins",
@@ -109,32 +114,53 @@ async fn install_naive_peer(host: &PluginHost) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn http_inputs(round: usize, i: usize) -> CheckInput {
-    let latency = (round * 31 + i) % 97 + 1;
-    CheckInput {
-        instance_id: format!("web-{i}"),
-        instance: json!({"params": {"expect_status": [200], "json": [{"path": "status", "equals": "ok"}]}}),
-        observation: json!({
-            "http": {
-                "status": 200,
-                "headers": {"content-type": "application/json", "content-length": "15", "server": "envoy"},
-                "body": "{\"status\":\"ok\"}",
-                "json": {"status": "ok"},
-                "latency_ms": latency,
-            },
-            "error": null,
-        }),
-        memo: true,
-    }
+/// The `instance` argument of the http checks: the same for every instance of a round,
+/// encoded once.
+fn http_instance() -> WireValue {
+    WireValue::from_value(
+        &json!({"params": {"expect_status": [200], "json": [{"path": "status", "equals": "ok"}]}}),
+    )
+}
+
+/// A typical HTTP observation, written as the status crate's HTTP fetcher writes one.
+fn http_inputs(instance: &WireValue, round: usize, i: usize) -> CheckInput {
+    let latency = ((round * 31 + i) % 97 + 1) as i64;
+    let body = "{\"status\":\"ok\"}";
+    let observation = WireValue::object(|o| {
+        o.object("http", |http| {
+            http.int("status", 200);
+            http.object("headers", |headers| {
+                headers.str("content-type", "application/json");
+                headers.str("content-length", "15");
+                headers.str("server", "envoy");
+            });
+            http.str("body", body);
+            http.object("json", |json| json.str("status", "ok"));
+            http.int("latency_ms", latency);
+        });
+        o.null("error");
+    });
+    CheckInput { instance_id: format!("web-{i}").into(), instance: instance.clone(), observation, memo: true }
 }
 
 fn k8s_inputs(deployment: &Value, round: usize, i: usize, as_text: bool) -> CheckInput {
     let mut object = deployment.clone();
     object["metadata"]["name"] = json!(format!("checkout-{i}"));
     object["metadata"]["resourceVersion"] = json!((round * 100_000 + i).to_string());
-    let observation =
-        if as_text { Value::String(object.to_string()) } else { json!({"object": object, "error": null}) };
-    CheckInput { instance_id: format!("deploy-{i}"), instance: json!({}), observation, memo: true }
+    let observation = if as_text {
+        WireValue::from_value(&Value::String(object.to_string()))
+    } else {
+        WireValue::object(|o| {
+            o.value("object", &object);
+            o.null("error");
+        })
+    };
+    CheckInput {
+        instance_id: format!("deploy-{i}").into(),
+        instance: json!({}).into(),
+        observation,
+        memo: true,
+    }
 }
 
 /// Which check a fixed-count run drives.
@@ -169,10 +195,12 @@ pub async fn run_fixed(check: FixedCheck, rounds: usize, batch: usize) -> anyhow
     let host = PluginHost::open(db, objects, host_config).await?;
     let deployment: Value = serde_json::from_str(DEPLOYMENT)?;
     let k8s = |r, i| k8s_inputs(&deployment, r, i, false);
+    let instance = http_instance();
+    let http = |r, i| http_inputs(&instance, r, i);
     let (name, input): (&str, Box<dyn Fn(usize, usize) -> CheckInput>) = match check {
-        FixedCheck::Http => ("http", Box::new(http_inputs)),
+        FixedCheck::Http => ("http", Box::new(http)),
         FixedCheck::K8s => ("k8s-deployment", Box::new(k8s)),
-        FixedCheck::HttpFloor => ("bench-floor", Box::new(http_inputs)),
+        FixedCheck::HttpFloor => ("bench-floor", Box::new(http)),
         FixedCheck::K8sFloor => ("bench-floor", Box::new(k8s)),
     };
     if name == "bench-floor" {
@@ -185,7 +213,7 @@ pub async fn run_fixed(check: FixedCheck, rounds: usize, batch: usize) -> anyhow
     }
     for round in 0..rounds {
         let inputs: Vec<CheckInput> = (0..batch).map(|i| input(round, i)).collect();
-        for verdict in host.check_batch(name, inputs).await? {
+        for verdict in host.check_batch(name, &inputs).await? {
             verdict?;
         }
     }
@@ -216,7 +244,7 @@ async fn throughput(
     let per_task = INSTANCES / tasks;
     // Warm-up round: loads the runtime in each worker.
     let warm: Vec<CheckInput> = (0..INSTANCES).map(|i| input(usize::MAX / 2, i)).collect();
-    host.check_batch(check, warm).await?;
+    host.check_batch(check, &warm).await?;
     let workers = worker_pids();
     let mut calls = 0usize;
     let mut busy = Duration::ZERO;
@@ -232,17 +260,25 @@ async fn throughput(
             .map(|batch| {
                 let host = host.clone();
                 let check = check.to_owned();
-                tokio::spawn(async move { host.check_batch(&check, batch).await })
+                // The batch comes back with its verdicts, to be freed after the timed part.
+                tokio::spawn(async move {
+                    let verdicts = host.check_batch(&check, &batch).await;
+                    (batch, verdicts)
+                })
             })
             .collect();
+        let mut judged = Vec::with_capacity(runs.len());
         for run in runs {
-            for verdict in run.await.context("batch task")?? {
+            let (batch, verdicts) = run.await.context("batch task")?;
+            for verdict in verdicts? {
                 verdict?;
                 calls += 1;
             }
+            judged.push(batch);
         }
         busy += started.elapsed();
         cpu = cpu.add(cpu_time(&workers).since(cpu_before));
+        drop(judged);
         round += 1;
     }
     let per_s = calls as f64 / busy.as_secs_f64();
@@ -258,12 +294,13 @@ async fn throughput(
 }
 
 /// p50 and p99 in microseconds of single `call`s of `status/http`, one after another.
-async fn latency(host: &PluginHost) -> anyhow::Result<(u64, u64)> {
+async fn latency(host: &PluginHost, instance: &WireValue) -> anyhow::Result<(u64, u64)> {
     let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
     for i in 0..LATENCY_CALLS + 500 {
-        let input = http_inputs(i, 0);
+        let input = http_inputs(instance, i, 0);
+        let args = vec![input.instance.to_value(), input.observation.to_value()];
         let started = Instant::now();
-        host.call(ScriptKind::Status, "http", None, "check", vec![input.instance, input.observation]).await?;
+        host.call(ScriptKind::Status, "http", None, "check", args).await?;
         if i >= 500 {
             histogram.record(started.elapsed().as_micros() as u64)?;
         }
