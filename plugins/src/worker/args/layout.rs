@@ -1,12 +1,15 @@
 //! [`Layout`]: reads the few fields of an engine object that tell whether a script can still
 //! reach it, and whether its property table is still the one it was built with: the
 //! reference count, the class, the shape (the hidden class: keys, their flags, the
-//! prototype) and the list of weak references (a `WeakMap` or `WeakSet` entry keyed by it).
+//! prototype) and the list of weak references (a `WeakMap` or `WeakSet` entry keyed by it);
+//! and, for an object whose shape holds data properties only, the slot of each value.
 //!
 //! The engine's public API has no call for any of them but the class, so they are read at
 //! their offsets in this engine build (QuickJS-ng as vendored by `rquickjs-sys` 0.14, 64-bit:
 //! the reference count in the allocator's 8-byte block header just before the object, then
-//! `JSObject { link: list_head, flags: u16, class_id: u16, shape, prop, first_weak_ref, .. }`).
+//! `JSObject { link: list_head, flags: u16, class_id: u16, shape, prop, first_weak_ref, .. }`,
+//! `prop` an array of 16-byte `JSProperty` unions whose first member is the `JSValue` of a
+//! data property, in the shape's key order).
 //! [`Layout::probe`] checks every one of them on objects it makes, once per runtime, and
 //! answers `None` when any read does not behave as the field would: a different engine build
 //! then only loses argument reuse (see [`super::reuse`]), never correctness.
@@ -15,10 +18,14 @@ use std::ffi::c_void;
 
 use rquickjs::qjs;
 
+/// Size of a `JSProperty` (a union of a `JSValue` and two pointers).
+const PROPERTY_SIZE: usize = 16;
+
 /// The reference count is the `int` just before the object's body.
 const REF_COUNT_BEFORE: usize = 4;
 const CLASS_ID_AT: usize = 18;
 const SHAPE_AT: usize = 24;
+const PROPS_AT: usize = 32;
 const WEAK_REFS_AT: usize = 40;
 
 /// Proof that this engine build lays objects out as the reads below expect, with what a
@@ -84,6 +91,19 @@ impl Layout {
         unsafe { read::<*const c_void>(value, SHAPE_AT) }
     }
 
+    /// The slot holding the value of the object's `index`-th property (in the order its
+    /// keys were defined). Storing a value there is what an assignment to a writable data
+    /// property does (the engine's `set_value`): the slot takes the new reference and the
+    /// old value is the caller's to free.
+    ///
+    /// # Safety
+    /// As [`Layout::ref_count`], and the object's shape lists at least `index + 1`
+    /// properties, the `index`-th a data property (not an accessor, a variable reference or
+    /// a lazily made builtin). The slot is valid until the object's keys change.
+    pub unsafe fn value_slot(self, value: qjs::JSValue, index: usize) -> *mut qjs::JSValue {
+        unsafe { read::<*mut qjs::JSValue>(value, PROPS_AT).cast::<u8>().add(index * PROPERTY_SIZE).cast() }
+    }
+
     /// Whether a weak collection refers to the object (weak references are not counted).
     ///
     /// # Safety
@@ -130,8 +150,8 @@ impl Drop for Made {
 
 /// Each field read must follow what the engine does to the object: the count follows a
 /// duplicated reference, the class tells an object from an array, the shape is shared by
-/// objects with the same keys and changes with a key added, the weak list fills when a
-/// `WeakMap` takes the object as a key.
+/// objects with the same keys and changes with a key added, the value slots hold the values
+/// defined in their order, the weak list fills when a `WeakMap` takes the object as a key.
 fn probe_with(mut made: Made) -> Option<Layout> {
     let ctx = made.ctx;
     let probe = |made: &mut Made| -> Option<Layout> {
@@ -158,6 +178,16 @@ fn probe_with(mut made: Made) -> Option<Layout> {
             let shared = defined && layout.shape(a) == layout.shape(b) && !layout.shape(a).is_null();
             let grown = qjs::JS_DefinePropertyValue(ctx, a, y, qjs::JS_NULL, flags) >= 0
                 && layout.shape(a) != layout.shape(b);
+            let c = made.keep(qjs::JS_NewObject(ctx))?;
+            // Followed only once the shape reads proved right: `prop` is the pointer after it.
+            let slots = shared
+                && grown
+                && qjs::JS_DefinePropertyValue(ctx, c, x, qjs::JS_MKVAL(qjs::JS_TAG_INT, 7), flags) >= 0
+                && qjs::JS_DefinePropertyValue(ctx, c, y, qjs::JS_MKVAL(qjs::JS_TAG_INT, 9), flags) >= 0
+                && [(0, 7), (1, 9)].iter().all(|&(index, expected)| {
+                    let slot = layout.value_slot(c, index).read_unaligned();
+                    qjs::JS_VALUE_GET_TAG(slot) == qjs::JS_TAG_INT && qjs::JS_VALUE_GET_INT(slot) == expected
+                });
             qjs::JS_FreeAtom(ctx, x);
             qjs::JS_FreeAtom(ctx, y);
             let unheld = !layout.weakly_held(a) && !layout.weakly_held(b);
@@ -173,7 +203,7 @@ fn probe_with(mut made: Made) -> Option<Layout> {
             layout.object_class = read::<u16>(a, CLASS_ID_AT);
             layout.array_class = read::<u16>(array, CLASS_ID_AT);
             layout.array_shape = layout.shape(array);
-            (counts && classes && shared && grown && unheld && held && arrays).then_some(layout)
+            (counts && classes && shared && grown && slots && unheld && held && arrays).then_some(layout)
         }
     };
     probe(&mut made)

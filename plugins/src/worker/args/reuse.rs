@@ -22,8 +22,9 @@
 //!   elements) and the same length;
 //! - the next call's value there has exactly those keys in that order, or as many items.
 //!
-//! Then every value is stored again: an object's by assignment to its own writable data
-//! properties, an array's by definition (an array whose length outgrew its items would
+//! Then every value is stored again: an object's in the slot of its own writable data
+//! property, as an assignment does (the shape says which slot holds which key, so no key is
+//! looked up), an array's by definition (an array whose length outgrew its items would
 //! look an index up on its prototype); neither runs a setter or any script code. Anything
 //! that fails a test is built afresh as before, and the old container, still referenced by
 //! whoever kept it, keeps its values. The reads need the engine's object layout
@@ -230,6 +231,7 @@ impl Builder<'_> {
         reader: &mut Reader<'_>,
         depth: usize,
     ) -> Result<bool, FromWire> {
+        let Some(layout) = self.layout else { return Ok(false) };
         let mut path = [ROOT; MAX_SEQUENCE];
         let Some(len) = self.keys.path(last[n].sequence, &mut path) else { return Ok(false) };
         let mut inner = Inner { next: n + 1, end: last[n].end as usize };
@@ -238,20 +240,23 @@ impl Builder<'_> {
             let atom = path[..len].get(count).and_then(|&to| self.keys.last_key_is(to, key));
             let Some(atom) = atom else { return Ok(false) };
             let to = path[count];
+            let index = count;
             count += 1;
             let old = inner.at(last, atom);
             if reader.peek()? == wire::STRING && old.is_none() {
                 reader.u8()?;
                 let bytes = reader.str_body()?;
                 let item = self.keys.string(self.ctx, to, bytes)?;
-                set(self.ctx, object, atom, item)?;
+                // SAFETY: as below.
+                unsafe { store(self.ctx, layout, object, index, item) };
                 continue;
             }
-            // SAFETY: an own data property of `object` (its shape is its holder's): the
-            // read runs no script code.
-            let get = |ctx| unsafe { qjs::JS_GetProperty(ctx, object, atom) };
+            // SAFETY: the `index`-th key of `object`'s shape, its holder's, is a data property.
+            let get =
+                |ctx| unsafe { qjs::JS_DupValue(ctx, layout.value_slot(object, index).read_unaligned()) };
             if let Some(item) = self.item(last, old, get, reader, depth, atom)? {
-                set(self.ctx, object, atom, item)?;
+                // SAFETY: as above; building `item` changed no key of `object`.
+                unsafe { store(self.ctx, layout, object, index, item) };
             }
         }
         Ok(count == len)
@@ -376,17 +381,24 @@ fn same_kind(tag: u8, node: &Node) -> bool {
     }
 }
 
-/// Assigns `item` to the key `atom` of `object`, which has it as a writable data property
-/// (its shape is its holder's): the value is stored and no setter runs.
-fn set(
+/// Stores `item` as the value of the `index`-th key of `object`, as an assignment to that
+/// writable data property does (no setter, no lookup by key: the shape, its holder's, says
+/// where the value lies), and frees the value it replaces.
+///
+/// # Safety
+/// `object` is a live object of `ctx` whose shape is its holder's and has an `index`-th key;
+/// the slot takes over `item`.
+unsafe fn store(
     ctx: *mut qjs::JSContext,
+    layout: Layout,
     object: qjs::JSValue,
-    atom: qjs::JSAtom,
+    index: usize,
     item: qjs::JSValue,
-) -> Result<(), FromWire> {
-    // SAFETY: as above; the call takes `item` over.
-    if unsafe { qjs::JS_SetProperty(ctx, object, atom, item) } < 0 {
-        return Err(FromWire::Engine(rquickjs::Error::Exception));
+) {
+    unsafe {
+        let slot = layout.value_slot(object, index);
+        let old = slot.read_unaligned();
+        slot.write_unaligned(item);
+        qjs::JS_FreeValue(ctx, old);
     }
-    Ok(())
 }
