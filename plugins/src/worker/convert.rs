@@ -6,7 +6,7 @@
 use rquickjs::{Ctx, Value, qjs};
 use smallvec::SmallVec;
 
-use super::key_names::{KeyNames, ShapeKeys};
+use super::key_names::{KeptShape, KeyNames};
 use crate::wire;
 
 /// Deepest nesting and most values a script may return.
@@ -143,7 +143,7 @@ enum Frame {
 /// An object's keys: the engine's list, or the list kept for its shape, with the texts.
 enum Keys {
     Engine(*mut qjs::JSPropertyEnum),
-    Kept(ShapeKeys),
+    Kept(KeptShape),
 }
 
 /// The containers open on the path from the root to the value being written (so also
@@ -251,15 +251,20 @@ pub fn write(
             }
             Frame::Object { object, keys, len, next, wrote } => {
                 while *next < *len && current.is_none() {
-                    let (atom, kept) = match keys {
+                    let index = *next as usize;
+                    let (atom, kept, slot) = match keys {
                         // SAFETY: the key list holds `len` entries and lives as long as the frame.
-                        Keys::Engine(list) => (unsafe { (*list.add(*next as usize)).atom }, None),
+                        Keys::Engine(list) => (unsafe { (*list.add(index)).atom }, None, None),
                         Keys::Kept(list) => {
-                            let (atom, text) = &list[*next as usize];
-                            (*atom, Some(text))
+                            let (atom, text) = &list.keys[index];
+                            // SAFETY: the list was found for `object`, which the frame holds.
+                            (*atom, Some(text), unsafe { list.value(ctx, *object, index) })
                         }
                     };
-                    let child = Owned::new(ctx, unsafe { qjs::JS_GetProperty(ctx, *object, atom) })?;
+                    let child = match slot {
+                        Some(value) => Owned { ctx, value },
+                        None => Owned::new(ctx, unsafe { qjs::JS_GetProperty(ctx, *object, atom) })?,
+                    };
                     if !skipped(ctx, child.value) {
                         if *wrote {
                             out.separator();
@@ -413,7 +418,7 @@ fn open(
     }) {
         Frame::Object {
             object: value.into_raw(),
-            len: keys.len() as u32,
+            len: keys.keys.len() as u32,
             keys: Keys::Kept(keys),
             next: 0,
             wrote: false,

@@ -4,6 +4,7 @@
 //! and call, a lookup here a hash probe. The key list of a result object is kept by its
 //! shape too, as asking the engine for it allocates and fills a list on every call.
 
+use std::ffi::c_void;
 use std::rc::Rc;
 
 use hashbrown::HashMap;
@@ -21,6 +22,36 @@ const MAX_SHAPES: usize = 64;
 /// The own enumerable string keys of every object of one shape, in the order the engine
 /// lists them, with their texts.
 pub type ShapeKeys = Rc<[(qjs::JSAtom, Box<[u8]>)]>;
+
+/// The kept key list of an object's shape, and how to read its values by it.
+pub struct KeptShape {
+    pub keys: ShapeKeys,
+    shape: *const c_void,
+    layout: Layout,
+}
+
+impl KeptShape {
+    /// A new reference to the value of the `index`-th key of the list, read from its slot
+    /// while `object` still has the shape the list is for (the holder's: data properties
+    /// only, defined in the list's order); `None` once a getter run meanwhile changed its
+    /// keys, so the caller reads it by key.
+    ///
+    /// # Safety
+    /// `object` is the live object the list was found for, and `index` within the list.
+    pub unsafe fn value(
+        &self,
+        ctx: *mut qjs::JSContext,
+        object: qjs::JSValue,
+        index: usize,
+    ) -> Option<qjs::JSValue> {
+        // SAFETY: as the caller promises; the shape, kept alive by its holder, names no
+        // other shape, so the same address means the same keys in the same slots.
+        unsafe {
+            (self.layout.shape(object) == self.shape)
+                .then(|| qjs::JS_DupValue(ctx, self.layout.value_slot(object, index).read_unaligned()))
+        }
+    }
+}
 
 /// Key texts by atom, and key lists by shape. Each kept atom holds a reference, so its
 /// number keeps naming the same text for as long as the entry lives.
@@ -50,14 +81,15 @@ impl KeyNames {
     ///
     /// # Safety
     /// `object` is a live object of this runtime.
-    pub unsafe fn shape_keys(&self, object: qjs::JSValue) -> Option<ShapeKeys> {
+    pub unsafe fn shape_keys(&self, object: qjs::JSValue) -> Option<KeptShape> {
         let layout = self.layout?;
         // SAFETY: as the caller promises.
         if !unsafe { layout.is_plain(object) } {
             return None;
         }
-        let shape = unsafe { layout.shape(object) } as usize;
-        self.shapes.get(&shape)?.as_ref().map(|(_, keys)| keys.clone())
+        let shape = unsafe { layout.shape(object) };
+        let (_, keys) = self.shapes.get(&(shape as usize))?.as_ref()?;
+        Some(KeptShape { keys: keys.clone(), shape, layout })
     }
 
     /// Keeps `keys`, just read from `object`, as the key list of its shape when a holder
@@ -215,6 +247,37 @@ mod tests {
                 assert_eq!(hit, step == 1 || step == 8, "step {step}: the kept list serves the literal's shape only");
             }
             // Dropping the runtime aborts the process if a holder or atom was not given back.
+            names.release(raw);
+        });
+    }
+
+    /// Values are read from their slots only while the object still has the kept shape: a
+    /// getter inside the result that deletes and re-adds a later key, or adds one, while the
+    /// result is being written moves it to another shape, and the later keys are read by
+    /// name, as `JSON.stringify` reads them.
+    #[test]
+    fn kept_shape_values_follow_a_getter_that_changes_the_result() {
+        let runtime = Runtime::new().unwrap();
+        let context = Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            let raw = ctx.as_raw().as_ptr();
+            let mut names = KeyNames::new(crate::worker::args::Layout::probe(raw));
+            let script = "(step) => {
+                const r = { first: null, second: 'b', third: 'c' };
+                if (step > 0) r.first = { get g() { delete r.second; r.second = 'again'; r.third = 'changed'; r.fourth = 4; return 1; } };
+                return r;
+            }";
+            let f: rquickjs::Function = ctx.eval(script).unwrap();
+            let stringify: rquickjs::Function =
+                ctx.globals().get::<_, rquickjs::Object>("JSON").unwrap().get("stringify").unwrap();
+            for step in 0..3 {
+                let expected: String = stringify.call((f.call::<_, Value>((step,)).unwrap(),)).unwrap();
+                let value: Value = f.call((step,)).unwrap();
+                assert_eq!(unsafe { names.shape_keys(value.as_raw()) }.is_some(), step > 0, "step {step}");
+                let mut named = JsonText(Vec::new());
+                write(value, &mut named, Some(&mut names)).unwrap();
+                assert_eq!(String::from_utf8(named.0).unwrap(), expected, "step {step}");
+            }
             names.release(raw);
         });
     }
