@@ -104,6 +104,21 @@ impl Layout {
         unsafe { read::<*mut qjs::JSValue>(value, PROPS_AT).cast::<u8>().add(index * PROPERTY_SIZE).cast() }
     }
 
+    /// The `length` of a plain array (see [`Layout::is_plain_array`]), read from its slot:
+    /// the only key of the shape every array starts with. `None` for a length that is not
+    /// an `int` (past 2³¹ - 1).
+    ///
+    /// # Safety
+    /// As [`Layout::ref_count`], and `value` is a plain array.
+    pub unsafe fn array_length(self, value: qjs::JSValue) -> Option<i64> {
+        // SAFETY: as the caller promises; the tag says what the value holds.
+        unsafe {
+            let length = self.value_slot(value, 0).read_unaligned();
+            (qjs::JS_VALUE_GET_TAG(length) == qjs::JS_TAG_INT)
+                .then(|| i64::from(qjs::JS_VALUE_GET_INT(length)))
+        }
+    }
+
     /// Whether a weak collection refers to the object (weak references are not counted).
     ///
     /// # Safety
@@ -151,7 +166,8 @@ impl Drop for Made {
 /// Each field read must follow what the engine does to the object: the count follows a
 /// duplicated reference, the class tells an object from an array, the shape is shared by
 /// objects with the same keys and changes with a key added, the value slots hold the values
-/// defined in their order, the weak list fills when a `WeakMap` takes the object as a key.
+/// defined in their order (an array's first one its length), the weak list fills when a
+/// `WeakMap` takes the object as a key.
 fn probe_with(mut made: Made) -> Option<Layout> {
     let ctx = made.ctx;
     let probe = |made: &mut Made| -> Option<Layout> {
@@ -200,10 +216,18 @@ fn probe_with(mut made: Made) -> Option<Layout> {
             let held = layout.weakly_held(a) && !layout.weakly_held(b);
             let other = made.keep(qjs::JS_NewArray(ctx))?;
             let arrays = layout.shape(array) == layout.shape(other) && layout.shape(array) != layout.shape(a);
+            let lengths = arrays
+                && slots
+                && layout.array_length(other) == Some(0)
+                && qjs::JS_DefinePropertyValueUint32(ctx, other, 0, qjs::JS_NULL, flags) >= 0
+                && qjs::JS_DefinePropertyValueUint32(ctx, other, 1, qjs::JS_NULL, flags) >= 0
+                && layout.shape(other) == layout.shape(array)
+                && layout.array_length(other) == Some(2);
             layout.object_class = read::<u16>(a, CLASS_ID_AT);
             layout.array_class = read::<u16>(array, CLASS_ID_AT);
             layout.array_shape = layout.shape(array);
-            (counts && classes && shared && grown && slots && unheld && held && arrays).then_some(layout)
+            (counts && classes && shared && grown && slots && unheld && held && arrays && lengths)
+                .then_some(layout)
         }
     };
     probe(&mut made)

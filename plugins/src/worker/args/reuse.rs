@@ -338,14 +338,11 @@ impl Builder<'_> {
     /// array of the same length; and no weak collection refers to it.
     fn unchanged(&self, layout: Layout, value: qjs::JSValue, node: &Node) -> bool {
         // SAFETY: the caller holds a reference to `value` and the table to the holder; the
-        // class is read first, so `JS_IsExtensible` and `JS_GetLength` meet no proxy (whose
-        // traps are script code) and no getter.
+        // class and shape are read first, so the length slot is read only in a plain array
+        // and `JS_IsExtensible` meets no proxy (whose traps are script code).
         unsafe {
             let kind = if node.sequence == ARRAY_NODE {
-                let mut len = 0i64;
-                layout.is_plain_array(value)
-                    && qjs::JS_GetLength(self.ctx, value, &mut len) == 0
-                    && len == i64::from(node.len)
+                layout.is_plain_array(value) && layout.array_length(value) == Some(i64::from(node.len))
             } else {
                 layout.is_plain(value) && layout.shape(value) == layout.shape(self.keys.holder(node.sequence))
             };
