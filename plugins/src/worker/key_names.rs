@@ -16,8 +16,12 @@ use super::convert::{Text, with_text};
 /// Most keys kept per runtime (their atoms stay alive in the script's heap while kept).
 const MAX_KEYS: usize = 1024;
 
-/// Most result shapes whose key lists are kept per runtime (each with a holder object).
+/// Most result shapes whose key lists are kept per runtime (each with its holder objects).
 const MAX_SHAPES: usize = 64;
+
+/// Longest key list whose prefixes get holders too (n keys cost n (n + 1) / 2 property
+/// definitions once, and n holders).
+const MAX_PREFIXED_KEYS: usize = 16;
 
 /// The own enumerable string keys of every object of one shape, in the order the engine
 /// lists them, with their texts.
@@ -67,7 +71,10 @@ pub struct KeyNames {
     layout: Option<Layout>,
     /// Shape address → its holder and key list, or `None` for a shape no holder matched
     /// (an address reused by another shape then only misses the cache).
-    shapes: HashMap<usize, Option<(qjs::JSValue, ShapeKeys)>>,
+    /// The holders are the shape's own and, for a short key list, one per shorter prefix
+    /// of it: an object literal passes through those shapes on its way (one key defined
+    /// after the other), and a shape nothing keeps is made and freed again on every call.
+    shapes: HashMap<usize, Option<(Vec<qjs::JSValue>, ShapeKeys)>>,
 }
 
 impl KeyNames {
@@ -113,34 +120,32 @@ impl KeyNames {
         if self.shapes.contains_key(&shape) {
             return;
         }
-        // SAFETY: a new object of ours; an exception (out of memory) is cleared, as only
-        // the cache misses.
-        let holder = unsafe { qjs::JS_NewObject(ctx) };
-        if unsafe { qjs::JS_IsException(holder) } {
-            unsafe { qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx)) };
-            return;
-        }
         let mut kept = Vec::with_capacity(keys.len());
         for key in keys {
-            // SAFETY: the definition keeps its own reference of the atom (the holder's
-            // shape then keeps the kept atoms alive); the value is a constant.
-            let defined = unsafe {
-                qjs::JS_DefinePropertyValue(ctx, holder, key.atom, qjs::JS_NULL, qjs::JS_PROP_C_W_E as _)
-            } >= 0;
-            match defined.then(|| self.with(ctx, key.atom, |text| Box::<[u8]>::from(text))).flatten() {
+            match self.with(ctx, key.atom, |text| Box::<[u8]>::from(text)) {
                 Some(text) => kept.push((key.atom, text)),
                 None => break,
             }
         }
-        // SAFETY: `holder` is alive; a failed step left an exception, cleared as above.
-        let entry = if kept.len() == keys.len() && unsafe { layout.shape(holder) } as usize == shape {
-            Some((holder, kept.into()))
-        } else {
-            unsafe {
-                qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx));
-                qjs::JS_FreeValue(ctx, holder);
+        // SAFETY: the holder is alive until freed below or by `release`.
+        let holder = (kept.len() == keys.len()).then(|| unsafe { new_holder(ctx, keys) }).flatten();
+        let entry = match holder {
+            Some(holder) if unsafe { layout.shape(holder) } as usize == shape => {
+                let mut holders = vec![holder];
+                if keys.len() <= MAX_PREFIXED_KEYS {
+                    // SAFETY: as above.
+                    holders
+                        .extend((1..keys.len()).filter_map(|end| unsafe { new_holder(ctx, &keys[..end]) }));
+                }
+                Some((holders, kept.into()))
             }
-            None
+            other => {
+                // SAFETY: a holder of ours that does not match, freed once; a key text that
+                // could not be read left an exception, cleared as only the cache misses.
+                other.inspect(|&holder| unsafe { qjs::JS_FreeValue(ctx, holder) });
+                unsafe { qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx)) };
+                None
+            }
         };
         self.shapes.insert(shape, entry);
     }
@@ -169,14 +174,38 @@ impl KeyNames {
 
     /// Gives the kept atoms back to the engine; called once, before the context goes.
     pub fn release(&mut self, ctx: *mut qjs::JSContext) {
-        for (holder, _) in self.shapes.drain().filter_map(|(_, entry)| entry) {
-            // SAFETY: each kept holder is owned here and freed once.
-            unsafe { qjs::JS_FreeValue(ctx, holder) };
+        for (holders, _) in self.shapes.drain().filter_map(|(_, entry)| entry) {
+            for holder in holders {
+                // SAFETY: each kept holder is owned here and freed once.
+                unsafe { qjs::JS_FreeValue(ctx, holder) };
+            }
         }
         for (atom, _) in self.names.drain() {
             // SAFETY: each entry holds one reference of its atom.
             unsafe { qjs::JS_FreeAtom(ctx, atom) };
         }
+    }
+}
+
+/// A new object of ours with `keys`, in their order, all `null`: it has the shape an
+/// object given those keys in that order has, and keeps it alive. `None` (the exception
+/// cleared: only the cache misses) when the engine fails, out of memory.
+///
+/// # Safety
+/// `keys` are live atoms of `ctx`'s runtime.
+unsafe fn new_holder(ctx: *mut qjs::JSContext, keys: &[qjs::JSPropertyEnum]) -> Option<qjs::JSValue> {
+    // SAFETY: a new object; each definition keeps its own reference of the atom.
+    unsafe {
+        let holder = qjs::JS_NewObject(ctx);
+        let made = !qjs::JS_IsException(holder)
+            && keys.iter().all(|key| {
+                qjs::JS_DefinePropertyValue(ctx, holder, key.atom, qjs::JS_NULL, qjs::JS_PROP_C_W_E as _) >= 0
+            });
+        if !made {
+            qjs::JS_FreeValue(ctx, qjs::JS_GetException(ctx));
+            qjs::JS_FreeValue(ctx, holder);
+        }
+        made.then_some(holder)
     }
 }
 
