@@ -188,7 +188,21 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         // SAFETY: the value is owned here and released once.
-        unsafe { qjs::JS_FreeValue(self.ctx, self.value) };
+        unsafe { free_value(self.ctx, self.value) };
+    }
+}
+
+/// Releases a value, without a call into the engine for one that has no reference count
+/// (a number, a boolean, `null`): most values a call's conversions let go of are those.
+///
+/// # Safety
+/// As `JS_FreeValue`: the caller owns the reference and releases it once.
+pub(super) unsafe fn free_value(ctx: *mut qjs::JSContext, value: qjs::JSValue) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        if qjs::JS_VALUE_HAS_REF_COUNT(value) {
+            qjs::JS_FreeValue(ctx, value);
+        }
     }
 }
 

@@ -158,6 +158,18 @@ impl KeyTable {
         Ok(value)
     }
 
+    /// Whether `current` is the engine string this table keeps for `bytes` under the key
+    /// that ends sequence `to` (so [`KeyTable::string`] would hand out `current` itself).
+    pub(super) fn holds_string(&self, to: u32, bytes: &[u8], current: qjs::JSValue) -> bool {
+        let sequence = &self.sequences[to as usize - 1];
+        // SAFETY: reads tags and addresses only; an address is compared, never followed.
+        sequence.last.as_ref().is_some_and(|(text, value)| unsafe {
+            qjs::JS_VALUE_GET_TAG(current) == qjs::JS_VALUE_GET_TAG(*value)
+                && qjs::JS_VALUE_GET_PTR(current) == qjs::JS_VALUE_GET_PTR(*value)
+                && **text == *bytes
+        })
+    }
+
     /// The holder of sequence `to` (not ROOT): an object with exactly its keys, so with the
     /// shape an object built with them has.
     pub(super) fn holder(&self, to: u32) -> qjs::JSValue {

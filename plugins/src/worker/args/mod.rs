@@ -32,7 +32,7 @@ mod tests;
 
 use rquickjs::{Ctx, Value, qjs};
 
-use super::convert::Owned as OwnedValue;
+use super::convert::{Owned as OwnedValue, free_value};
 use crate::wire::{self, Reader, WireError};
 pub use keys::KeyTable;
 use keys::{MAX_SEQUENCE, ROOT};
@@ -272,7 +272,7 @@ impl Drop for Owned {
     fn drop(&mut self) {
         for value in self.values.drain(..) {
             // SAFETY: each value is owned here and released once.
-            unsafe { qjs::JS_FreeValue(self.ctx, value) };
+            unsafe { free_value(self.ctx, value) };
         }
     }
 }

@@ -35,7 +35,7 @@ use std::ffi::c_void;
 use rquickjs::{Value, qjs};
 
 use super::keys::{MAX_SEQUENCE, ROOT};
-use super::{Builder, FromWire, Layout, OwnedValue};
+use super::{Builder, FromWire, Layout, OwnedValue, free_value};
 use crate::wire::{self, Reader, WireError};
 
 /// The last call's argument objects that the next call may refill.
@@ -246,6 +246,14 @@ impl Builder<'_> {
             if reader.peek()? == wire::STRING && old.is_none() {
                 reader.u8()?;
                 let bytes = reader.str_body()?;
+                // SAFETY: as below.
+                if self
+                    .keys
+                    .holds_string(to, bytes, unsafe { layout.value_slot(object, index).read_unaligned() })
+                {
+                    // The slot holds the very string the table would hand out: nothing to store.
+                    continue;
+                }
                 let item = self.keys.string(self.ctx, to, bytes)?;
                 // SAFETY: as below.
                 unsafe { store(self.ctx, layout, object, index, item) };
@@ -396,6 +404,6 @@ unsafe fn store(
         let slot = layout.value_slot(object, index);
         let old = slot.read_unaligned();
         slot.write_unaligned(item);
-        qjs::JS_FreeValue(ctx, old);
+        free_value(ctx, old);
     }
 }
