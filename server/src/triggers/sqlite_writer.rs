@@ -10,99 +10,45 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::mpsc;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
-use tokio::sync::oneshot;
 
 use super::TriggerError;
 use super::batch::{self, DeliveryTx};
-use super::store::{CLAIMED_BUILD, Claim, UNCLAIM, claim_sql};
-use super::writer::{Accepted, Committer, Recorded, commit_each};
-use crate::pipeline::{BuildState, INSERT_BUILDS, INSERT_COMPONENTS, NewBuild};
+use super::store::{CLAIMED_BUILD, Claim, PRUNE, UNCLAIM, claim_sql};
+use super::writer::{Accepted, Recorded};
+use crate::pipeline::{BuildState, INSERT_BUILDS, INSERT_COMPONENTS, NewBuild, PipelineError};
 use crate::storage::now_ms;
 
-/// Each delivery's outcome, in the batch's order.
-pub type Outcomes = Vec<Result<Recorded, TriggerError>>;
+/// Opens `database` and runs `session` (the connection's settings) on it.
+pub async fn open(database: PathBuf, session: String) -> Result<Connection, TriggerError> {
+    let opened = tokio::task::spawn_blocking(move || {
+        let conn = Connection::open(&database)?;
+        conn.execute_batch(&session)?;
+        Ok::<_, rusqlite::Error>(conn)
+    });
+    Ok(opened.await.map_err(|_| TriggerError::WriterStopped)??)
+}
 
-struct Batch {
-    deliveries: Vec<Accepted>,
+/// Commits the deliveries in one transaction. It never waits: it is ready at its first poll,
+/// the statements having run as plain calls on the caller's thread.
+pub async fn commit(
+    conn: &mut Connection,
+    deliveries: &[&Accepted],
     window_ms: i64,
-    answer: oneshot::Sender<Outcomes>,
+) -> Result<Vec<Recorded>, TriggerError> {
+    // IMMEDIATE takes the write lock at once (waiting out the busy timeout), so no statement
+    // of the batch can find the database locked halfway.
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    let recorded = batch::record(&mut tx, deliveries, now, now - window_ms).await?;
+    tx.commit()?;
+    Ok(recorded)
 }
 
-/// Handle of the writer thread; it ends when this is dropped.
-pub struct SqliteWriter {
-    batches: mpsc::Sender<Batch>,
-}
-
-impl SqliteWriter {
-    /// Opens `database` on a new thread and runs `session` (the connection's settings) on it.
-    pub async fn open(database: PathBuf, session: String) -> Result<SqliteWriter, TriggerError> {
-        let (batches, queue) = mpsc::channel();
-        let (opened, open) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("delivery-sqlite".into())
-            .spawn(move || {
-                let conn = Connection::open(&database).and_then(|conn| {
-                    conn.execute_batch(&session)?;
-                    Ok(conn)
-                });
-                match conn {
-                    Ok(conn) => {
-                        let _ = opened.send(Ok(()));
-                        serve(conn, queue);
-                    }
-                    Err(e) => {
-                        let _ = opened.send(Err(e));
-                    }
-                }
-            })
-            .map_err(TriggerError::WriterThread)?;
-        open.await.map_err(|_| TriggerError::WriterStopped)??;
-        Ok(SqliteWriter { batches })
-    }
-
-    /// Commits the deliveries (one by one if the batch fails) and returns their outcomes.
-    pub async fn commit(&self, deliveries: Vec<Accepted>, window_ms: i64) -> Outcomes {
-        let (answer, answered) = oneshot::channel();
-        let count = deliveries.len();
-        let sent = self.batches.send(Batch { deliveries, window_ms, answer });
-        match sent {
-            Ok(()) => answered.await.unwrap_or_else(|_| stopped(count)),
-            Err(_) => stopped(count),
-        }
-    }
-}
-
-fn stopped(count: usize) -> Outcomes {
-    (0..count).map(|_| Err(TriggerError::WriterStopped)).collect()
-}
-
-fn serve(mut conn: Connection, queue: mpsc::Receiver<Batch>) {
-    while let Ok(Batch { deliveries, window_ms, answer }) = queue.recv() {
-        let deliveries: Vec<&Accepted> = deliveries.iter().collect();
-        // Nothing below waits: every statement is a plain call on this thread, so the future
-        // is ready at its first poll.
-        let outcomes = futures::executor::block_on(commit_each(&mut conn, &deliveries, window_ms));
-        let _ = answer.send(outcomes);
-    }
-}
-
-impl Committer for Connection {
-    async fn commit(
-        &mut self,
-        deliveries: &[&Accepted],
-        window_ms: i64,
-    ) -> Result<Vec<Recorded>, TriggerError> {
-        // IMMEDIATE takes the write lock at once (waiting out the busy timeout), so no
-        // statement of the batch can find the database locked halfway.
-        let mut tx = self.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let recorded = batch::record(&mut tx, deliveries, now, now - window_ms).await?;
-        tx.commit()?;
-        Ok(recorded)
-    }
+/// Deletes up to `limit` claims made before `cutoff_ms`; how many.
+pub fn prune(conn: &Connection, cutoff_ms: i64, limit: i64) -> rusqlite::Result<u64> {
+    Ok(conn.prepare_cached(PRUNE)?.execute(params![cutoff_ms, limit])? as u64)
 }
 
 impl DeliveryTx for Transaction<'_> {
@@ -153,8 +99,7 @@ impl DeliveryTx for Transaction<'_> {
         let mut insert_component =
             self.prepare_cached(&format!("{INSERT_COMPONENTS}(?1, ?2, ?3, ?4, ?5, ?6)"))?;
         for build in builds {
-            let tags = serde_json::to_string(&build.submission.tags)
-                .map_err(crate::pipeline::PipelineError::from)?;
+            let tags = serde_json::to_string(&build.submission.tags).map_err(PipelineError::from)?;
             insert_build.execute(params![
                 build.id,
                 build.app,
@@ -165,7 +110,7 @@ impl DeliveryTx for Transaction<'_> {
                 build.created_at_ms
             ])?;
             for (position, component) in build.submission.components.iter().enumerate() {
-                let spec = serde_json::to_string(component).map_err(crate::pipeline::PipelineError::from)?;
+                let spec = serde_json::to_string(component).map_err(PipelineError::from)?;
                 insert_component.execute(params![
                     build.id,
                     position as i64,
@@ -213,17 +158,17 @@ mod tests {
         }
     }
 
-    fn outcome(o: &Result<Recorded, TriggerError>) -> String {
-        match o {
-            Ok(Recorded::Started(view)) => format!("started {}", view.id),
-            Ok(Recorded::Duplicate { build_id }) => format!("duplicate of {build_id}"),
-            Ok(Recorded::TriggerGone) => "trigger gone".into(),
-            Err(e) => format!("error {e}"),
+    fn outcome(recorded: &Recorded) -> String {
+        match recorded {
+            Recorded::Started(view) => format!("started {}", view.id),
+            Recorded::Duplicate { build_id } => format!("duplicate of {build_id}"),
+            Recorded::TriggerGone => "trigger gone".into(),
         }
     }
 
     /// Replays inside a batch, across batches and of a deleted trigger come out as the
-    /// sqlx writer's do, and what is stored is readable by the pool.
+    /// sqlx writer's do, what is stored is readable by the pool, and a prune takes only
+    /// expired claims.
     #[tokio::test]
     async fn the_thread_records_batches_with_their_replays() {
         let dir = tempfile::tempdir().unwrap();
@@ -237,26 +182,23 @@ mod tests {
         .await
         .unwrap();
         let database = super::super::wal::database_file(&mut *pool.acquire().await.unwrap()).await.unwrap();
-        let writer = SqliteWriter::open(database, "PRAGMA busy_timeout = 5000".into()).await.unwrap();
+        let mut conn = open(database, "PRAGMA busy_timeout = 5000".into()).await.unwrap();
         let window_ms = 60_000;
 
-        let first = writer
-            .commit(
-                vec![
-                    delivery("t1", "b1", &["id:1", "digest:a"]),
-                    delivery("t1", "b2", &["id:2", "digest:a"]),
-                    delivery("gone", "b3", &["id:3"]),
-                    delivery("t1", "b4", &["id:4"]),
-                ],
-                window_ms,
-            )
-            .await;
+        let first = [
+            delivery("t1", "b1", &["id:1", "digest:a"]),
+            delivery("t1", "b2", &["id:2", "digest:a"]),
+            delivery("gone", "b3", &["id:3"]),
+            delivery("t1", "b4", &["id:4"]),
+        ];
+        let first = commit(&mut conn, &first.iter().collect::<Vec<_>>(), window_ms).await.unwrap();
         let first: Vec<String> = first.iter().map(outcome).collect();
         assert_eq!(first, ["started b1", "duplicate of b1", "trigger gone", "started b4"]);
 
-        // `id:5` is new but its digest is b4's: a replay from outside the batch gives its
-        // new claim back.
-        let second = writer.commit(vec![delivery("t1", "b5", &["id:5", "id:4"])], window_ms).await;
+        // `id:5` is new but `id:4` is b4's: a replay from outside the batch gives its new
+        // claim back.
+        let second = delivery("t1", "b5", &["id:5", "id:4"]);
+        let second = commit(&mut conn, &[&second], window_ms).await.unwrap();
         assert_eq!(outcome(&second[0]), "duplicate of b4");
 
         let mut claims: Vec<(String, String)> =
@@ -277,5 +219,9 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(components, 2);
+
+        assert_eq!(prune(&conn, now_ms() - window_ms, 10).unwrap(), 0);
+        assert_eq!(prune(&conn, now_ms() + 1, 2).unwrap(), 2, "at most the limit");
+        assert_eq!(prune(&conn, now_ms() + 1, 10).unwrap(), 1);
     }
 }

@@ -289,17 +289,13 @@ impl DeliveryTx for AnyConnection {
 /// claim that old is taken over by the next delivery with its key); the number deleted.
 /// Bounded so one prune never holds the write lock long.
 pub async fn prune(db: &AnyPool, cutoff_ms: i64, limit: i64) -> Result<u64, sqlx::Error> {
-    let deleted = sqlx::query(
-        "DELETE FROM trigger_deliveries WHERE (trigger_id, delivery_key) IN
-           (SELECT trigger_id, delivery_key FROM trigger_deliveries WHERE created_at_ms < $1 LIMIT $2)",
-    )
-    .bind(cutoff_ms)
-    .bind(limit)
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(deleted)
+    Ok(sqlx::query(PRUNE).bind(cutoff_ms).bind(limit).execute(db).await?.rows_affected())
 }
+
+/// `prune`'s statement: `$1` the cutoff, `$2` the limit (in that order, so SQLite numbers
+/// them 1 and 2 for positional binding too).
+pub(super) const PRUNE: &str = "DELETE FROM trigger_deliveries WHERE (trigger_id, delivery_key) IN
+   (SELECT trigger_id, delivery_key FROM trigger_deliveries WHERE created_at_ms < $1 LIMIT $2)";
 
 fn to_trigger((id, app, adapter, auth, secret, config, created_at_ms): Row) -> Result<Trigger, TriggerError> {
     let auth =

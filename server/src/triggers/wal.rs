@@ -29,10 +29,9 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use sqlx::AnyConnection;
-use tokio::sync::mpsc;
 
 use super::TriggerError;
 
@@ -43,17 +42,21 @@ pub type Waiter = Box<dyn FnOnce(Result<(), TriggerError>) + Send>;
 const MAX_COMMITS_PER_FLUSH: usize = 1024;
 
 pub struct WalFlusher {
-    waiting: mpsc::UnboundedSender<Vec<Waiter>>,
+    waiting: mpsc::Sender<Vec<Waiter>>,
 }
 
 impl WalFlusher {
     /// Starts the flusher of the log file `log` (it ends when this handle is dropped). The
     /// writer's connection must commit with `WRITER_SYNCHRONOUS`, be the only connection
     /// whose commits are answered through this flusher, and stay open while it runs.
-    pub fn start(log: PathBuf) -> WalFlusher {
-        let (waiting, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(log, queue));
-        WalFlusher { waiting }
+    pub fn start(log: PathBuf) -> Result<WalFlusher, TriggerError> {
+        let (waiting, queue) = mpsc::channel();
+        // `fdatasync` blocks: a thread of its own, woken directly by the writer's commits.
+        std::thread::Builder::new()
+            .name("delivery-flusher".into())
+            .spawn(move || run(log, queue))
+            .map_err(TriggerError::WriterThread)?;
+        Ok(WalFlusher { waiting })
     }
 
     /// Calls each waiter once everything committed so far is on disk.
@@ -87,32 +90,31 @@ pub(super) fn log_file(database: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-async fn run(path: PathBuf, mut queue: mpsc::UnboundedReceiver<Vec<Waiter>>) {
+fn run(path: PathBuf, queue: mpsc::Receiver<Vec<Waiter>>) {
     // Opened at the first flush: by then a commit has written to the log, so it exists.
-    let mut log: Option<Arc<File>> = None;
-    let mut ready = Vec::new();
-    while queue.recv_many(&mut ready, MAX_COMMITS_PER_FLUSH).await > 0 {
-        let flushed = flush(&path, &mut log).await;
+    let mut log: Option<File> = None;
+    while let Ok(first) = queue.recv() {
+        let mut ready = vec![first];
+        ready.extend(queue.try_iter().take(MAX_COMMITS_PER_FLUSH - 1));
+        let flushed = flush(&path, &mut log).map_err(Arc::new);
         if let Err(e) = &flushed {
             tracing::error!(error = %e, path = %path.display(), "flushing the database log failed");
         }
-        for waiter in ready.drain(..).flatten() {
+        for waiter in ready.into_iter().flatten() {
             waiter(flushed.clone().map_err(TriggerError::Flush));
         }
     }
 }
 
-async fn flush(path: &PathBuf, log: &mut Option<Arc<File>>) -> Result<(), Arc<std::io::Error>> {
+fn flush(path: &PathBuf, log: &mut Option<File>) -> std::io::Result<()> {
     let file = match log {
-        Some(file) => file.clone(),
-        None => log.insert(Arc::new(File::options().write(true).open(path)?)).clone(),
+        Some(file) => file,
+        None => log.insert(File::options().write(true).open(path)?),
     };
     let started = std::time::Instant::now();
-    let synced = tokio::task::spawn_blocking(move || file.sync_data())
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let synced = file.sync_data();
     metrics::histogram!("slipway_trigger_wal_flush_seconds").record(started.elapsed().as_secs_f64());
-    Ok(synced?)
+    synced
 }
 
 #[cfg(test)]
@@ -129,12 +131,12 @@ mod tests {
         sqlx::raw_sql(WRITER_SYNCHRONOUS).execute(&mut conn).await.unwrap();
         let path = log_file(&database_file(&mut conn).await.unwrap());
         assert!(path.starts_with(dir.path()) && path.exists(), "{}", path.display());
-        let flusher = WalFlusher::start(path);
+        let flusher = WalFlusher::start(path).unwrap();
 
         let mut tx = conn.begin().await.unwrap();
         sqlx::query("CREATE TABLE t (id BIGINT)").execute(&mut *tx).await.unwrap();
         tx.commit().await.unwrap();
-        let (answers, mut answered) = mpsc::unbounded_channel();
+        let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
         for n in 0..3 {
             let answers = answers.clone();
             flusher.after_flush(vec![Box::new(move |flushed| answers.send((n, flushed.is_ok())).unwrap())]);

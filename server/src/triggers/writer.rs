@@ -9,7 +9,12 @@
 //! replay claims and its build are written together, so a crash never leaves a claim
 //! without its build or a build without its claims.
 //!
-//! Between batches the same task deletes claims older than the replay window, a bounded
+//! On SQLite the loop runs on a thread of its own with its own connection (rusqlite's), and
+//! a batch's statements are plain calls on it (`sqlite_writer.rs`): no hop to a driver
+//! thread per statement, and no runtime worker to wait for between batches. On PostgreSQL it
+//! is a task with a pool connection per batch.
+//!
+//! Between batches the writer deletes claims older than the replay window, a bounded
 //! chunk at a time, so the table holds about one window of deliveries and a prune never
 //! stalls deliveries for long (with SQLite they would queue on the write lock anyway).
 
@@ -19,7 +24,7 @@ use sqlx::{AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{self, Checkpointer, LOG_BOUND};
-use super::sqlite_writer::{Outcomes, SqliteWriter};
+use super::sqlite_writer;
 use super::stages::Stage;
 use super::wal::{self, Waiter, WalFlusher};
 use super::{TriggerError, store};
@@ -70,7 +75,12 @@ enum Job {
     },
     /// Answered once everything committed before it is durable.
     Barrier(oneshot::Sender<Result<(), TriggerError>>),
+    /// Deletes up to `PRUNE_CHUNK` expired claims after the batch; answered with how many.
+    Prune(oneshot::Sender<Result<u64, TriggerError>>),
 }
+
+/// Each delivery's outcome, in the batch's order.
+pub type Outcomes = Vec<Result<Recorded, TriggerError>>;
 
 #[derive(Clone)]
 pub struct DeliveryWriter {
@@ -78,7 +88,7 @@ pub struct DeliveryWriter {
 }
 
 impl DeliveryWriter {
-    /// Starts the writer task; it ends when the last handle is dropped.
+    /// Starts the writer and its pruning; they end when the last handle is dropped.
     pub fn spawn(
         db: AnyPool,
         dialect: Dialect,
@@ -87,9 +97,20 @@ impl DeliveryWriter {
         prune_every: Duration,
     ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(prune(jobs.downgrade(), prune_every));
         tokio::spawn(async move {
-            let sink = Sink::open(&db, dialect).await;
-            run(db, sink, pipeline, window_ms, prune_every, queue).await
+            let Some(sink) = WalSink::open(&db, dialect).await else {
+                return run(db, pipeline, window_ms, queue).await;
+            };
+            // Its statements block the thread they run on, and every delivery waits for
+            // them: a thread of its own, woken directly by the deliveries it takes.
+            let thread = std::thread::Builder::new()
+                .name("delivery-writer".into())
+                .spawn(move || futures::executor::block_on(run(sink, pipeline, window_ms, queue)));
+            if let Err(e) = thread {
+                // The queue went with the closure: deliveries are answered `WriterStopped`.
+                tracing::error!(error = %e, "the delivery writer's thread could not start");
+            }
         });
         Self { jobs }
     }
@@ -114,22 +135,82 @@ impl DeliveryWriter {
     }
 }
 
-/// Where the writer commits its batches, and when a commit may be answered.
-enum Sink {
-    /// A pool connection per batch, whose commit returns once it is durable: PostgreSQL
-    /// (its own group commit overlaps the flushes of concurrent commits), or SQLite when the
-    /// writer could not set up its own connection.
-    Pool(AnyPool),
-    /// SQLite: the writer's own connection, on its own thread, commits without an fsync and
-    /// the flusher makes each commit durable outside the write lock while the next batch is
-    /// written; its checkpoints run beside it, not in its commits.
-    Wal { sqlite: SqliteWriter, flusher: WalFlusher, checkpointer: Checkpointer },
+/// Asks the writer to prune at each tick, at once again while a prune finds a full chunk.
+/// It holds the queue weakly, so the writer still ends with its last handle.
+async fn prune(jobs: mpsc::WeakSender<Job>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(jobs) = jobs.upgrade() else { break };
+        let (answer, answered) = oneshot::channel();
+        if jobs.send(Job::Prune(answer)).await.is_err() {
+            break;
+        }
+        drop(jobs);
+        match answered.await {
+            Ok(Ok(deleted)) if deleted as i64 == PRUNE_CHUNK => tick.reset_immediately(),
+            Ok(Ok(deleted)) => tracing::debug!(deleted, "expired delivery claims pruned"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pruning expired delivery claims failed"),
+            Err(_) => break,
+        }
+    }
 }
 
-impl Sink {
-    async fn open(db: &AnyPool, dialect: Dialect) -> Sink {
+/// Where the writer commits its batches, and when a commit may be answered.
+pub trait Sink {
+    /// Commits the deliveries in one transaction.
+    async fn commit(
+        &mut self,
+        deliveries: &[&Accepted],
+        window_ms: i64,
+    ) -> Result<Vec<Recorded>, TriggerError>;
+    /// Deletes up to `limit` claims made before `cutoff_ms`; how many.
+    async fn prune(&mut self, cutoff_ms: i64, limit: i64) -> Result<u64, TriggerError>;
+    /// Calls each waiter once what was committed before is durable.
+    fn answer(&self, waiters: Vec<Waiter>);
+}
+
+/// A pool connection per batch, whose commit returns once it is durable: PostgreSQL (its
+/// own group commit overlaps the flushes of concurrent commits), or SQLite when the writer
+/// could not set up its own connection.
+impl Sink for AnyPool {
+    async fn commit(
+        &mut self,
+        deliveries: &[&Accepted],
+        window_ms: i64,
+    ) -> Result<Vec<Recorded>, TriggerError> {
+        let mut conn = self.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let now = now_ms();
+        let recorded = super::batch::record(&mut *tx, deliveries, now, now - window_ms).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn prune(&mut self, cutoff_ms: i64, limit: i64) -> Result<u64, TriggerError> {
+        Ok(store::prune(self, cutoff_ms, limit).await?)
+    }
+
+    fn answer(&self, waiters: Vec<Waiter>) {
+        waiters.into_iter().for_each(|waiter| waiter(Ok(())));
+    }
+}
+
+/// SQLite: the writer's own connection commits without an fsync and the flusher makes each
+/// commit durable outside the write lock while the next batch is written; its checkpoints
+/// run beside it, not in its commits.
+struct WalSink {
+    conn: rusqlite::Connection,
+    flusher: WalFlusher,
+    checkpointer: Checkpointer,
+}
+
+impl WalSink {
+    /// `None` on PostgreSQL, or when SQLite's writer could not be set up (logged).
+    async fn open(db: &AnyPool, dialect: Dialect) -> Option<WalSink> {
         if dialect != Dialect::Sqlite {
-            return Sink::Pool(db.clone());
+            return None;
         }
         let own = async {
             let (database, busy_timeout_ms) = {
@@ -144,75 +225,52 @@ impl Sink {
                 wal::WRITER_SYNCHRONOUS,
                 checkpoint::writer_settings(LOG_BOUND)
             );
-            let sqlite = SqliteWriter::open(database.clone(), session).await?;
-            let flusher = WalFlusher::start(wal::log_file(&database));
+            let conn = sqlite_writer::open(database.clone(), session).await?;
+            let flusher = WalFlusher::start(wal::log_file(&database))?;
             let checkpointer = Checkpointer::start(db.acquire().await?.detach(), LOG_BOUND).await?;
-            Ok::<_, TriggerError>(Sink::Wal { sqlite, flusher, checkpointer })
+            Ok::<_, TriggerError>(WalSink { conn, flusher, checkpointer })
         };
-        own.await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the delivery writer commits with an fsync each (no flusher)");
-            Sink::Pool(db.clone())
-        })
-    }
-
-    async fn commit(&mut self, deliveries: Vec<Accepted>, window_ms: i64) -> Outcomes {
-        match self {
-            Sink::Pool(db) => {
-                let deliveries: Vec<&Accepted> = deliveries.iter().collect();
-                commit_each(db, &deliveries, window_ms).await
-            }
-            Sink::Wal { sqlite, checkpointer, .. } => {
-                let turn = checkpointer.turn().await;
-                let committed = sqlite.commit(deliveries, window_ms).await;
-                drop(turn);
-                checkpointer.committed();
-                committed
-            }
-        }
-    }
-
-    fn answer(&self, waiters: Vec<Waiter>) {
-        match self {
-            Sink::Pool(_) => waiters.into_iter().for_each(|waiter| waiter(Ok(()))),
-            Sink::Wal { flusher, .. } => flusher.after_flush(waiters),
-        }
+        own.await
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "the delivery writer commits with an fsync each (no flusher)"),
+            )
+            .ok()
     }
 }
 
-/// A database the writer commits a batch to, in one transaction.
-pub trait Committer {
-    async fn commit(
-        &mut self,
-        deliveries: &[&Accepted],
-        window_ms: i64,
-    ) -> Result<Vec<Recorded>, TriggerError>;
-}
-
-impl Committer for AnyPool {
+impl Sink for WalSink {
     async fn commit(
         &mut self,
         deliveries: &[&Accepted],
         window_ms: i64,
     ) -> Result<Vec<Recorded>, TriggerError> {
-        let mut conn = self.acquire().await?;
-        let mut tx = conn.begin().await?;
-        let now = now_ms();
-        let recorded = super::batch::record(&mut *tx, deliveries, now, now - window_ms).await?;
-        tx.commit().await?;
-        Ok(recorded)
+        let turn = self.checkpointer.turn().await;
+        let committed = sqlite_writer::commit(&mut self.conn, deliveries, window_ms).await;
+        drop(turn);
+        self.checkpointer.committed();
+        committed
+    }
+
+    async fn prune(&mut self, cutoff_ms: i64, limit: i64) -> Result<u64, TriggerError> {
+        let _turn = self.checkpointer.turn().await;
+        Ok(sqlite_writer::prune(&self.conn, cutoff_ms, limit)?)
+    }
+
+    fn answer(&self, waiters: Vec<Waiter>) {
+        self.flusher.after_flush(waiters);
     }
 }
 
 /// Commits `deliveries` in one transaction; if that fails, each alone, so one delivery's
 /// failure does not fail the others.
-pub async fn commit_each(db: &mut impl Committer, deliveries: &[&Accepted], window_ms: i64) -> Outcomes {
-    match db.commit(deliveries, window_ms).await {
+async fn commit_each(sink: &mut impl Sink, deliveries: &[&Accepted], window_ms: i64) -> Outcomes {
+    match sink.commit(deliveries, window_ms).await {
         Ok(recorded) => recorded.into_iter().map(Ok).collect(),
         Err(e) if deliveries.len() > 1 => {
             tracing::warn!(error = %e, deliveries = deliveries.len(), "delivery batch failed; committing one by one");
             let mut outcomes = Vec::with_capacity(deliveries.len());
             for delivery in deliveries {
-                outcomes.push(db.commit(&[delivery], window_ms).await.map(|mut r| r.remove(0)));
+                outcomes.push(sink.commit(&[delivery], window_ms).await.map(|mut r| r.remove(0)));
             }
             outcomes
         }
@@ -226,50 +284,33 @@ enum Answer {
     Barrier(oneshot::Sender<Result<(), TriggerError>>),
 }
 
-async fn run(
-    db: AnyPool,
-    mut sink: Sink,
-    pipeline: Pipeline,
-    window_ms: i64,
-    prune_every: Duration,
-    mut queue: mpsc::Receiver<Job>,
-) {
+async fn run(mut sink: impl Sink, pipeline: Pipeline, window_ms: i64, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut prune = tokio::time::interval(prune_every);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        // `recv_many` is cancel safe: a prune tick never loses a delivery.
-        let received = tokio::select! {
-            received = queue.recv_many(&mut batch, MAX_BATCH) => received,
-            _ = prune.tick() => {
-                match store::prune(&db, now_ms() - window_ms, PRUNE_CHUNK).await {
-                    Ok(deleted) if deleted as i64 == PRUNE_CHUNK => prune.reset_immediately(),
-                    Ok(deleted) => tracing::debug!(deleted, "expired delivery claims pruned"),
-                    Err(e) => tracing::warn!(error = %e, "pruning expired delivery claims failed"),
-                }
-                continue;
-            }
-        };
-        if received == 0 {
-            break;
-        }
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let began = Instant::now();
-        let mut deliveries = Vec::with_capacity(batch.len());
-        let answers: Vec<Answer> = batch
-            .drain(..)
-            .map(|job| match job {
+        let (mut deliveries, mut answers, mut prunes) =
+            (Vec::with_capacity(batch.len()), Vec::new(), Vec::new());
+        for job in batch.drain(..) {
+            match job {
                 Job::Record { delivery, queued, answer } => {
                     Stage::WriterQueue.record(began - queued, 1);
                     deliveries.push(delivery);
-                    Answer::Delivery(answer)
+                    answers.push(Answer::Delivery(answer));
                 }
-                Job::Barrier(answer) => Answer::Barrier(answer),
-            })
-            .collect();
-        let count = deliveries.len();
-        let outcomes = sink.commit(deliveries, window_ms).await;
+                Job::Barrier(answer) => answers.push(Answer::Barrier(answer)),
+                Job::Prune(answer) => prunes.push(answer),
+            }
+        }
+        let outcomes = if deliveries.is_empty() {
+            Vec::new()
+        } else {
+            let deliveries: Vec<&Accepted> = deliveries.iter().collect();
+            commit_each(&mut sink, &deliveries, window_ms).await
+        };
         let committed = Instant::now();
-        Stage::Commit.record(committed - began, count);
+        if !deliveries.is_empty() {
+            Stage::Commit.record(committed - began, deliveries.len());
+        }
         if outcomes.iter().any(|r| matches!(r, Ok(Recorded::Started(_)))) {
             pipeline.builds_queued();
         }
@@ -294,5 +335,8 @@ async fn run(
             })
             .collect();
         sink.answer(waiters);
+        for answer in prunes {
+            let _ = answer.send(sink.prune(now_ms() - window_ms, PRUNE_CHUNK).await);
+        }
     }
 }
