@@ -246,12 +246,7 @@ mod tests {
     /// order, hidden, made a getter) is still written with the keys it has then.
     #[test]
     fn kept_shape_keys_follow_a_changed_result() {
-        let runtime = Runtime::new().unwrap();
-        let context = Context::full(&runtime).unwrap();
-        context.with(|ctx| {
-            let raw = ctx.as_raw().as_ptr();
-            let mut names = KeyNames::new(crate::worker::args::Layout::probe(raw));
-            assert!(names.layout.is_some(), "the engine layout is known in this build");
+        with_shape_names(|ctx, names, stringify| {
             let script = "(() => { let kept; return (step) => {
                 if (step < 2) { kept = { status: 'ok', reason: 'r' + step, details: { code: step } }; return kept; }
                 if (step === 2) kept.extra = 1;
@@ -264,19 +259,19 @@ mod tests {
                 return kept;
             }; })()";
             let f: rquickjs::Function = ctx.eval(script).unwrap();
-            let stringify: rquickjs::Function =
-                ctx.globals().get::<_, rquickjs::Object>("JSON").unwrap().get("stringify").unwrap();
             for step in 0..10 {
                 let value: Value = f.call((step,)).unwrap();
                 let expected: String = stringify.call((value.clone(),)).unwrap();
                 let hit = unsafe { names.shape_keys(value.as_raw()) }.is_some();
                 let mut named = JsonText(Vec::new());
-                write(value, &mut named, Some(&mut names)).unwrap();
+                write(value, &mut named, Some(&mut *names)).unwrap();
                 assert_eq!(String::from_utf8(named.0).unwrap(), expected, "step {step}");
-                assert_eq!(hit, step == 1 || step == 8, "step {step}: the kept list serves the literal's shape only");
+                assert_eq!(
+                    hit,
+                    step == 1 || step == 8,
+                    "step {step}: the kept list serves the literal's shape only"
+                );
             }
-            // Dropping the runtime aborts the process if a holder or atom was not given back.
-            names.release(raw);
         });
     }
 
@@ -286,27 +281,39 @@ mod tests {
     /// name, as `JSON.stringify` reads them.
     #[test]
     fn kept_shape_values_follow_a_getter_that_changes_the_result() {
-        let runtime = Runtime::new().unwrap();
-        let context = Context::full(&runtime).unwrap();
-        context.with(|ctx| {
-            let raw = ctx.as_raw().as_ptr();
-            let mut names = KeyNames::new(crate::worker::args::Layout::probe(raw));
+        with_shape_names(|ctx, names, stringify| {
             let script = "(step) => {
                 const r = { first: null, second: 'b', third: 'c' };
                 if (step > 0) r.first = { get g() { delete r.second; r.second = 'again'; r.third = 'changed'; r.fourth = 4; return 1; } };
                 return r;
             }";
             let f: rquickjs::Function = ctx.eval(script).unwrap();
-            let stringify: rquickjs::Function =
-                ctx.globals().get::<_, rquickjs::Object>("JSON").unwrap().get("stringify").unwrap();
             for step in 0..3 {
                 let expected: String = stringify.call((f.call::<_, Value>((step,)).unwrap(),)).unwrap();
                 let value: Value = f.call((step,)).unwrap();
                 assert_eq!(unsafe { names.shape_keys(value.as_raw()) }.is_some(), step > 0, "step {step}");
                 let mut named = JsonText(Vec::new());
-                write(value, &mut named, Some(&mut names)).unwrap();
+                write(value, &mut named, Some(&mut *names)).unwrap();
                 assert_eq!(String::from_utf8(named.0).unwrap(), expected, "step {step}");
             }
+        });
+    }
+
+    /// Runs `f` in a fresh context with key names that keep key lists by shape (the engine
+    /// layout is known in this build) and `JSON.stringify`, then gives the names back:
+    /// dropping the runtime aborts the process if a holder or atom was not.
+    fn with_shape_names(
+        f: impl for<'js> FnOnce(&rquickjs::Ctx<'js>, &mut KeyNames, &rquickjs::Function<'js>),
+    ) {
+        let runtime = Runtime::new().unwrap();
+        let context = Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            let raw = ctx.as_raw().as_ptr();
+            let mut names = KeyNames::new(crate::worker::args::Layout::probe(raw));
+            assert!(names.layout.is_some(), "the engine layout is known in this build");
+            let stringify: rquickjs::Function =
+                ctx.globals().get::<_, rquickjs::Object>("JSON").unwrap().get("stringify").unwrap();
+            f(&ctx, &mut names, &stringify);
             names.release(raw);
         });
     }
