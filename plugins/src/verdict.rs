@@ -64,7 +64,12 @@ fn well_formed(bytes: &[u8]) -> Option<(HealthStatus, Arc<str>, Details)> {
         }
     }
     let details = Details::from_wire(details.unwrap_or(&[wire::NULL]));
-    Some((status?, String::from_utf8_lossy(reason).into(), details))
+    // Scripts' strings are UTF-8 unless they hold lone surrogates: check, and replace only then.
+    let reason = match std::str::from_utf8(reason) {
+        Ok(text) => Arc::from(text),
+        Err(_) => String::from_utf8_lossy(reason).into(),
+    };
+    Some((status?, reason, details))
 }
 
 /// A status check's result taken apart as a verdict (status, reason, details), or what is
@@ -119,5 +124,31 @@ fn kind_of(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result_with_reason(reason: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![wire::OBJECT];
+        wire::write_str(&mut bytes, "status");
+        wire::write_str(&mut bytes, "degraded");
+        wire::write_str(&mut bytes, "reason");
+        wire::write_bytes(&mut bytes, reason);
+        bytes.push(wire::END);
+        bytes
+    }
+
+    #[test]
+    fn reasons_are_read_as_sent_and_lone_surrogates_replaced() {
+        let triple = Arc::new(PluginTriple::new(ScriptKind::Status, "http", 1));
+        let verdict = from_wire(&triple, &result_with_reason("HTTP 503 — «down»".as_bytes())).unwrap();
+        assert_eq!((verdict.status, &*verdict.reason), (HealthStatus::Degraded, "HTTP 503 — «down»"));
+        assert_eq!(verdict.details.value(), Value::Null);
+        // The engine writes a lone surrogate (U+D800) as these three bytes, which are not UTF-8.
+        let verdict = from_wire(&triple, &result_with_reason(b"a\xed\xa0\x80b")).unwrap();
+        assert_eq!(&*verdict.reason, "a\u{fffd}\u{fffd}\u{fffd}b");
     }
 }

@@ -73,9 +73,11 @@ impl HttpFetcher {
             Ok((status, headers, body)) => {
                 let json = parse_json(&body);
                 let latency_ms = started.elapsed().as_millis() as i64;
+                // Keys in sorted order (see `fetch`'s module comment).
                 WireValue::object(|o| {
+                    o.null("error");
                     o.object("http", |http| {
-                        http.int("status", i64::from(status));
+                        http.str("body", &body);
                         // One entry per name, the last value of a repeated header.
                         http.object("headers", |fields| {
                             for name in headers.keys() {
@@ -84,11 +86,10 @@ impl HttpFetcher {
                                 }
                             }
                         });
-                        http.str("body", &body);
                         http.value("json", &json);
                         http.int("latency_ms", latency_ms);
+                        http.int("status", i64::from(status));
                     });
-                    o.null("error");
                 })
             }
             Err(e) => e.observation("http"),

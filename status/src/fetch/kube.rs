@@ -73,11 +73,11 @@ impl KubeFetcher {
         let listed = self.lists.get_with_by_ref(list, self.list(list)).await;
         match &*listed {
             Ok(objects) => WireValue::object(|o| {
+                o.null("error");
                 match objects.get(name) {
                     Some(object) => o.wire("object", object),
                     None => o.null("object"),
                 }
-                o.null("error");
             }),
             Err(e) => e.observation("object"),
         }

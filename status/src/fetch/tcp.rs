@@ -30,14 +30,14 @@ impl TcpFetcher {
         };
         let latency_ms = started.elapsed().as_millis() as i64;
         WireValue::object(|o| {
-            o.object("tcp", |tcp| {
-                tcp.bool("connected", result.is_ok());
-                tcp.int("latency_ms", latency_ms);
-            });
             match &result {
                 Ok(()) => o.null("error"),
                 Err(e) => e.write(o),
             }
+            o.object("tcp", |tcp| {
+                tcp.bool("connected", result.is_ok());
+                tcp.int("latency_ms", latency_ms);
+            });
         })
     }
 }

@@ -122,23 +122,24 @@ fn http_instance() -> WireValue {
     )
 }
 
-/// A typical HTTP observation, written as the status crate's HTTP fetcher writes one.
+/// A typical HTTP observation, written as the status crate's HTTP fetcher writes one (keys
+/// sorted).
 fn http_inputs(instance: &WireValue, round: usize, i: usize) -> CheckInput {
     let latency = ((round * 31 + i) % 97 + 1) as i64;
     let body = "{\"status\":\"ok\"}";
     let observation = WireValue::object(|o| {
+        o.null("error");
         o.object("http", |http| {
-            http.int("status", 200);
+            http.str("body", body);
             http.object("headers", |headers| {
-                headers.str("content-type", "application/json");
                 headers.str("content-length", "15");
+                headers.str("content-type", "application/json");
                 headers.str("server", "envoy");
             });
-            http.str("body", body);
             http.object("json", |json| json.str("status", "ok"));
             http.int("latency_ms", latency);
+            http.int("status", 200);
         });
-        o.null("error");
     });
     CheckInput { instance_id: format!("web-{i}").into(), instance: instance.clone(), observation, memo: true }
 }
@@ -151,8 +152,8 @@ fn k8s_inputs(deployment: &Value, round: usize, i: usize, as_text: bool) -> Chec
         WireValue::from_value(&Value::String(object.to_string()))
     } else {
         WireValue::object(|o| {
-            o.value("object", &object);
             o.null("error");
+            o.value("object", &object);
         })
     };
     CheckInput {
