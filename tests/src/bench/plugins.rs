@@ -10,8 +10,9 @@
 //! per-CPU-second figures count the CPU time of the host process and its workers during
 //! the timed parts only (input building excluded), so they say what a check costs in all.
 //! The inputs are built as the status crate builds them: observations written into the
-//! host's wire form field by field, the instance encoded once and shared; they are freed
-//! after the timed part, as the status crate frees them after its batch.
+//! host's wire form field by field, the instance encoded once and shared; they and the
+//! verdicts are freed after the timed part (the status crate frees both after its batch,
+//! while the host already runs the next one).
 //!
 //! [`run_fixed`] is the same call path without clocks: a fixed number of checks, for
 //! counting instructions under `valgrind --tool=callgrind --trace-children=yes`.
@@ -261,7 +262,7 @@ async fn throughput(
             .map(|batch| {
                 let host = host.clone();
                 let check = check.to_owned();
-                // The batch comes back with its verdicts, to be freed after the timed part.
+                // The batch comes back with its verdicts, both freed after the timed part.
                 tokio::spawn(async move {
                     let verdicts = host.check_batch(&check, &batch).await;
                     (batch, verdicts)
@@ -271,11 +272,12 @@ async fn throughput(
         let mut judged = Vec::with_capacity(runs.len());
         for run in runs {
             let (batch, verdicts) = run.await.context("batch task")?;
-            for verdict in verdicts? {
-                verdict?;
-                calls += 1;
+            let verdicts = verdicts?;
+            if let Some(Err(e)) = verdicts.iter().find(|verdict| verdict.is_err()) {
+                anyhow::bail!("{check}: {e}");
             }
-            judged.push(batch);
+            calls += verdicts.len();
+            judged.push((batch, verdicts));
         }
         busy += started.elapsed();
         cpu = cpu.add(cpu_time(&workers).since(cpu_before));
