@@ -87,9 +87,8 @@ impl fmt::Debug for WireValue {
     }
 }
 
-/// Writes the fields of one object of a [`WireValue`]. Keys are written as given: a caller
-/// writes each key once (a JSON object read from these bytes keeps the last of duplicates,
-/// but scripts should not meet them).
+/// Writes the fields of one object of a [`WireValue`]. Keys are written as given, so a
+/// caller writes each key once, as a JSON object holds it once.
 pub struct ObjectWriter<'a> {
     out: &'a mut Vec<u8>,
     /// Containers around this object's fields, the object itself included.
