@@ -31,6 +31,12 @@ pub struct HostConfig {
     pub max_batch: usize,
     /// Instances whose last verdict is remembered for the unchanged-observation shortcut.
     pub memo_capacity: u64,
+    /// Whether the host polls for the answer to a short batch, and a worker for the next
+    /// request after one, before blocking (see [`crate::protocol::SHORT_BATCH_CALLS`]). A
+    /// poll saves a process wake-up per call while the machine has a core to spare; where
+    /// other work keeps every core busy (a server under a webhook flood), each poll takes a
+    /// core from that work instead.
+    pub poll_short_batches: bool,
 }
 
 impl Default for HostConfig {
@@ -45,6 +51,7 @@ impl Default for HostConfig {
             runtimes_per_worker: 64,
             max_batch: 512,
             memo_capacity: 1_000_000,
+            poll_short_batches: true,
         }
     }
 }

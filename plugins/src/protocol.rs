@@ -34,6 +34,9 @@ pub struct WorkerLimits {
     pub runtimes: usize,
     /// A worker reports finished calls at least this often while a batch runs.
     pub progress_interval_ms: u64,
+    /// Whether the worker polls for the next request after a short batch (the host's
+    /// `poll_short_batches`).
+    pub poll_after_short_batches: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -215,7 +215,10 @@ impl Default for Config {
             object_store: ObjectStoreConfig::default(),
             limits: LimitsConfig::default(),
             registry: slipway_registry::RegistryConfig::default(),
-            plugins: slipway_plugins::HostConfig::default(),
+            // The server's callers of the plugins (webhook adapters, status checks) run beside
+            // request handling that keeps the cores busy under load: a worker or a handler
+            // thread polling for a pipe takes a core from it (measured on the trigger flood).
+            plugins: slipway_plugins::HostConfig { poll_short_batches: false, ..Default::default() },
             status: slipway_status::StatusConfig::default(),
             pipeline: PipelineConfig::default(),
             triggers: TriggersConfig::default(),

@@ -45,6 +45,8 @@ pub struct Pool {
     stall_deadline: Duration,
     call_timeout_ms: u64,
     memory_limit: usize,
+    /// How long to poll for the answer to a short batch; zero when polling is off.
+    short_answer_spin: Duration,
 }
 
 /// What a compile request learned.
@@ -95,12 +97,14 @@ impl Pool {
             stack_limit_bytes: config.stack_limit_bytes,
             runtimes: config.runtimes_per_worker,
             progress_interval_ms: PROGRESS_INTERVAL.as_millis() as u64,
+            poll_after_short_batches: config.poll_short_batches,
         };
         Ok(Self {
             binary,
             stall_deadline: config.call_timeout + PROGRESS_INTERVAL + config.kill_slack,
             call_timeout_ms: limits.call_timeout_ms,
             memory_limit: limits.memory_limit_bytes,
+            short_answer_spin: if config.poll_short_batches { ANSWER_SPIN } else { Duration::ZERO },
             limits,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(config.worker_count()),
@@ -203,6 +207,11 @@ impl Pool {
         Ok(results)
     }
 
+    /// How long to poll for the answer to `calls` calls before parking.
+    fn answer_spin(&self, calls: usize) -> Duration {
+        if calls <= SHORT_BATCH_CALLS { self.short_answer_spin } else { Duration::ZERO }
+    }
+
     fn loss_error(&self, job: &Job<'_>, stop: RecvError) -> Error {
         let (triple, function) = (job.triple.clone(), job.function.to_owned());
         match stop {
@@ -232,7 +241,7 @@ impl Pool {
         };
         worker.send_encoded(&frame.map_err(died)?).await.map_err(died)?;
         loop {
-            match worker.recv(self.stall_deadline, answer_spin(request.calls.len())).await? {
+            match worker.recv(self.stall_deadline, self.answer_spin(request.calls.len())).await? {
                 Response::NeedCode => {
                     let (frame, calls) =
                         job.frame_with_code(std::mem::take(&mut request.calls), request.report_each);
@@ -302,7 +311,22 @@ fn worker_binary(config: &HostConfig) -> Result<PathBuf, Error> {
     Err(Error::Worker("set plugins.worker_binary to the slipway-plugin-worker executable".into()))
 }
 
-/// How long to poll for the answer to `calls` calls before parking.
-fn answer_spin(calls: usize) -> Duration {
-    if calls <= SHORT_BATCH_CALLS { ANSWER_SPIN } else { Duration::ZERO }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_for_short_batches_follows_the_config_on_both_sides() {
+        for poll in [true, false] {
+            let pool = Pool::new(&HostConfig { poll_short_batches: poll, ..HostConfig::default() }).unwrap();
+            assert_eq!(pool.limits.poll_after_short_batches, poll, "what the workers are told");
+            let spin = if poll { ANSWER_SPIN } else { Duration::ZERO };
+            assert_eq!(pool.answer_spin(SHORT_BATCH_CALLS), spin);
+            assert_eq!(
+                pool.answer_spin(SHORT_BATCH_CALLS + 1),
+                Duration::ZERO,
+                "a long batch is never polled for"
+            );
+        }
+    }
 }

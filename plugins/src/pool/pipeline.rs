@@ -18,7 +18,7 @@ use futures::future::{Either, select};
 use tokio::sync::Notify;
 
 use super::process::{Lost, WorkerProcess, send};
-use super::{CallOutcome, Job, Pool, answer_spin};
+use super::{CallOutcome, Job, Pool};
 use crate::error::Error;
 use crate::protocol::{CallList, Response, encode_run_parts};
 
@@ -185,7 +185,7 @@ where
                     sent.notified().await;
                     continue;
                 };
-                let response = answers.recv(pool.stall_deadline, answer_spin(expected)).await;
+                let response = answers.recv(pool.stall_deadline, pool.answer_spin(expected)).await;
                 let broken = |message: String| Lost::Broken(io::Error::other(message));
                 match response.map_err(|lost| (lost, std::mem::take(&mut answered)))? {
                     Response::NeedCode => {

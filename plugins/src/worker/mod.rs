@@ -69,7 +69,8 @@ pub fn main() -> io::Result<()> {
     let mut next_soon = true;
     while next_frame(&mut input, &mut frame, next_soon)?.is_some() {
         let request = decode_request(&frame)?;
-        next_soon = matches!(&request, Request::Run(batch) if batch.calls.len() <= SHORT_BATCH_CALLS);
+        next_soon = worker.limits.poll_after_short_batches
+            && matches!(&request, Request::Run(batch) if batch.calls.len() <= SHORT_BATCH_CALLS);
         match request {
             Request::Compile { kind, file, source } => {
                 let response = match ScriptRuntime::compile(&worker.limits, kind, &file, &source) {

@@ -492,6 +492,7 @@ impl ScriptRuntime {
             stack_limit_bytes: 512 << 10,
             runtimes: 1,
             progress_interval_ms: 5,
+            poll_after_short_batches: true,
         };
         let compiled = ScriptRuntime::compile(&limits, ScriptKind::Status, "t.js", source).ok().unwrap();
         let triple = PluginTriple::new(ScriptKind::Status, name, 1);
@@ -520,6 +521,7 @@ mod tests {
             stack_limit_bytes: 512 << 10,
             runtimes: 1,
             progress_interval_ms: 5,
+            poll_after_short_batches: true,
         };
         let source = "export function check(i, o) {\n  return { status: o.http.status === 200 ? 'healthy' : 'degraded', reason: Object.keys(o).join(','), details: { proto: Object.getPrototypeOf(o.__proto__) === Object.prototype, list: o.list, f: () => 1, u: undefined, n: 0.5 } };\n}\n";
         let compiled = ScriptRuntime::compile(&limits, ScriptKind::Status, "t.js", source).ok().unwrap();
