@@ -51,6 +51,9 @@ impl PluginHost {
         objects: Arc<dyn ObjectStore>,
         config: HostConfig,
     ) -> Result<PluginHost, Error> {
+        // "One per core" is resolved once: `available_parallelism` reads the cgroup's CPU
+        // limits from files each time it is asked, and every batch asks for the count.
+        let config = HostConfig { workers: config.worker_count(), ..config };
         let host = PluginHost {
             inner: Arc::new(Inner {
                 store: Store::new(db, objects),

@@ -20,6 +20,19 @@ async fn reason(host: &PluginHost, name: &str, revision: Option<u32>) -> String 
     out.result["reason"].as_str().unwrap().to_owned()
 }
 
+/// Resolved once at open, so batches do not ask the system (a read of cgroup files) again.
+#[tokio::test]
+async fn one_worker_per_core_is_resolved_when_the_host_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = slipway_plugins::HostConfig { workers: 0, ..support::config() };
+    let host = support::open_with(dir.path(), config).await;
+    assert_eq!(host.config().workers, std::thread::available_parallelism().unwrap().get());
+    host.install_package(support::package("acme", "1.0.0", &[("status", "ping", 1, &versioned(1))]))
+        .await
+        .unwrap();
+    assert_eq!(reason(&host, "ping", None).await, "rev-1", "calls run on the resolved pool");
+}
+
 #[tokio::test]
 async fn builtin_package_is_installed_at_first_start() {
     let dir = tempfile::tempdir().unwrap();

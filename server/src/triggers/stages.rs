@@ -5,6 +5,7 @@
 //! deliveries that started a build, and what `total` holds beyond the other stages is the
 //! time tasks waited to run after they were woken.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The histogram's name; its buckets (`BUCKETS`) are set where the recorder is built.
@@ -52,9 +53,26 @@ impl Stage {
         }
     }
 
+    const ALL: [Stage; 8] = [
+        Stage::Checks,
+        Stage::AdapterQueue,
+        Stage::AdapterCall,
+        Stage::Prepare,
+        Stage::WriterQueue,
+        Stage::Commit,
+        Stage::Flush,
+        Stage::Total,
+    ];
+
     /// Records `spent` for `deliveries` deliveries (a batch's stage is each delivery's).
     pub fn record(self, spent: Duration, deliveries: usize) {
-        metrics::histogram!(METRIC, "stage" => self.label()).record_many(spent.as_secs_f64(), deliveries);
+        // The handles are looked up once: a lookup builds the labelled key and hashes it
+        // into the registry, several times per delivery. The first record comes from a
+        // delivery, after the server installed its recorder.
+        static HISTOGRAMS: OnceLock<[metrics::Histogram; Stage::ALL.len()]> = OnceLock::new();
+        let histograms = HISTOGRAMS
+            .get_or_init(|| Stage::ALL.map(|stage| metrics::histogram!(METRIC, "stage" => stage.label())));
+        histograms[self as usize].record_many(spent.as_secs_f64(), deliveries);
     }
 
     /// Records the time since `since` for one delivery; returns now, where the next stage
