@@ -22,6 +22,7 @@ use crate::store::{Store, StoredScript};
 use crate::triple::{PluginTriple, ScriptKind};
 use crate::verdict;
 use crate::wire;
+use crate::wire_value::WireValue;
 
 /// Runs plugin scripts in sandboxed worker processes. Cheap to clone; clones share the
 /// pool and caches.
@@ -230,21 +231,24 @@ impl PluginHost {
         function: &str,
         args: Vec<Value>,
     ) -> Result<CallOutput, Error> {
+        let args = args.iter().map(WireValue::from_value).collect();
         let mut results = self.call_batch(kind, name, revision, function, &[args]).await?;
         results.pop().expect("one result per call")
     }
 
     /// Calls one function of a script once per argument list, in one batch spread over the
-    /// workers (one round trip per piece of the batch instead of one per call). The outer
-    /// error is for the whole batch (unknown script, worker start failure); each call has its
-    /// own result.
+    /// workers (one round trip per piece of the batch instead of one per call). The
+    /// arguments come in the wire form, so a caller that builds them anyway (a webhook's
+    /// request) writes them once and the host copies their bytes. The outer error is for
+    /// the whole batch (unknown script, worker start failure, arguments nested too deep);
+    /// each call has its own result.
     pub async fn call_batch(
         &self,
         kind: ScriptKind,
         name: &str,
         revision: Option<u32>,
         function: &str,
-        calls: &[Vec<Value>],
+        calls: &[Vec<WireValue>],
     ) -> Result<Vec<Result<CallOutput, Error>>, Error> {
         let triple = self.resolve(kind, name, revision)?;
         let code = self.code(&triple).await?;
@@ -443,10 +447,13 @@ impl Code {
 }
 
 /// A call's arguments (one array) in the wire form.
-fn encode_args(args: &[Value], buf: &mut Vec<u8>) -> Result<(), wire::WireError> {
+fn encode_args(args: &[WireValue], buf: &mut Vec<u8>) -> Result<(), wire::WireError> {
+    if !args.iter().all(WireValue::fits) {
+        return Err(wire::WireError::TooDeep);
+    }
     buf.push(wire::ARRAY);
     for arg in args {
-        wire::encode(arg, buf)?;
+        buf.extend_from_slice(arg.as_bytes());
     }
     buf.push(wire::END);
     Ok(())

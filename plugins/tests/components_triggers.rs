@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use slipway_plugins::{Error, PluginHost, ScriptKind};
+use slipway_plugins::{Error, PluginHost, ScriptKind, WireValue};
 
 async fn call(
     host: &PluginHost,
@@ -190,8 +190,8 @@ async fn a_batch_of_calls_answers_each_in_order_and_fails_each_alone() {
     let host = support::open(dir.path()).await;
     let echo = "export function parse(request, ctx) {\n  if (request.fail) throw new Error(`refused ${request.n}`);\n  return { accept: true, request: { n: request.n } };\n}\n";
     host.install_package(support::package("acme", "1.0.0", &[("trigger", "echo", 1, echo)])).await.unwrap();
-    let calls: Vec<Vec<Value>> =
-        (0..40).map(|n| vec![json!({"n": n, "fail": n % 7 == 3}), json!({})]).collect();
+    let calls: Vec<Vec<WireValue>> =
+        (0..40).map(|n| vec![json!({"n": n, "fail": n % 7 == 3}).into(), json!({}).into()]).collect();
     let results = host.call_batch(ScriptKind::Trigger, "echo", None, "parse", &calls).await.unwrap();
     assert_eq!(results.len(), 40);
     for (n, result) in results.into_iter().enumerate() {

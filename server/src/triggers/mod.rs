@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use slipway_plugins::{PluginHost, ScriptKind};
 
@@ -274,7 +274,7 @@ impl Triggers {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Verdict, TriggerError> {
-        let request = adapter_request(headers, body);
+        let request = adapter::request(headers, body);
         let verdict = self.adapters.parse(&trigger.adapter, request).await?;
         let rejected = |reason: String| TriggerError::Rejected { adapter: trigger.adapter.clone(), reason };
         if verdict["accept"] != Value::Bool(true) {
@@ -396,18 +396,4 @@ fn prebuilt_images<'a>(
         ));
     }
     Ok(Some(by_component))
-}
-
-/// The adapter's view of the request: lowercase header names, the body as text and as JSON.
-fn adapter_request(headers: &HeaderMap, body: &[u8]) -> Value {
-    let headers: serde_json::Map<String, Value> = headers
-        .iter()
-        .filter(|(name, _)| *name != "authorization" && *name != "x-gitlab-token")
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), Value::String(value.to_str().ok()?.to_owned())))
-        })
-        .collect();
-    let text = String::from_utf8_lossy(body);
-    let json = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-    json!({ "headers": headers, "body": text, "json": json })
 }
