@@ -14,7 +14,17 @@
 //! lock, and under a flood the writer holds it nearly all the time, so the RESTART would
 //! rarely get it: the writer and the RESTART take turns through `turn` instead, and the
 //! writer waits out the RESTART (a short stall every few seconds of a flood).
+//!
+//! What the RESTART waits for is mostly its sync of the database file: SQLite syncs it only
+//! after a checkpoint that copied the whole log, so it finds every page the PASSIVEs copied
+//! since the last restart still dirty (the kernel writes dirty pages back after 30 s by
+//! default). So after each PASSIVE the checkpointer starts the write-back of the database
+//! file's dirty pages (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`: it queues the writes
+//! and waits for none, the way PostgreSQL spreads a checkpoint's writes), and the RESTART's
+//! sync finds little left. A blocking sync here instead competes with the log flushes for
+//! the disk in one large burst (measured: slower flushes, no better tail).
 
+use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,13 +70,14 @@ impl Checkpointer {
     /// Starts checkpointing the database from `own`, a connection used for nothing else;
     /// the writer's connection must run `writer_settings` first.
     pub async fn start(mut own: AnyConnection, bound: LogBound) -> Result<Checkpointer, sqlx::Error> {
+        let database = Arc::new(File::open(super::wal::database_file(&mut own).await?)?);
         // NORMAL at least: a checkpoint then syncs the log before it copies and the database
         // after, which the flusher's durability argument (`wal.rs`) relies on.
         let own_settings = format!("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {RESTART_WAIT_MS}");
         sqlx::raw_sql(sqlx::AssertSqlSafe(own_settings)).execute(&mut own).await?;
         let (committed, signals) = mpsc::channel(1);
         let turn = Arc::new(Mutex::new(()));
-        tokio::spawn(run(own, bound, signals, turn.clone()));
+        tokio::spawn(run(own, bound, signals, turn.clone(), database));
         Ok(Checkpointer { committed, turn })
     }
 
@@ -87,6 +98,7 @@ async fn run(
     bound: LogBound,
     mut signals: mpsc::Receiver<()>,
     turn: Arc<Mutex<()>>,
+    database: Arc<File>,
 ) {
     // Counted from the start of each checkpoint: a slow one is followed at once by the next.
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
@@ -96,6 +108,7 @@ async fn run(
         // The PASSIVE copies most of the log beside the writer, so the RESTART after it
         // has little left to copy while the writer waits.
         let Some(frames) = checkpoint(&mut conn, "PASSIVE").await else { continue };
+        start_writeback(&database).await;
         if frames <= bound.frames {
             continue;
         }
@@ -108,6 +121,31 @@ async fn run(
             metrics::counter!("slipway_trigger_log_restarts_total").increment(1);
         }
     }
+}
+
+/// Queues the write-back of every dirty page of the database file and waits for none of
+/// it; off the runtime's threads, as it blocks while the disk's queue is full.
+async fn start_writeback(database: &Arc<File>) {
+    let file = database.clone();
+    let queued = tokio::task::spawn_blocking(move || queue_writeback(&file)).await;
+    if let Ok(Err(e)) = queued {
+        tracing::warn!(error = %e, "starting the database file's write-back failed");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn queue_writeback(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Offset 0 and length 0: the whole file, however far it grew.
+    // SAFETY: a plain system call on a descriptor the caller keeps open.
+    let queued = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if queued == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Elsewhere the RESTART's own sync writes everything, as before.
+#[cfg(not(target_os = "linux"))]
+fn queue_writeback(_: &File) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Runs a checkpoint; the frames in the log after it, or `None` when it failed (logged: the
@@ -133,6 +171,21 @@ async fn checkpoint(conn: &mut AnyConnection, mode: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use sqlx::Connection;
+
+    /// The write-back is queued for a file with dirty pages, and a descriptor that has no
+    /// pages to write back (a pipe) is reported, not ignored.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_write_back_is_queued_for_a_file_and_refused_for_a_pipe() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![7u8; 1 << 20]).unwrap();
+        queue_writeback(&file).unwrap();
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let pipe = File::from(std::os::fd::OwnedFd::from(reader));
+        let refused = queue_writeback(&pipe).unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::ESPIPE), "{refused}");
+    }
 
     /// A writer committing without pause, at a thousand commits a second (8 MB/s, more than
     /// a delivery flood writes), with the checkpointer beside it: the log file is cut back
