@@ -25,6 +25,7 @@
 //! the disk in one large burst (measured: slower flushes, no better tail).
 
 use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,10 +68,14 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the database from `own`, a connection used for nothing else;
-    /// the writer's connection must run `writer_settings` first.
-    pub async fn start(mut own: AnyConnection, bound: LogBound) -> Result<Checkpointer, sqlx::Error> {
-        let database = Arc::new(File::open(super::wal::database_file(&mut own).await?)?);
+    /// Starts checkpointing the database file `database` from `own`, a connection to it used
+    /// for nothing else; the writer's connection must run `writer_settings` first.
+    pub async fn start(
+        mut own: AnyConnection,
+        database: &Path,
+        bound: LogBound,
+    ) -> Result<Checkpointer, sqlx::Error> {
+        let database = Arc::new(File::open(database)?);
         // NORMAL at least: a checkpoint then syncs the log before it copies and the database
         // after, which the flusher's durability argument (`wal.rs`) relies on.
         let own_settings = format!("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {RESTART_WAIT_MS}");
@@ -200,14 +205,14 @@ mod tests {
         let own = pool.acquire().await.unwrap().detach();
         let bound = LogBound { frames: 256, bytes: 256 * 4120 };
         sqlx::raw_sql(sqlx::AssertSqlSafe(writer_settings(bound))).execute(&mut writer).await.unwrap();
-        let checkpointer = Checkpointer::start(own, bound).await.unwrap();
+        let database = crate::triggers::wal::database_file(&mut writer).await.unwrap();
+        let checkpointer = Checkpointer::start(own, &database, bound).await.unwrap();
         let (auto,): (i64,) =
             sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(&mut writer).await.unwrap();
         assert_eq!(auto, 0);
         // As the delivery writer's connection: the flusher syncs instead of each commit.
         sqlx::raw_sql(crate::triggers::wal::WRITER_SYNCHRONOUS).execute(&mut writer).await.unwrap();
         sqlx::raw_sql("CREATE TABLE flood (n BIGINT, pad TEXT)").execute(&mut writer).await.unwrap();
-        let database = crate::triggers::wal::database_file(&mut writer).await.unwrap();
         let log = crate::triggers::wal::log_file(&database);
 
         let (rows, mut largest, mut previous, mut cut_back) = (4000i64, 0, 0, 0);

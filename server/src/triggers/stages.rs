@@ -83,3 +83,12 @@ impl Stage {
         now
     }
 }
+
+// `record` indexes its handles by discriminant: each stage sits at its own index in `ALL`.
+const _: () = {
+    let mut i = 0;
+    while i < Stage::ALL.len() {
+        assert!(Stage::ALL[i] as usize == i, "Stage::ALL lists the stages in declaration order");
+        i += 1;
+    }
+};

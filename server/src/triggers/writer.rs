@@ -227,7 +227,8 @@ impl WalSink {
             );
             let conn = sqlite_writer::open(database.clone(), session).await?;
             let flusher = WalFlusher::start(wal::log_file(&database))?;
-            let checkpointer = Checkpointer::start(db.acquire().await?.detach(), LOG_BOUND).await?;
+            let checkpointer =
+                Checkpointer::start(db.acquire().await?.detach(), &database, LOG_BOUND).await?;
             Ok::<_, TriggerError>(WalSink { conn, flusher, checkpointer })
         };
         own.await
